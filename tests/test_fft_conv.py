@@ -1,0 +1,48 @@
+"""The FFT convolution computes what Conv2D computes, with the same weights."""
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from xmipp3_deepcons.core.fft_conv import FFTConv2D, fast_fft_length
+
+
+def test_fast_fft_length():
+    assert fast_fft_length(142) == 144
+    assert fast_fft_length(70) == 72
+    assert fast_fft_length(7) == 8
+
+
+@pytest.mark.parametrize("channels,filters,kernel,size", [(1, 4, 15, 40), (3, 2, 7, 33), (2, 3, 3, 16)])
+def test_same_output_and_gradients_as_conv2d(channels, filters, kernel, size):
+    rng = np.random.default_rng(0)
+    direct = keras.layers.Conv2D(filters, kernel, padding="same", activation="relu")
+    fft = FFTConv2D(filters, kernel, activation="relu")
+    x = rng.normal(size=(3, size, size + 5, channels)).astype("float32")
+    direct.build(x.shape)
+    fft.build(x.shape)
+    weights = [rng.normal(size=w.shape).astype("float32") * 0.1 for w in direct.get_weights()]
+    direct.set_weights(weights)
+    fft.set_weights(weights)
+    np.testing.assert_allclose(fft(x).numpy(), direct(x).numpy(), atol=2e-5, rtol=1e-4)
+
+    import tensorflow as tf
+    grads = []
+    for layer in (direct, fft):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x) ** 2)
+        grads.append([g.numpy() for g in tape.gradient(loss, layer.trainable_weights)])
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(b, a, atol=1e-3, rtol=1e-3)
+
+
+def test_saved_and_loaded(tmp_path):
+    inputs = keras.Input((32, 32, 1))
+    model = keras.Model(inputs, FFTConv2D(2, 5, kernel_regularizer=keras.regularizers.L2(1e-5))(inputs))
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    again = keras.models.load_model(path)
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 1)).astype("float32")
+    np.testing.assert_array_equal(model(x).numpy(), again(x).numpy())
+    assert len(again.losses) == 1

@@ -1,0 +1,40 @@
+"""``xmipp_deep_consensus``: Deep Consensus particle screening from the command line.
+
+One module per subcommand, each with ``add_args(parser)`` and ``main(args)``.
+"""
+import argparse
+import sys
+
+from ..errors import InputError
+
+COMMANDS = ("screen", "train", "score", "demo")
+
+
+def build_parser():
+    import importlib
+    parser = argparse.ArgumentParser(
+        prog="xmipp_deep_consensus",
+        description="Deep Consensus: screen the particles of several pickers with a CNN "
+                    "trained on their agreement.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"{__name__}.{name}")
+        doc = (module.__doc__ or "").strip()
+        p = sub.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_args(p)
+        p.set_defaults(func=module.main)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except InputError as error:
+        print(f"xmipp_deep_consensus {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""What every subcommand shares: logging to the terminal and a file, CPU threads, seeds."""
+import logging
+import os
+import sys
+
+LOGGER_NAME = "xmipp3_deepcons"
+
+
+def setup_logging(log_file=None, quiet=False):
+    """Progress lines on stdout and, when given, in ``log_file`` too."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(logging.INFO)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    if not quiet:
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(formatter)
+        logger.addHandler(console)
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        to_file = logging.FileHandler(log_file)
+        to_file.setFormatter(formatter)
+        logger.addHandler(to_file)
+    logger.propagate = False
+    return logger
+
+
+def set_threads(threads):
+    """Cap the CPU threads of numpy/scipy FFTs and TensorFlow; must run before TF starts."""
+    if not threads or threads <= 0:
+        return
+    for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    try:
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except (ImportError, RuntimeError):
+        pass  # TensorFlow already running: the environment variables still hold for children
+
+
+def resolve_seed(seed, logger):
+    """A run without --seed still gets one, logged, so any run can be repeated exactly."""
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+        logger.info(f"seed {seed} (pass --seed {seed} to repeat this run)")
+    return seed
+
+
+def add_training_args(parser):
+    """Options shared by `screen` and `train`, with the original protocol's defaults."""
+    from ..constants import (DEFAULT_EPOCHS, DEFAULT_L2, DEFAULT_LEARNING_RATE, DEFAULT_MODELS)
+    g = parser.add_argument_group("training")
+    g.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS,
+                   help="passes over the training positives (default %(default)s)")
+    g.add_argument("--models", type=int, default=DEFAULT_MODELS,
+                   help="networks in the ensemble; the score is their mean (default %(default)s)")
+    g.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE,
+                   help="Adam learning rate (default %(default)s)")
+    g.add_argument("--l2", type=float, default=DEFAULT_L2,
+                   help="L2 regularisation strength (default %(default)s)")
+    g.add_argument("--no-auto-stop", dest="auto_stop", action="store_false",
+                   help="train all epochs instead of stopping when validation accuracy stalls")
+    g.add_argument("--network-size", choices=("small", "medium", "large"),
+                   help="network width; default: chosen from the number of positives "
+                        "(<1500 small, <20000 medium, else large)")
+    g.add_argument("--seed", type=int, help="random seed: the same inputs and seed give the "
+                                            "same scores (default: drawn and logged)")
+    g.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for the network (default: all cores)")

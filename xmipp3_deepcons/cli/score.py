@@ -1,0 +1,47 @@
+"""Score particle metadata with a trained model (what the original `--mode score` did).
+
+example:
+  xmipp_deep_consensus score --model model/ -i particles.xmd -o scored.xmd
+
+Writes a copy of the input metadata with the score (mean P(particle) of the ensemble) in the
+zScoreDeepLearning1 column. With --test-positives and --test-negatives it also reports accuracy,
+ROC-AUC and the best-MCC threshold on those labelled sets, into the log and testPredictions.txt.
+"""
+import os
+
+import numpy as np
+
+from ..constants import SCORE_LABEL
+from . import common
+
+
+def add_args(parser):
+    parser.add_argument("--model", required=True, metavar="DIR")
+    parser.add_argument("-i", "--input", required=True, metavar="XMD")
+    parser.add_argument("-o", "--output", required=True, metavar="XMD")
+    parser.add_argument("--test-positives", metavar="XMD")
+    parser.add_argument("--test-negatives", metavar="XMD")
+    parser.add_argument("--threads", type=int, default=0)
+
+
+def main(args):
+    from ..core.ensemble import Ensemble, evaluate_scores
+    from ..io.metadata import load_images, read_particles_xmd, write_particles_xmd
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    logger = common.setup_logging(os.path.join(out_dir, "score.log"))
+    common.set_threads(args.threads)
+    ensemble = Ensemble.load(args.model)
+    columns = read_particles_xmd(args.input)
+    columns[SCORE_LABEL] = ensemble.score(load_images(args.input))
+    write_particles_xmd(args.output, columns)
+    logger.info(f"scored {len(columns[SCORE_LABEL])} particles into {args.output}")
+    if args.test_positives and args.test_negatives:
+        pos = ensemble.score(load_images(args.test_positives))
+        neg = ensemble.score(load_images(args.test_negatives))
+        labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+        scores = np.r_[pos, neg]
+        for key, value in evaluate_scores(labels, scores).items():
+            logger.info(f"test {key}: {value:.4f}")
+        np.savetxt(os.path.join(out_dir, "testPredictions.txt"), np.c_[labels, scores],
+                   fmt=["%d", "%.6f"], header="label score")
+    return 0

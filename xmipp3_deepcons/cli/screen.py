@@ -1,0 +1,289 @@
+"""Screen the picks of several pickers: train on their agreement, score every candidate.
+
+example:
+  xmipp_deep_consensus screen --micrographs 'mics/*.mrc' \\
+      --coordinates crYOLO/ --coordinates topaz/ --coordinates deepPicker/ \\
+      --box-size 180 -o screened/
+
+Each --coordinates folder is one picker and holds one .pos, .star or .box file per micrograph,
+named after the micrograph's file stem. Writes OUTDIR/coordinates.star (the kept particles, with
+the score as _rlnAutopickFigureOfMerit), OUTDIR/candidates.star (every candidate with its score
+and votes, to re-threshold without re-running), OUTDIR/coordinates/<mic>.pos, the trained model,
+score_histogram.png, training_curves.png and screen.log. Stopped runs continue where they were
+when run again with the same -o.
+"""
+import glob
+import os
+import time
+
+import numpy as np
+
+from ..constants import DEFAULT_RADIUS, DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE, MIN_POSITIVES
+from ..errors import InputError
+from . import common
+
+COORDINATE_EXTENSIONS = (".pos", ".star", ".box")
+
+
+def add_args(parser):
+    g = parser.add_argument_group("inputs")
+    g.add_argument("--micrographs", required=True, nargs="+", metavar="GLOB",
+                   help="micrograph files (quote the pattern): .mrc, .tif or .jpg/.png")
+    g.add_argument("--coordinates", required=True, action="append", metavar="DIR",
+                   help="one picker's coordinate folder; give once per picker")
+    g.add_argument("--box-size", type=int, required=True,
+                   help="particle box in micrograph pixels (at least 128)")
+    g.add_argument("--sampling", type=float,
+                   help="pixel size of the micrographs in Å (default: from the MRC header)")
+    g.add_argument("--picker-sampling", type=float, nargs="+", metavar="A",
+                   help="pixel size the coordinates of each picker refer to, in --coordinates "
+                        "order, when some picker worked on binned micrographs")
+    g.add_argument("--micrographs-inverted", action="store_true",
+                   help="the micrographs already show particles white (skip contrast inversion)")
+    g.add_argument("--ctf", metavar="STAR",
+                   help="RELION micrographs_ctf.star: phase-flip the micrographs with these CTFs")
+    g = parser.add_argument_group("consensus and output")
+    g.add_argument("--radius", type=float, default=DEFAULT_RADIUS,
+                   help="picks closer than this fraction of the box are the same particle "
+                        "(default %(default)s)")
+    g.add_argument("--min-votes", type=int, default=2,
+                   help="pickers that must agree for a candidate to be a training positive "
+                        "(default %(default)s)")
+    g.add_argument("--dedupe-radius", type=float, default=0.3,
+                   help="kept candidates closer than this fraction of the box are one particle; "
+                        "the best scored is kept; 0 turns it off (default %(default)s)")
+    g.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="keep candidates scoring above this; -1 keeps all (default %(default)s)")
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", metavar="DIR",
+                   help="start from this trained model folder (continue training, or score "
+                        "with it alone with --skip-training)")
+    g.add_argument("--skip-training", action="store_true",
+                   help="score with --model as it is; one coordinate set is then enough")
+    g.add_argument("--train-size", type=int, default=DEFAULT_TRAIN_SIZE,
+                   help="train on at most this many positives, -1 for all (default %(default)s)")
+    common.add_training_args(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+
+
+def main(args):
+    from ..core import pipeline
+    os.makedirs(args.output, exist_ok=True)
+    logger = common.setup_logging(os.path.join(args.output, "screen.log"))
+    common.set_threads(args.threads)
+    started = time.time()
+    seed = common.resolve_seed(args.seed, logger)
+    validate(args)
+
+    micrographs = find_micrographs(args.micrographs)
+    pickers = [picker_files(folder) for folder in args.coordinates]
+    labels = [f"--coordinates {folder}" for folder in args.coordinates]
+    inputs = match_inputs(micrographs, pickers, labels, picker_scales(args), logger)
+
+    settings = pipeline.ScreenSettings(
+        box_size=args.box_size, radius=args.radius, min_votes=args.min_votes,
+        inverted=args.micrographs_inverted, ctf=read_ctf(args), pixel_size=pixel_size(args, micrographs),
+        train_size=args.train_size, seed=seed)
+    settings.factor  # validates the box size before any work
+    work = pipeline.WorkFolder(os.path.join(args.output, "work"))
+    logger.info(f"{len(inputs)} micrographs, {len(pickers)} pickers, box {args.box_size} px "
+                f"(downsampled by {settings.factor:.3f} to 128 px)")
+
+    for i, mic in enumerate(inputs, 1):
+        table = pipeline.prepare_micrograph(mic, settings, work, labels)
+        votes = np.bincount(table["votes"], minlength=len(pickers) + 1)[1:]
+        logger.info(f"prepared {i}/{len(inputs)} {mic.stem}: {len(table['votes'])} candidates "
+                    f"(by votes {' '.join(map(str, votes))}), {len(table['negatives'])} negatives")
+    stems = [mic.stem for mic in inputs]
+
+    model_dir = args.model if args.skip_training else train(args, settings, work, stems, logger)
+    ensemble = load_ensemble(model_dir)
+    for i, stem in enumerate(stems, 1):
+        scores = pipeline.score_micrograph(work, stem, ensemble)
+        logger.info(f"scored {i}/{len(stems)} {stem}: {int((scores > args.threshold).sum())} of "
+                    f"{len(scores)} above {args.threshold:g}")
+
+    summary = write_outputs(args, work, inputs, settings)
+    summary_line = (f"kept {summary['kept']} of {summary['candidates']} candidates "
+                    f"({summary['duplicates']} duplicates merged) in {time.time() - started:.0f} s")
+    logger.info(summary_line)
+    return 0
+
+
+def validate(args):
+    if args.skip_training and not args.model:
+        raise InputError("--skip-training needs --model DIR: a trained model to score with")
+    if len(args.coordinates) < 2 and not args.skip_training:
+        raise InputError("training needs at least two coordinate sets (--coordinates given "
+                         f"{len(args.coordinates)} time); add another picker, or score with an "
+                         "existing model: --model DIR --skip-training")
+    if args.picker_sampling and len(args.picker_sampling) != len(args.coordinates):
+        raise InputError(f"--picker-sampling needs one value per --coordinates "
+                         f"({len(args.coordinates)}), got {len(args.picker_sampling)}")
+    if not 0 < args.radius < 1:
+        raise InputError(f"--radius {args.radius} must be a fraction of the box between 0 and 1")
+    if args.min_votes < 1 or args.min_votes > max(len(args.coordinates), 1):
+        raise InputError(f"--min-votes {args.min_votes} must be between 1 and the number of "
+                         f"pickers ({len(args.coordinates)})")
+    if args.models < 1:
+        raise InputError(f"--models {args.models} must be at least 1")
+    if args.epochs <= 0:
+        raise InputError(f"--epochs {args.epochs} must be positive")
+
+
+def find_micrographs(patterns):
+    paths = sorted({p for pattern in patterns for p in glob.glob(pattern)} |
+                   {p for p in patterns if os.path.isfile(p)})
+    if not paths:
+        raise InputError(f"--micrographs {' '.join(patterns)}: no file matches; quote the "
+                         "pattern and check the folder")
+    stems = [stem_of(p) for p in paths]
+    repeated = {s for s in stems if stems.count(s) > 1}
+    if repeated:
+        raise InputError(f"--micrographs: several files share the name {sorted(repeated)[0]}; "
+                         "coordinates are matched by file name, so names must be unique")
+    return paths
+
+
+def stem_of(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def picker_files(folder):
+    """Coordinate files of one picker folder, by micrograph stem."""
+    if not os.path.isdir(folder):
+        raise InputError(f"--coordinates {folder}: no such folder")
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        stem, ext = os.path.splitext(name)
+        if ext in COORDINATE_EXTENSIONS:
+            # Prefer .pos over .star over .box when a picker wrote several formats.
+            best = files.get(stem)
+            if best is None or COORDINATE_EXTENSIONS.index(ext) < COORDINATE_EXTENSIONS.index(
+                    os.path.splitext(best)[1]):
+                files[stem] = os.path.join(folder, name)
+    if not files:
+        raise InputError(f"--coordinates {folder}: no .pos, .star or .box files in the folder")
+    return files
+
+
+def picker_scales(args):
+    if not args.picker_sampling:
+        return [1.0] * len(args.coordinates)
+    reference = args.sampling or args.picker_sampling[0]
+    return [s / reference for s in args.picker_sampling]
+
+
+def match_inputs(micrographs, pickers, labels, scales, logger):
+    from ..core.pipeline import MicrographInput
+    from ..io.coordinates import Coordinates, read_coordinates
+    stems = {stem_of(p): p for p in micrographs}
+    for files, label in zip(pickers, labels):
+        matched = set(files) & set(stems)
+        if not matched:
+            example = next(iter(files))
+            raise InputError(f"{label}: none of its {len(files)} coordinate files matches a "
+                             f"micrograph name (e.g. {example} vs {next(iter(stems))}); files "
+                             f"must be named after the micrographs")
+        if len(matched) < len(files):
+            logger.info(f"{label}: {len(files) - len(matched)} coordinate files match no "
+                        "micrograph and are ignored")
+    inputs = []
+    for stem, path in stems.items():
+        picks = []
+        for files, scale in zip(pickers, scales):
+            c = read_coordinates(files[stem]) if stem in files else Coordinates.empty()
+            picks.append(Coordinates(xy=c.xy * scale, score=c.score) if scale != 1 else c)
+        if sum(len(p) for p in picks) == 0:
+            logger.info(f"{stem}: no picks from any picker, skipped")
+            continue
+        inputs.append(MicrographInput(stem=stem, path=path, picks=picks))
+    return inputs
+
+
+def read_ctf(args):
+    if not args.ctf:
+        return None
+    from ..core.ctf import read_ctf_star
+    return read_ctf_star(args.ctf)
+
+
+def pixel_size(args, micrographs):
+    if args.sampling:
+        return args.sampling
+    from ..io.images import read_pixel_size
+    size = read_pixel_size(micrographs[0])
+    if args.ctf and not size:
+        raise InputError("--ctf needs the pixel size: give --sampling (Å/px), the micrograph "
+                         "header has none")
+    return size
+
+
+def train(args, settings, work, stems, logger):
+    from ..core.pipeline import collect_training_boxes
+    from ..core.training import train_ensemble
+    model_dir = os.path.join(args.output, "model")
+    if os.path.exists(os.path.join(model_dir, "manifest.json")):
+        logger.info(f"model already trained in {model_dir}, reusing it")
+        return model_dir
+    positives, negatives = collect_training_boxes(work, stems, args.min_votes, args.train_size,
+                                                  settings.seed)
+    if len(positives) < MIN_POSITIVES:
+        raise InputError(f"too few positives to train: {len(positives)} candidates have at least "
+                         f"{args.min_votes} votes, {MIN_POSITIVES} are needed; add micrographs, "
+                         "lower --min-votes or use --model DIR --skip-training")
+    logger.info(f"training on {len(positives)} positives and {len(negatives)} negatives")
+    train_ensemble([(positives, 1)], [(negatives, 1)], model_dir, n_models=args.models,
+                   epochs=args.epochs, learning_rate=args.learning_rate, l2=args.l2,
+                   auto_stop=args.auto_stop, band=args.network_size, seed=settings.seed,
+                   init_model_dir=args.model, log=logger.info,
+                   metadata=model_metadata(settings))
+    return model_dir
+
+
+def model_metadata(settings):
+    return {"phase_flip": settings.ctf is not None, "inverted_input": settings.inverted,
+            "box_size": settings.box_size, "downsample_factor": settings.factor}
+
+
+def load_ensemble(model_dir):
+    from ..core.ensemble import Ensemble
+    return Ensemble.load(model_dir)
+
+
+def write_outputs(args, work, inputs, settings):
+    from .. import plots
+    from ..core.consensus import suppress_duplicates
+    from ..io.coordinates import write_coordinates_star, write_pos
+    pos_dir = os.path.join(args.output, "coordinates")
+    os.makedirs(pos_dir, exist_ok=True)
+    kept_names, kept_xy, kept_scores = [], [], []
+    all_names, all_xy, all_scores, all_votes, all_duplicate = [], [], [], [], []
+    for mic in inputs:
+        table = work.load_candidates(mic.stem)
+        scores = work.load_scores(mic.stem)
+        unique = suppress_duplicates(table["xy"], scores, args.dedupe_radius * args.box_size)
+        kept = unique & ((scores > args.threshold) if args.threshold >= 0 else True)
+        write_pos(os.path.join(pos_dir, mic.stem + ".pos"), table["xy"][kept], scores[kept])
+        kept_names += [mic.path] * int(kept.sum())
+        kept_xy.append(table["xy"][kept])
+        kept_scores.append(scores[kept])
+        all_names += [mic.path] * len(scores)
+        all_xy.append(table["xy"])
+        all_scores.append(scores)
+        all_votes.append(table["votes"])
+        all_duplicate.append(~unique)
+    cat = np.concatenate
+    write_coordinates_star(os.path.join(args.output, "coordinates.star"), kept_names,
+                           cat(kept_xy), cat(kept_scores))
+    write_coordinates_star(os.path.join(args.output, "candidates.star"), all_names, cat(all_xy),
+                           cat(all_scores))
+    np.savez(os.path.join(args.output, "candidates.npz"), micrograph=np.array(all_names),
+             xy=cat(all_xy), score=cat(all_scores), votes=cat(all_votes),
+             duplicate=cat(all_duplicate))
+    plots.score_histogram(os.path.join(args.output, "score_histogram.png"), cat(all_scores),
+                          args.threshold, votes=cat(all_votes))
+    model_dir = args.model if args.skip_training else os.path.join(args.output, "model")
+    plots.training_curves_from_model(os.path.join(args.output, "training_curves.png"), model_dir)
+    return {"kept": int(sum(len(s) for s in kept_scores)), "candidates": len(all_names),
+            "duplicates": int(cat(all_duplicate).sum())}

@@ -1,0 +1,55 @@
+"""Train a Deep Consensus ensemble on particle metadata (what the original `--mode train` did).
+
+example:
+  xmipp_deep_consensus train --positives good.xmd --negatives noise.xmd:1 \\
+      --negatives junk.xmd:-1 -o model/
+
+Each --positives/--negatives is an Xmipp .xmd of 128-px particle images, optionally followed by
+:WEIGHT (how often its images are drawn relative to the others of the same class; -1 = automatic,
+so that a small set counts as much as the large ones). --model continues from a trained model.
+"""
+import os
+
+from ..errors import InputError
+from . import common
+
+
+def add_args(parser):
+    parser.add_argument("--positives", action="append", required=True, metavar="XMD[:WEIGHT]")
+    parser.add_argument("--negatives", action="append", required=True, metavar="XMD[:WEIGHT]")
+    parser.add_argument("--model", metavar="DIR", help="continue training this model")
+    common.add_training_args(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL_DIR")
+
+
+def parse_weighted(spec):
+    path, _, weight = spec.rpartition(":")
+    if path and weight.lstrip("-").isdigit():
+        return path, int(weight)
+    return spec, 1
+
+
+def load_groups(specs, option):
+    from ..io.metadata import load_images
+    groups = []
+    for spec in specs:
+        path, weight = parse_weighted(spec)
+        if not os.path.exists(path):
+            raise InputError(f"{option} {path}: no such file")
+        groups.append((load_images(path), weight))
+    return groups
+
+
+def main(args):
+    from ..core.training import train_ensemble
+    logger = common.setup_logging(os.path.join(args.output, "train.log"))
+    common.set_threads(args.threads)
+    seed = common.resolve_seed(args.seed, logger)
+    positives = load_groups(args.positives, "--positives")
+    negatives = load_groups(args.negatives, "--negatives")
+    report = train_ensemble(positives, negatives, args.output, n_models=args.models,
+                            epochs=args.epochs, learning_rate=args.learning_rate, l2=args.l2,
+                            auto_stop=args.auto_stop, band=args.network_size, seed=seed,
+                            init_model_dir=args.model, log=logger.info)
+    logger.info(f"mean validation accuracy {report['mean_val_accuracy']:.4f}, model in {args.output}")
+    return 0

@@ -1,0 +1,36 @@
+"""The facts every layer shares: one place for each."""
+
+# The network always sees boxes of this many pixels; micrographs are downsampled so that the
+# user's box becomes this size.
+DEEP_PARTICLE_SIZE = 128
+
+# Xmipp metadata label (and Scipion attribute) that carries the Deep Consensus score.
+SCORE_LABEL = "zScoreDeepLearning1"
+SCORE_ATTRIBUTE = "_xmipp_" + SCORE_LABEL
+
+# Original protocol defaults (spec §1).
+DEFAULT_RADIUS = 0.1          # consensus radius, fraction of the box size
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_EPOCHS = 5.0
+DEFAULT_LEARNING_RATE = 1e-4
+DEFAULT_L2 = 1e-5
+DEFAULT_MODELS = 3
+DEFAULT_TRAIN_SIZE = 20000    # expected number of positives used for training
+DEFAULT_MAX_VAL_ACC = 0.95
+
+# Network size bands by number of training positives (spec §5.1).
+SIZE_BANDS = ((1500, "small"), (20000, "medium"), (float("inf"), "large"))
+
+# Training loop constants (spec §5.2, §5.3).
+BATCH_SIZE = 64
+VALIDATION_FRACTION = 0.1
+BATCHES_PER_KERAS_EPOCH = 50
+MIN_POSITIVES = 320
+
+
+def size_band(n_positives):
+    """Network size for a training set of n positives (small / medium / large)."""
+    for limit, name in SIZE_BANDS:
+        if n_positives < limit:
+            return name
+    return SIZE_BANDS[-1][1]
