@@ -90,7 +90,10 @@ def simulate_picker(rng, particles, junk, shape, recall, junk_share, background,
 
 def make_dataset(folder, n_micrographs=6, seed=0, box=128, shape=(1536, 1536),
                  n_particles=80, n_junk=20, noise=1.0):
-    """Write micrographs/, coords/<picker>/ (one format per picker) and truth/ under ``folder``."""
+    """Write micrographs/, coords/<picker>/ (one format per picker) and truth/ under ``folder``.
+
+    truth/<mic>.csv holds the particle centres, truth/<mic>_junk.csv the junk centres.
+    """
     from .io.coordinates import write_coordinates_star, write_pos
     from .io.images import write_mrc
     rng = np.random.default_rng(seed)
@@ -100,8 +103,9 @@ def make_dataset(folder, n_micrographs=6, seed=0, box=128, shape=(1536, 1536),
         stem = f"mic_{i:03d}"
         image, particles, junk = simulate_micrograph(rng, shape, n_particles, n_junk, box, noise)
         write_mrc(os.path.join(folder, "micrographs", stem + ".mrc"), image, pixel_size=2.0)
-        np.savetxt(os.path.join(folder, "truth", stem + ".csv"), particles, fmt="%.1f",
-                   delimiter=",", header="x,y", comments="")
+        for kind, xy in (("", particles), ("_junk", junk)):
+            np.savetxt(os.path.join(folder, "truth", stem + kind + ".csv"), xy, fmt="%.1f",
+                       delimiter=",", header="x,y", comments="")
         for name, ext, recall, junk_share, background, jitter in PICKERS:
             xy, scores = simulate_picker(rng, particles, junk, shape, recall, junk_share,
                                          background, jitter, box)

@@ -53,9 +53,10 @@ def report(data, screened, pickers, radius=0.25 * 128):
     from ..core.metrics import match_to_reference, precision_recall_f1
     from ..io.coordinates import find_coordinate_file, read_coordinates
     rows = {}
-    for truth_file in sorted(glob.glob(os.path.join(data, "truth", "*.csv"))):
-        stem = os.path.splitext(os.path.basename(truth_file))[0]
-        truth = np.loadtxt(truth_file, delimiter=",", skiprows=1, ndmin=2)
+    for micrograph in sorted(glob.glob(os.path.join(data, "micrographs", "*.mrc"))):
+        stem = os.path.splitext(os.path.basename(micrograph))[0]
+        truth = np.loadtxt(os.path.join(data, "truth", stem + ".csv"), delimiter=",", skiprows=1,
+                           ndmin=2)
         picks = [read_coordinates(find_coordinate_file(p, stem)).xy for p in pickers]
         votes = coordinate_consensus(picks, 0.1 * 128)
         kept = read_coordinates(os.path.join(screened, "coordinates", stem + ".pos")).xy

@@ -1,0 +1,114 @@
+"""End to end: `screen` on generated micrographs must keep planted particles and drop junk."""
+import glob
+import os
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from xmipp3_deepcons import synthetic
+from xmipp3_deepcons.cli import main
+from xmipp3_deepcons.core.consensus import coordinate_consensus
+from xmipp3_deepcons.core.metrics import match_to_reference, precision_recall_f1, ranking_quality
+from xmipp3_deepcons.io.coordinates import find_coordinate_file, read_coordinates
+
+PICKERS = [name for name, *_ in synthetic.PICKERS]
+MATCH = 0.25 * 128
+
+
+@pytest.fixture(scope="module")
+def screened(tmp_path_factory):
+    root = tmp_path_factory.mktemp("screen")
+    data = str(root / "data")
+    synthetic.make_dataset(data, n_micrographs=6, seed=11)
+    out = str(root / "out")
+    argv = ["screen", "--micrographs", os.path.join(data, "micrographs", "*.mrc"),
+            "--box-size", "128", "--models", "1", "--network-size", "small", "--seed", "0",
+            "-o", out]
+    for name in PICKERS:
+        argv += ["--coordinates", os.path.join(data, "coords", name)]
+    assert main(argv) == 0
+    return data, out, argv
+
+
+def truth(data, stem):
+    return np.loadtxt(os.path.join(data, "truth", stem + ".csv"), delimiter=",", skiprows=1)
+
+
+def test_scores_separate_planted_particles_from_planted_junk(screened):
+    data, out, _ = screened
+    candidates = np.load(os.path.join(out, "candidates.npz"))
+    stems = np.array([os.path.splitext(os.path.basename(m))[0] for m in candidates["micrograph"]])
+    distance_to = {"particle": np.zeros(len(stems)), "junk": np.zeros(len(stems))}
+    for stem in np.unique(stems):
+        mine = stems == stem
+        for kind, suffix in (("particle", ""), ("junk", "_junk")):
+            reference = np.loadtxt(os.path.join(data, "truth", stem + suffix + ".csv"),
+                                   delimiter=",", skiprows=1, ndmin=2)
+            distance_to[kind][mine] = cKDTree(reference).query(candidates["xy"][mine])[0]
+    on_particle = distance_to["particle"] < MATCH
+    on_junk = distance_to["junk"] < MATCH
+    scores = candidates["score"]
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert on_particle.sum() > 300 and on_junk.sum() > 50
+    labels = np.r_[np.ones(on_particle.sum()), np.zeros(on_junk.sum())]
+    auc_junk, _ = ranking_quality(labels, np.r_[scores[on_particle], scores[on_junk]])
+    # Junk that two pickers agree on is a training positive of the original method, so junk is
+    # only partly separated; every other mistake (background, duplicates) must be well separated.
+    assert auc_junk > 0.6
+    unique = ~candidates["duplicate"]
+    auc_all, _ = ranking_quality(on_particle[unique], scores[unique])
+    assert auc_all > 0.8
+    # empty background picked by a picker is rejected far more often than particles
+    background = ~on_particle & ~on_junk
+    assert np.mean(scores[background] > 0.5) < 0.5 * np.mean(scores[on_particle] > 0.5)
+
+
+def test_kept_particles_beat_the_union(screened):
+    data, out, _ = screened
+    kept = union = n_truth = 0
+    matched_kept = matched_union = 0
+    for path in sorted(glob.glob(os.path.join(data, "micrographs", "*.mrc"))):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        ref = truth(data, stem)
+        picks = [read_coordinates(find_coordinate_file(os.path.join(data, "coords", p), stem)).xy
+                 for p in PICKERS]
+        all_candidates = coordinate_consensus(picks, 12.8).xy
+        mine = read_coordinates(os.path.join(out, "coordinates", stem + ".pos")).xy
+        matched_kept += match_to_reference(mine, ref, MATCH).sum()
+        matched_union += match_to_reference(all_candidates, ref, MATCH).sum()
+        kept += len(mine)
+        union += len(all_candidates)
+        n_truth += len(ref)
+    f1_kept = precision_recall_f1(matched_kept, kept, n_truth)[2]
+    f1_union = precision_recall_f1(matched_union, union, n_truth)[2]
+    assert f1_kept > f1_union + 0.05
+
+
+def test_outputs_are_consistent(screened):
+    data, out, _ = screened
+    from emtable import Table
+    star = Table(fileName=os.path.join(out, "coordinates.star"), tableName="particles")
+    candidates = np.load(os.path.join(out, "candidates.npz"))
+    expected = int(((candidates["score"] > 0.5) & ~candidates["duplicate"]).sum())
+    assert len(star) == expected > 0
+    assert min(float(r.rlnAutopickFigureOfMerit) for r in star) > 0.5
+    per_mic = sum(len(read_coordinates(p)) for p in glob.glob(os.path.join(out, "coordinates", "*.pos")))
+    assert per_mic == expected
+    for png in ("score_histogram.png", "training_curves.png"):
+        assert os.path.getsize(os.path.join(out, png)) > 10000
+    log = open(os.path.join(out, "screen.log")).read()
+    assert "model 1/1 epoch 1/" in log and "prepared 6/6" in log and "scored 6/6" in log
+
+
+def test_a_stopped_run_continues_to_the_same_outputs(screened):
+    data, out, argv = screened
+    before = open(os.path.join(out, "coordinates.star")).read()
+    model_time = os.path.getmtime(os.path.join(out, "model", "model_0.keras"))
+    # as if stopped while scoring: two micrographs unscored, no final outputs
+    for stem in ("mic_002", "mic_005"):
+        os.remove(os.path.join(out, "work", "scores", stem + ".npy"))
+    os.remove(os.path.join(out, "coordinates.star"))
+    assert main(argv) == 0
+    assert open(os.path.join(out, "coordinates.star")).read() == before
+    assert os.path.getmtime(os.path.join(out, "model", "model_0.keras")) == model_time
