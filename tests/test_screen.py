@@ -91,6 +91,9 @@ def test_outputs_are_consistent(screened):
     star = Table(fileName=os.path.join(out, "coordinates.star"), tableName="particles")
     candidates = np.load(os.path.join(out, "candidates.npz"))
     expected = int(((candidates["score"] > 0.5) & ~candidates["duplicate"]).sum())
+    assert float(candidates["threshold"]) == 0.5
+    assert candidates["kept"].sum() == expected
+    assert 0 < float(candidates["suggested_threshold"]) < 1
     assert len(star) == expected > 0
     assert min(float(r.rlnAutopickFigureOfMerit) for r in star) > 0.5
     per_mic = sum(len(read_coordinates(p)) for p in glob.glob(os.path.join(out, "coordinates", "*.pos")))

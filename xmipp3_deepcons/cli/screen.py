@@ -12,6 +12,7 @@ and votes, to re-threshold without re-running), OUTDIR/coordinates/<mic>.pos, th
 score_histogram.png, training_curves.png and screen.log. Stopped runs continue where they were
 when run again with the same -o.
 """
+import argparse
 import glob
 import os
 import time
@@ -52,8 +53,14 @@ def add_args(parser):
     g.add_argument("--dedupe-radius", type=float, default=0.3,
                    help="kept candidates closer than this fraction of the box are one particle; "
                         "the best scored is kept; 0 turns it off (default %(default)s)")
-    g.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help="keep candidates scoring above this; -1 keeps all (default %(default)s)")
+    g.add_argument("--threshold", type=threshold_value, default=DEFAULT_THRESHOLD,
+                   help="keep candidates scoring above this; -1 keeps all; 'auto' takes the "
+                        "valley of the score histogram (default %(default)s)")
+    g.add_argument("--no-picker-evidence", dest="picker_evidence", action="store_false",
+                   help="score with the network alone, ignoring who picked each candidate and "
+                        "how confidently")
+    g.add_argument("--classic", action="store_true",
+                   help="the original method: network score alone, no duplicate merging")
     g = parser.add_argument_group("model")
     g.add_argument("--model", metavar="DIR",
                    help="start from this trained model folder (continue training, or score "
@@ -100,17 +107,28 @@ def main(args):
     ensemble = load_ensemble(model_dir)
     for i, stem in enumerate(stems, 1):
         scores = pipeline.score_micrograph(work, stem, ensemble)
-        logger.info(f"scored {i}/{len(stems)} {stem}: {int((scores > args.threshold).sum())} of "
-                    f"{len(scores)} above {args.threshold:g}")
+        logger.info(f"scored {i}/{len(stems)} {stem}: {len(scores)} candidates, "
+                    f"{int((scores > 0.5).sum())} with network score above 0.5")
 
-    summary = write_outputs(args, work, inputs, settings)
-    summary_line = (f"kept {summary['kept']} of {summary['candidates']} candidates "
-                    f"({summary['duplicates']} duplicates merged) in {time.time() - started:.0f} s")
-    logger.info(summary_line)
+    summary = write_outputs(args, work, inputs, logger)
+    logger.info(f"kept {summary['kept']} of {summary['candidates']} candidates above "
+                f"{summary['threshold']:g} ({summary['duplicates']} duplicates merged) in "
+                f"{time.time() - started:.0f} s")
     return 0
 
 
+def threshold_value(text):
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'auto'")
+
+
 def validate(args):
+    if args.classic:
+        args.picker_evidence, args.dedupe_radius = False, 0.0
     if args.skip_training and not args.model:
         raise InputError("--skip-training needs --model DIR: a trained model to score with")
     if len(args.coordinates) < 2 and not args.skip_training:
@@ -251,39 +269,55 @@ def load_ensemble(model_dir):
     return Ensemble.load(model_dir)
 
 
-def write_outputs(args, work, inputs, settings):
+def final_scores(args, work, inputs, logger):
+    """Per micrograph: the network score, and the score the output uses (the network's, or the
+    posterior combining it with the pickers' evidence)."""
+    from ..core.evidence import combine_evidence, picker_ranks
+    network = [work.load_scores(mic.stem) for mic in inputs]
+    if not args.picker_evidence:
+        return network, network
+    tables = [work.load_candidates(mic.stem) for mic in inputs]
+    ranks = picker_ranks(np.concatenate([t["picker_scores"] for t in tables]))
+    posterior = combine_evidence(ranks, np.concatenate(network)).astype(np.float32)
+    logger.info("combined the network score with each picker's picks and figures of merit")
+    bounds = np.cumsum([0] + [len(s) for s in network])
+    return network, [posterior[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def write_outputs(args, work, inputs, logger):
     from .. import plots
     from ..core.consensus import suppress_duplicates
+    from ..core.evidence import suggest_threshold
     from ..io.coordinates import write_coordinates_star, write_pos
+    network, final = final_scores(args, work, inputs, logger)
+    cat = np.concatenate
+    suggested = suggest_threshold(cat(final))
+    logger.info(f"suggested threshold (valley of the score histogram): {suggested:.3f}")
+    threshold = suggested if args.threshold == "auto" else args.threshold
     pos_dir = os.path.join(args.output, "coordinates")
     os.makedirs(pos_dir, exist_ok=True)
-    kept_names, kept_xy, kept_scores = [], [], []
-    all_names, all_xy, all_scores, all_votes, all_duplicate = [], [], [], [], []
-    for mic in inputs:
+    names, xy, votes, unique, kept = [], [], [], [], []
+    for mic, scores in zip(inputs, final):
         table = work.load_candidates(mic.stem)
-        scores = work.load_scores(mic.stem)
-        unique = suppress_duplicates(table["xy"], scores, args.dedupe_radius * args.box_size)
-        kept = unique & ((scores > args.threshold) if args.threshold >= 0 else True)
-        write_pos(os.path.join(pos_dir, mic.stem + ".pos"), table["xy"][kept], scores[kept])
-        kept_names += [mic.path] * int(kept.sum())
-        kept_xy.append(table["xy"][kept])
-        kept_scores.append(scores[kept])
-        all_names += [mic.path] * len(scores)
-        all_xy.append(table["xy"])
-        all_scores.append(scores)
-        all_votes.append(table["votes"])
-        all_duplicate.append(~unique)
-    cat = np.concatenate
-    write_coordinates_star(os.path.join(args.output, "coordinates.star"), kept_names,
-                           cat(kept_xy), cat(kept_scores))
-    write_coordinates_star(os.path.join(args.output, "candidates.star"), all_names, cat(all_xy),
-                           cat(all_scores))
-    np.savez(os.path.join(args.output, "candidates.npz"), micrograph=np.array(all_names),
-             xy=cat(all_xy), score=cat(all_scores), votes=cat(all_votes),
-             duplicate=cat(all_duplicate))
-    plots.score_histogram(os.path.join(args.output, "score_histogram.png"), cat(all_scores),
-                          args.threshold, votes=cat(all_votes))
+        is_unique = suppress_duplicates(table["xy"], scores, args.dedupe_radius * args.box_size)
+        keep = is_unique & ((scores > threshold) if threshold >= 0 else True)
+        write_pos(os.path.join(pos_dir, mic.stem + ".pos"), table["xy"][keep], scores[keep])
+        names += [mic.path] * len(scores)
+        xy.append(table["xy"])
+        votes.append(table["votes"])
+        unique.append(is_unique)
+        kept.append(keep)
+    names, xy, votes, unique, kept = np.array(names), cat(xy), cat(votes), cat(unique), cat(kept)
+    score = cat(final)
+    write_coordinates_star(os.path.join(args.output, "coordinates.star"), names[kept], xy[kept],
+                           score[kept])
+    write_coordinates_star(os.path.join(args.output, "candidates.star"), names, xy, score)
+    np.savez(os.path.join(args.output, "candidates.npz"), micrograph=names, xy=xy, score=score,
+             network_score=cat(network), votes=votes, duplicate=~unique, kept=kept,
+             threshold=threshold, suggested_threshold=suggested)
+    plots.score_histogram(os.path.join(args.output, "score_histogram.png"), score, threshold,
+                          votes=votes)
     model_dir = args.model if args.skip_training else os.path.join(args.output, "model")
     plots.training_curves_from_model(os.path.join(args.output, "training_curves.png"), model_dir)
-    return {"kept": int(sum(len(s) for s in kept_scores)), "candidates": len(all_names),
-            "duplicates": int(cat(all_duplicate).sum())}
+    return {"kept": int(kept.sum()), "candidates": len(score), "duplicates": int((~unique).sum()),
+            "threshold": threshold}
