@@ -98,13 +98,15 @@ def main():
     parser.add_argument("--out", default="bench_out")
     parser.add_argument("--label", default="Deep Consensus (defaults)")
     parser.add_argument("--reuse", action="store_true",
-                        help="evaluate a finished run in --out again instead of screening")
+                        help="reuse the trained model and scores of a finished run in --out "
+                             "(output options such as --classic still apply)")
     parser.add_argument("extra", nargs="*", help="options passed to screen (after --)")
     args = parser.parse_args()
     prepared = prepare(os.path.abspath(args.data), os.path.join(args.out, "empiar10017"))
     screened = os.path.join(args.out, "screen")
     timing = os.path.join(args.out, "screen_seconds.txt")
     if args.reuse and os.path.exists(timing):
+        run_screen(prepared, screened, args.extra)  # resumes: only the output step runs again
         seconds = float(open(timing).read())
     else:
         seconds = run_screen(prepared, screened, args.extra)

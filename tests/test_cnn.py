@@ -1,14 +1,17 @@
+"""The CNN: the original's network, balanced weighted batches, training, the ensemble's score."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 
+from xmipp3_deepcons.core import training
 from xmipp3_deepcons.core.ensemble import Ensemble, evaluate_scores
-from xmipp3_deepcons.core.metrics import ranking_quality
-from xmipp3_deepcons.core.network import build_network
-from xmipp3_deepcons.core.training import (BalancedBatches, augment, group_weights, keras_epochs,
-                                           pool_groups, rotate_small, train_ensemble)
+from xmipp3_deepcons.core.network import build_network, compile_network
+from xmipp3_deepcons.core.training import (BalancedBatches, WeightedBoxes, augment, group_weights,
+                                           keras_epochs, pool_groups, split_validation,
+                                           train_ensemble)
 from xmipp3_deepcons.errors import InputError
 
 
@@ -17,31 +20,41 @@ def test_parameter_counts_of_the_original(band, count):
     assert build_network(band).count_params() == count
 
 
-def test_fft_and_direct_networks_agree_with_the_same_weights():
+def test_softmax_output_and_fft_equals_direct_convolution():
     fft, direct = build_network("small"), build_network("small", fft=False)
     direct.set_weights(fft.get_weights())
-    x = np.random.default_rng(0).normal(size=(4, 128, 128, 1)).astype(np.float32)
-    a, b = fft(x, training=False).numpy(), direct(x, training=False).numpy()
-    np.testing.assert_allclose(a, b, atol=1e-5)
-    np.testing.assert_allclose(a.sum(axis=1), 1, atol=1e-6)
+    x = np.random.default_rng(0).normal(size=(3, 128, 128, 1)).astype(np.float32)
+    p = fft.predict_on_batch(x)
+    assert p.shape == (3, 2)
+    np.testing.assert_allclose(p.sum(axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(direct.predict_on_batch(x), p, atol=1e-5)
+
+
+def test_recompiling_sets_a_new_l2_factor():
+    model = build_network("small", l2=1e-5)
+    before = float(sum(model.losses))
+    compile_network(model, 1e-3, 1e-3)
+    assert float(sum(model.losses)) == pytest.approx(100 * before, rel=1e-4)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert model.get_layer("p_particle").kernel.regularizer is None
 
 
 def test_automatic_weights():
-    # fixed groups of 1000 and 500; an automatic group of 100 counts like 15 groups of its size
+    # fixed groups of 1000 and 500 boxes: an automatic group of 100 weighs floor(1500 / 100)
     assert group_weights([1000, 500, 100], [1, 2, -1]) == [1, 2, 15]
-    assert group_weights([100, 3000], [1, 0]) == [1, 1]
-    boxes, probability = pool_groups([(np.zeros((10, 2, 2)), 1), (np.ones((5, 2, 2)), 3)])
-    assert len(boxes) == 15 and probability.sum() == pytest.approx(1)
-    assert probability[10] == pytest.approx(3 * probability[0])
+    assert group_weights([100, 3000], [1, 0]) == [1, 1]   # at least 1
+    assert group_weights([10, 20], [0, 0]) == [1, 1]      # nothing fixed
+    boxes, probability = pool_groups([(np.zeros((300, 128, 128)), 1), (np.ones((100, 128, 128)), 0)])
+    assert len(boxes) == 400 and probability.sum() == pytest.approx(1)
+    assert probability[300] == pytest.approx(3 * probability[0])
 
 
-def test_balanced_batches_and_weighted_draws():
-    positives = np.zeros((40, 128, 128), np.float32)
-    positives[20:] = 1  # second half: weight 3
-    probability = np.r_[np.full(20, 1.0), np.full(20, 3.0)]
+def test_balanced_batches_respect_weights():
+    boxes, probability = pool_groups([(np.zeros((20, 128, 128)), 1), (np.ones((20, 128, 128)), 3)])
     negatives = np.full((30, 128, 128), -1, np.float32)
-    batches = BalancedBatches(positives, probability / probability.sum(), negatives,
-                              np.full(30, 1 / 30), seed=1, augmented=False)
+    batches = BalancedBatches(WeightedBoxes(boxes, np.arange(40), probability),
+                              WeightedBoxes(negatives, np.arange(30), np.full(30, 1 / 30)),
+                              seed=1, batches_per_epoch=60, augmented=False)
     heavy = light = 0
     for i in range(len(batches)):
         x, y = batches[i]
@@ -49,23 +62,43 @@ def test_balanced_batches_and_weighted_draws():
         assert y[:, 1].sum() == 32 and y[:, 0].sum() == 32
         assert (x[y[:, 0] == 1] == -1).all()
         means = x[y[:, 1] == 1].mean(axis=(1, 2, 3))
-        heavy += int((means == 1).sum())
-        light += int((means == 0).sum())
+        heavy, light = heavy + int((means == 1).sum()), light + int((means == 0).sum())
+    assert heavy + light == 60 * 32
     assert heavy / light == pytest.approx(3, rel=0.15)
-    np.testing.assert_array_equal(batches[3][0], batches[3][0])  # reproducible per batch
 
 
-def test_augmentation_keeps_shapes_and_content():
-    boxes = np.random.default_rng(0).normal(size=(64, 128, 128)).astype(np.float32)
-    out = augment(boxes, np.random.default_rng(1))
-    assert out.shape == boxes.shape and out.dtype == np.float32
-    np.testing.assert_allclose(np.sort(out[0].ravel())[[0, -1]], np.sort(boxes[0].ravel())[[0, -1]], atol=1.5)
-    np.testing.assert_allclose(rotate_small(boxes[:2], np.zeros(2)), boxes[:2], atol=1e-5)
-    quarter = rotate_small(boxes[:1], np.array([90.0]))[0]
-    np.testing.assert_allclose(quarter[2:-2, 2:-2], np.rot90(boxes[0], 1)[2:-2, 2:-2], atol=1e-4)
+def test_batches_are_reproducible_and_augmented():
+    rng = np.random.default_rng(0)
+    boxes = rng.normal(size=(50, 128, 128)).astype(np.float32)
+    members = WeightedBoxes(boxes, np.arange(50), np.full(50, 0.02))
+    first, again = (BalancedBatches(members, members, seed=[3, 0]) for _ in range(2))
+    np.testing.assert_array_equal(first[2][0], again[2][0])
+    first.on_epoch_begin()
+    np.testing.assert_array_equal(first[2][0], again[2][0])
+    first.on_epoch_begin()
+    assert not np.array_equal(first[2][0], again[2][0])
 
 
-def test_keras_epochs_as_the_original():
+def test_augmentation_flips_turns_and_rotates_slightly():
+    yy, xx = np.mgrid[:128, :128]
+    smooth = np.stack([np.exp(-((xx - 40 - i) ** 2 + (yy - 90 + i / 2) ** 2) / (2 * 15 ** 2))
+                       for i in range(64)]).astype(np.float32)   # off-centre blobs
+    changed = rotated = 0
+    for seed in range(4):
+        out = augment(smooth, np.random.default_rng(seed))
+        assert out.shape == smooth.shape and out.dtype == np.float32
+        for before, after in zip(smooth, out):
+            dihedral = [np.rot90(b, k) for b in (before, before[:, ::-1]) for k in range(4)]
+            match = max(np.corrcoef(d.ravel(), after.ravel())[0, 1] for d in dihedral)
+            assert match > 0.9        # the same image, up to a small rotation
+            changed += not np.array_equal(before, after)
+            rotated += match < 0.9999
+    assert changed > 64 and rotated > 8
+
+
+def test_validation_split_and_epochs_as_the_original():
+    train, validation = split_validation(400, np.random.default_rng(0))
+    assert len(validation) == 40 and len(np.union1d(train, validation)) == 400
     assert keras_epochs(5, 2460) == 7   # 69 batches per pass, 5 passes, 50 per Keras epoch
     assert keras_epochs(0.1, 400) == 1
 
@@ -81,48 +114,105 @@ def blobs(rng, n, positive):
 
 def test_too_few_positives(tmp_path):
     rng = np.random.default_rng(0)
-    with pytest.raises(InputError, match="found 100, need at least 320"):
-        train_ensemble([(blobs(rng, 100, True), 1)], [(blobs(rng, 100, False), 1)], str(tmp_path))
+    with pytest.raises(InputError, match="too few positives to train: found 300, need at least 320"):
+        train_ensemble([(blobs(rng, 200, True), 1), (blobs(rng, 100, True), 0)],
+                       [(blobs(rng, 100, False), 1)], str(tmp_path))
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def data():
     rng = np.random.default_rng(0)
-    positives, negatives = blobs(rng, 400, True), blobs(rng, 400, False)
-    folders = []
-    for name in ("a", "b"):
-        folder = str(tmp_path_factory.mktemp(name))
-        train_ensemble([(positives, 1)], [(negatives, 1)], folder, n_models=1, epochs=4,
-                       band="small", seed=5, log=lambda line: None)
-        folders.append(folder)
-    return folders
+    return [(blobs(rng, 400, True), 1)], [(blobs(rng, 400, False), 1)]
 
 
-def test_tiny_training_separates_blobs_from_noise(trained):
-    manifest = json.load(open(os.path.join(trained[0], "manifest.json")))
-    assert manifest["band"] == "small" and manifest["n_models"] == 1
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """A small network trained on blobs vs noise, three short Keras epochs of 5 batches."""
+    folder, lines = str(tmp_path_factory.mktemp("trained")), []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "BATCHES_PER_KERAS_EPOCH", 5)
+        train_ensemble(*data, folder, n_models=1, epochs=1.3, band="small", seed=5,
+                       log=lines.append, metadata={"box_size": 180})
+    return folder, lines
+
+
+def test_training_separates_blobs_from_noise(trained):
+    folder, lines = trained
+    manifest = json.load(open(os.path.join(folder, "manifest.json")))
+    assert manifest["band"] == "small" and manifest["n_models"] == 1 and manifest["seed"] == 5
+    assert manifest["n_positives"] == 400 and manifest["extra"] == {"box_size": 180}
     assert manifest["mean_val_accuracy"] > 0.9
-    history = json.load(open(os.path.join(trained[0], "history.json")))
-    assert max(history[0]["val_accuracy"]) == pytest.approx(manifest["mean_val_accuracy"])
+    history = json.load(open(os.path.join(folder, "history.json")))
+    assert set(history[0]) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+    assert manifest["models"][0]["val_accuracy"] == max(history[0]["val_accuracy"])
+    assert len(history[0]["loss"]) == manifest["models"][0]["epochs_run"] == 3
+    assert sum(bool(re.match(r"model 1/1 epoch \d/3: loss .* acc .* val_acc .* lr ", line))
+               for line in lines) == 3
+
     rng = np.random.default_rng(99)
-    ensemble = Ensemble.load(trained[0])
-    scores = ensemble.score(np.concatenate([blobs(rng, 100, True), blobs(rng, 100, False)]))
-    labels = np.r_[np.ones(100), np.zeros(100)]
-    assert ranking_quality(labels, scores)[0] > 0.95
-    assert ((scores >= 0) & (scores <= 1)).all()
-    report = evaluate_scores(labels, scores)
-    assert report["roc_auc"] > 0.95 and 0 <= report["best_threshold"] < 1
+    scores = Ensemble.load(folder).score(np.concatenate([blobs(rng, 100, True),
+                                                         blobs(rng, 100, False)]))
+    assert scores.dtype == np.float32 and ((scores >= 0) & (scores <= 1)).all()
+    report = evaluate_scores(np.r_[np.ones(100), np.zeros(100)], scores)
+    assert report["roc_auc"] > 0.95 and report["accuracy_at_0.5"] > 0.9
 
 
-def test_same_seed_same_scores_and_reload_is_exact(trained, tmp_path):
+def test_saved_model_is_the_reported_epoch(trained, data):
+    """The model on disk scores the validation set exactly as the manifest says."""
+    folder, _ = trained
+    ensemble = Ensemble.load(folder)
+    rng = np.random.default_rng(ensemble.manifest["seed"])
+    validation = [group[0][split_validation(400, rng)[1]] for group in (data[0][0], data[1][0])]
+    scores = ensemble.score(np.concatenate(validation))
+    accuracy = np.mean(np.r_[scores[:40] > 0.5, scores[40:] <= 0.5])
+    assert accuracy == pytest.approx(ensemble.manifest["models"][0]["val_accuracy"])
+
+
+def test_reloaded_ensemble_scores_identically(trained, tmp_path):
     boxes = blobs(np.random.default_rng(3), 20, True)
-    a, b = Ensemble.load(trained[0]), Ensemble.load(trained[1])
-    np.testing.assert_array_equal(a.score(boxes), b.score(boxes))
-    a.models[0].save(str(tmp_path / "model_0.keras"))
-    json.dump({"models": [{"file": "model_0.keras"}]}, open(tmp_path / "manifest.json", "w"))
-    np.testing.assert_array_equal(Ensemble.load(str(tmp_path)).score(boxes), a.score(boxes))
+    ensemble = Ensemble.load(trained[0])
+    ensemble.models[0].save(str(tmp_path / "model_0.keras"))
+    json.dump(ensemble.manifest, open(tmp_path / "manifest.json", "w"))
+    np.testing.assert_array_equal(Ensemble.load(str(tmp_path)).score(boxes), ensemble.score(boxes))
 
 
-def test_not_a_model_folder(tmp_path):
+def test_same_seed_same_scores_and_continued_training(data, trained, tmp_path):
+    boxes = blobs(np.random.default_rng(4), 20, True)
+    scores = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "BATCHES_PER_KERAS_EPOCH", 2)
+        for name in ("a", "b"):
+            train_ensemble(*data, str(tmp_path / name), n_models=1, epochs=0.1, band="small",
+                           seed=11, log=lambda line: None)
+            scores.append(Ensemble.load(str(tmp_path / name)).score(boxes))
+        np.testing.assert_array_equal(scores[0], scores[1])
+
+        with pytest.raises(InputError, match="differs from the model"):
+            train_ensemble(*data, str(tmp_path / "c"), band="medium", init_model_dir=trained[0])
+        report = train_ensemble(*data, str(tmp_path / "c"), n_models=1, epochs=0.1, l2=1e-4,
+                                seed=11, init_model_dir=trained[0], log=lambda line: None)
+    assert report["band"] == "small" and report["l2"] == 1e-4
+    assert report["continued_from"] == os.path.abspath(trained[0])
+    continued = Ensemble.load(str(tmp_path / "c"))
+    assert continued.models[0].get_layer("dense").kernel_regularizer.l2 == pytest.approx(1e-4)
+
+
+def test_best_mcc_threshold_matches_scikit_learn():
+    from sklearn.metrics import matthews_corrcoef
+    rng = np.random.default_rng(0)
+    labels = rng.random(300) < 0.4
+    scores = np.clip(0.3 * labels + rng.normal(0.35, 0.2, 300), 0, 1)
+    report = evaluate_scores(labels, scores)
+    mcc = [matthews_corrcoef(labels, scores > t) for t in np.arange(1000) / 1000]
+    assert report["best_threshold"] == np.argmax(mcc) / 1000
+    assert report["mcc"] == pytest.approx(max(mcc))
+    predicted = scores > report["best_threshold"]
+    assert report["precision"] == pytest.approx((predicted & labels).sum() / predicted.sum())
+    assert report["recall"] == pytest.approx((predicted & labels).sum() / labels.sum())
+
+
+def test_not_a_model_folder_and_wrong_box_size(tmp_path, trained):
     with pytest.raises(InputError, match="not a Deep Consensus model folder"):
         Ensemble.load(str(tmp_path))
+    with pytest.raises(InputError, match=r"shape \(2, 64, 64\)"):
+        Ensemble.load(trained[0]).score(np.zeros((2, 64, 64)))

@@ -1,31 +1,39 @@
-"""A trained ensemble on disk, and its score: the mean P(particle) of its members."""
+"""A trained ensemble on disk and its score: the mean P(particle) of its members."""
 import json
 import os
 
 import numpy as np
 
+from ..constants import DEEP_PARTICLE_SIZE
 from ..errors import InputError
 
 MANIFEST = "manifest.json"
+THRESHOLDS = np.arange(1000) / 1000.0   # the original's scan for the best-MCC threshold
 
 
 class Ensemble:
+    """The members of a model folder, with its manifest (see ``training.train_ensemble``)."""
+
     def __init__(self, models, manifest):
-        self.models = models
+        self.models = list(models)
         self.manifest = manifest
 
     @classmethod
     def load(cls, model_dir):
         import keras
-        from . import fft_conv  # noqa: F401  registers FFTConv2D for loading
+        from . import fft_conv  # noqa: F401  (registers FFTConv2D for deserialisation)
         manifest_path = os.path.join(model_dir, MANIFEST)
         if not os.path.isfile(manifest_path):
-            raise InputError(f"{model_dir} is not a Deep Consensus model folder (no {MANIFEST})")
+            raise InputError(f"{model_dir} is not a Deep Consensus model folder (no {MANIFEST}); "
+                             "give the folder that training wrote")
         with open(manifest_path) as f:
             manifest = json.load(f)
-        models = [keras.models.load_model(os.path.join(model_dir, m["file"]), compile=False)
-                  for m in manifest["models"]]
-        return cls(models, manifest)
+        paths = [os.path.join(model_dir, member["file"]) for member in manifest["models"]]
+        for path in paths:
+            if not os.path.isfile(path):
+                raise InputError(f"model folder {model_dir} is incomplete: {os.path.basename(path)} "
+                                 "is missing; train again or copy the whole folder")
+        return cls([keras.models.load_model(path, compile=False) for path in paths], manifest)
 
     @property
     def n_models(self):
@@ -36,30 +44,54 @@ class Ensemble:
         return self.manifest.get("band")
 
     def score(self, boxes, batch_size=256):
-        """Mean P(particle) over the members, float32 in [0, 1], for (n, 128, 128) boxes."""
+        """Mean P(particle) of the members, float32 in [0, 1], one per (128, 128) box."""
         boxes = np.asarray(boxes, dtype=np.float32)
+        if boxes.ndim == 4 and boxes.shape[-1] == 1:
+            boxes = boxes[..., 0]
+        if boxes.ndim != 3 or boxes.shape[1:] != (DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE):
+            raise InputError(f"boxes to score have shape {boxes.shape}, the network needs (n, "
+                             f"{DEEP_PARTICLE_SIZE}, {DEEP_PARTICLE_SIZE}); extract them at "
+                             f"{DEEP_PARTICLE_SIZE} px")
         total = np.zeros(len(boxes), np.float64)
         for start in range(0, len(boxes), batch_size):
             batch = boxes[start:start + batch_size, ..., None]
             for model in self.models:
-                total[start:start + len(batch)] += np.asarray(model(batch, training=False))[:, 1]
+                total[start:start + len(batch)] += np.asarray(model.predict_on_batch(batch))[:, 1]
         return (total / max(1, self.n_models)).astype(np.float32)
 
 
 def evaluate_scores(labels, scores):
-    """What the original printed in testing mode: accuracy at 0.5, ROC-AUC, and the
-    precision, recall, accuracy and MCC at the threshold of best MCC (scanned 0..0.999)."""
+    """What the original's testing mode printed: accuracy at 0.5, ROC-AUC, and precision,
+    recall, accuracy and MCC at the threshold (0, 0.001, ... 0.999) of best MCC.
+
+    A box counts as a particle when its score is above the threshold, as in screening.
+    """
     from sklearn.metrics import matthews_corrcoef, roc_auc_score
-    labels = np.asarray(labels, dtype=int)
-    scores = np.asarray(scores, dtype=float)
-    result = {"accuracy_at_0.5": float(np.mean((scores > 0.5) == labels)),
-              "roc_auc": float(roc_auc_score(labels, scores))}
-    best = max(np.arange(0, 1, 0.001),
-               key=lambda t: matthews_corrcoef(labels, scores > t))
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    both_classes = labels.any() and not labels.all()
+    best = float(THRESHOLDS[np.argmax(_mcc_per_threshold(labels, scores))])
     predicted = scores > best
-    true_positives = int(np.sum(predicted & (labels == 1)))
-    result.update(best_threshold=float(best), mcc=float(matthews_corrcoef(labels, predicted)),
-                  precision=true_positives / max(1, int(predicted.sum())),
-                  recall=true_positives / max(1, int(labels.sum())),
-                  accuracy=float(np.mean(predicted == labels)))
-    return result
+    true_positives = int(np.sum(predicted & labels))
+    return {
+        "accuracy_at_0.5": float(np.mean((scores > 0.5) == labels)),
+        "roc_auc": float(roc_auc_score(labels, scores)) if both_classes else float("nan"),
+        "best_threshold": best,
+        "mcc": float(matthews_corrcoef(labels, predicted)),
+        "precision": true_positives / max(1, int(predicted.sum())),
+        "recall": true_positives / max(1, int(labels.sum())),
+        "accuracy": float(np.mean(predicted == labels)),
+    }
+
+
+def _mcc_per_threshold(labels, scores):
+    """Matthews correlation at every threshold at once (1000 scikit-learn calls are slow on
+    the 10^5 scores of a real test set); 0 where it is undefined, as scikit-learn does."""
+    def above(values):
+        return (len(values) - np.searchsorted(np.sort(values), THRESHOLDS, side="right")).astype(float)
+
+    tp, fp = above(scores[labels]), above(scores[~labels])
+    fn, tn = labels.sum() - tp, (~labels).sum() - fp
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (tp * tn - fp * fn) / denominator, 0.0)

@@ -1,133 +1,177 @@
-"""Training the ensemble, as the original did it: balanced weighted batches with flips, quarter
-turns and small rotations, 10 % validation, learning-rate reduction and auto-stop on validation
-accuracy, M models one after another. The saved model of each member is its best validation
-epoch, and the reported accuracy is that epoch's (the original reported the last epoch's).
+"""Training the ensemble as the original did: balanced, weighted batches with flips, quarter
+turns and small rotations; 10 % held out for validation; learning-rate reduction and auto-stop
+on validation accuracy; M networks one after another.
+
+Each member's saved model is its best validation epoch, and the reported accuracy is that
+epoch's (the original reported the last epoch's).
 """
 import json
 import math
 import os
 import time
+from typing import NamedTuple
 
 import keras
 import numpy as np
 from scipy import ndimage
 
-from ..constants import (BATCH_SIZE, BATCHES_PER_KERAS_EPOCH, MIN_POSITIVES, VALIDATION_FRACTION,
-                         size_band)
+from ..constants import (BATCH_SIZE, BATCHES_PER_KERAS_EPOCH, DEEP_PARTICLE_SIZE, MIN_POSITIVES,
+                         VALIDATION_FRACTION, size_band)
 from ..errors import InputError
-from .network import band_of, build_network
+from .network import BANDS, build_network, compile_network
 
 MANIFEST = "manifest.json"
 HISTORY = "history.json"
+MODEL_FILE = "model_{}.keras"
+FORMAT = "xmipp3_deepcons ensemble 1"
+MIN_NEGATIVES = 10        # so that validation holds at least one
+MAX_ROTATION = 10.0       # degrees, either way
+
+
+class WeightedBoxes(NamedTuple):
+    """The boxes of one class that may be drawn (``index``), each with its draw probability."""
+    boxes: np.ndarray
+    index: np.ndarray
+    probability: np.ndarray
 
 
 def group_weights(sizes, weights):
-    """Per-group draw weights; a weight <= 0 means automatic: as much as the fixed groups together.
+    """Draw weight of each group; a weight <= 0 means automatic.
 
-    automatic w = max(1, floor(sum of the sizes of the groups with w > 0 / this group's size)).
+    An automatic group weighs as much as all fixed groups of its class together, in whole
+    numbers: max(1, floor(sum of the fixed groups' sizes / its size)).
     """
     fixed_total = sum(n for n, w in zip(sizes, weights) if w > 0)
-    return [w if w > 0 else max(1, int(fixed_total // n)) if n else 1 for n, w in zip(sizes, weights)]
+    return [int(w) if w > 0 else max(1, fixed_total // n if n else 1)
+            for n, w in zip(sizes, weights)]
 
 
 def pool_groups(groups):
-    """Concatenate (boxes, weight) groups; returns boxes and the draw probability of each."""
-    groups = [(np.asarray(b, dtype=np.float32), w) for b, w in groups if len(b)]
+    """Stack (boxes, weight) groups into one array; returns it and each box's draw probability."""
+    groups = [(np.asarray(boxes, dtype=np.float32), weight) for boxes, weight in groups]
+    for boxes, _ in groups:
+        if boxes.ndim != 3 or boxes.shape[1:] != (DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE):
+            raise InputError(f"training boxes have shape {boxes.shape}, need (n, "
+                             f"{DEEP_PARTICLE_SIZE}, {DEEP_PARTICLE_SIZE}); extract them at "
+                             f"{DEEP_PARTICLE_SIZE} px")
+    groups = [(boxes, weight) for boxes, weight in groups if len(boxes)]
     if not groups:
-        return np.zeros((0, 128, 128), np.float32), np.zeros(0)
+        return np.zeros((0, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE), np.float32), np.zeros(0)
     weights = group_weights([len(b) for b, _ in groups], [w for _, w in groups])
-    boxes = np.concatenate([b for b, _ in groups])
-    probability = np.concatenate([np.full(len(b), float(w)) for (b, _), w in zip(groups, weights)])
-    return boxes, probability / probability.sum()
+    boxes = groups[0][0] if len(groups) == 1 else np.concatenate([b for b, _ in groups])
+    per_box = np.concatenate([np.full(len(b), float(w)) for (b, _), w in zip(groups, weights)])
+    return boxes, per_box / per_box.sum()
 
 
 def split_validation(n, rng, fraction=VALIDATION_FRACTION):
-    """Random (train, validation) index arrays."""
+    """Sorted (training, validation) index arrays: a random ``fraction`` is held out."""
     order = rng.permutation(n)
-    n_val = int(round(n * fraction))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    n_validation = int(round(n * fraction))
+    return np.sort(order[n_validation:]), np.sort(order[:n_validation])
 
 
 def augment(boxes, rng):
-    """The original's augmentation, one draw per batch: flips, quarter turns, ±10° rotations."""
+    """The original's augmentation, each step on half the batches: per box, left-right and
+    up-down flips (p 1/2 each); quarter turns (k = 0..3); rotations within ±10° (p 1/2)."""
     boxes = boxes.copy()
     n = len(boxes)
     if rng.random() < 0.5:
-        lr, ud = rng.random(n) < 0.5, rng.random(n) < 0.5
-        boxes[lr] = boxes[lr, :, ::-1]
-        boxes[ud] = boxes[ud, ::-1, :]
+        flip = rng.random(n) < 0.5
+        boxes[flip] = boxes[flip, :, ::-1]
+        flip = rng.random(n) < 0.5
+        boxes[flip] = boxes[flip, ::-1, :]
     if rng.random() < 0.5:
         turns = rng.integers(0, 4, n)
         for k in (1, 2, 3):
             boxes[turns == k] = np.rot90(boxes[turns == k], k, axes=(1, 2))
     if rng.random() < 0.5:
-        chosen = np.flatnonzero(rng.random(n) < 0.5)
-        if len(chosen):
-            boxes[chosen] = rotate_small(boxes[chosen], rng.uniform(-10, 10, len(chosen)))
+        for i in np.flatnonzero(rng.random(n) < 0.5):
+            angle = rng.uniform(-MAX_ROTATION, MAX_ROTATION)
+            boxes[i] = ndimage.rotate(boxes[i], angle, reshape=False, mode="reflect")
     return boxes
 
 
-def rotate_small(boxes, degrees):
-    """Rotate each box about its centre (bilinear, reflected borders), all in one call."""
-    n, size = len(boxes), boxes.shape[1]
-    centre = (size - 1) / 2.0
-    yy, xx = np.mgrid[:size, :size] - centre
-    theta = np.deg2rad(degrees)[:, None, None]
-    cos, sin = np.cos(theta), np.sin(theta)
-    src_y = cos * yy + sin * xx + centre
-    src_x = -sin * yy + cos * xx + centre
-    index = np.broadcast_to(np.arange(n)[:, None, None], src_y.shape)
-    return ndimage.map_coordinates(boxes, [index, src_y, src_x], order=1, mode="mirror").astype(np.float32)
-
-
 class BalancedBatches(keras.utils.PyDataset):
-    """Endless balanced batches: half positives, half negatives, each drawn by its weight."""
+    """Batches of half positives, half negatives, drawn by weight, augmented.
 
-    def __init__(self, positives, pos_probability, negatives, neg_probability, seed,
-                 batches=BATCHES_PER_KERAS_EPOCH, batch_size=BATCH_SIZE, augmented=True):
+    Each class is an endless stream of passes; a pass draws as many boxes as the class has
+    (with replacement, by probability), so a batch is fully determined by the seed and its
+    number, whatever order Keras asks for it in.
+    """
+
+    def __init__(self, positives, negatives, seed, batches_per_epoch=BATCHES_PER_KERAS_EPOCH,
+                 batch_size=BATCH_SIZE, augmented=True):
         super().__init__()
-        self.positives, self.pos_probability = positives, pos_probability
-        self.negatives, self.neg_probability = negatives, neg_probability
-        self.seed, self.batches, self.batch_size, self.augmented = seed, batches, batch_size, augmented
-        self.epoch = 0
+        self.classes = (negatives, positives)   # label 0, label 1
+        self.seed = seed if isinstance(seed, (list, tuple)) else [seed]
+        self.batches_per_epoch, self.batch_size = batches_per_epoch, batch_size
+        self.augmented = augmented
+        self.epoch = 0            # whose batches are served; Keras peeks at a few before fitting
+        self._epochs_begun = 0
+        self._passes = {}
 
     def __len__(self):
-        return self.batches
+        return self.batches_per_epoch
 
     def __getitem__(self, index):
-        # One generator per (epoch, batch): reproducible whatever order Keras asks in.
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        half = self.batch_size // 2
-        pos = rng.choice(len(self.positives), half, p=self.pos_probability)
-        neg = rng.choice(len(self.negatives), self.batch_size - half, p=self.neg_probability)
-        boxes = np.concatenate([self.positives[pos], self.negatives[neg]])
+        number = self.epoch * self.batches_per_epoch + index
+        n_positive = self.batch_size // 2
+        n_negative = self.batch_size - n_positive
+        positive = self._draw(1, number * n_positive, n_positive)
+        negative = self._draw(0, number * n_negative, n_negative)
+        boxes = np.concatenate([positive, negative])
         if self.augmented:
-            boxes = augment(boxes, rng)
-        labels = np.zeros((len(boxes), 2), np.float32)
-        labels[:half, 1] = 1
-        labels[half:, 0] = 1
+            boxes = augment(boxes, np.random.default_rng([*self.seed, 2, number]))
+        labels = np.zeros((self.batch_size, 2), np.float32)
+        labels[:n_positive, 1] = 1
+        labels[n_positive:, 0] = 1
         return boxes[..., None], labels
 
-    def on_epoch_end(self):
-        self.epoch += 1
+    def on_epoch_begin(self):
+        self.epoch = self._epochs_begun
+        self._epochs_begun += 1
+
+    def _draw(self, label, start, count):
+        """Boxes at positions start..start+count of the class's stream of passes."""
+        members = self.classes[label]
+        size = len(members.index)
+        chosen = [self._pass(label, position // size)[position % size]
+                  for position in range(start, start + count)]
+        return members.boxes[members.index[chosen]]
+
+    def _pass(self, label, number):
+        key = (label, number)
+        if key not in self._passes:
+            members = self.classes[label]
+            rng = np.random.default_rng([*self.seed, label, number])
+            self._passes = {k: v for k, v in self._passes.items() if k[0] != label}
+            self._passes[key] = rng.choice(len(members.index), len(members.index),
+                                           p=members.probability)
+        return self._passes[key]
 
 
-class ProgressLog(keras.callbacks.Callback):
-    """One line per Keras epoch through the caller's logger."""
+class EpochRecorder(keras.callbacks.Callback):
+    """Logs one line per Keras epoch and records its metrics with the learning rate it used.
+
+    Listed before ReduceLROnPlateau, it reads the rate before that callback lowers it.
+    """
 
     def __init__(self, log, member, n_members, n_epochs):
         super().__init__()
         self.log, self.member, self.n_members, self.n_epochs = log, member, n_members, n_epochs
-        self.started = time.time()
+        self.history = {key: [] for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr")}
+        self._started = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs = dict(logs or {})
+        logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        for key, values in self.history.items():
+            values.append(float(logs.get(key, float("nan"))))
         self.log(f"model {self.member}/{self.n_members} epoch {epoch + 1}/{self.n_epochs}: "
-                 f"loss {logs.get('loss', float('nan')):.4f} acc {logs.get('accuracy', float('nan')):.4f} "
-                 f"val_loss {logs.get('val_loss', float('nan')):.4f} "
-                 f"val_acc {logs.get('val_accuracy', float('nan')):.4f} lr {lr:.1e} "
-                 f"({time.time() - self.started:.0f} s)")
+                 f"loss {logs.get('loss', math.nan):.4f} acc {logs.get('accuracy', math.nan):.4f} "
+                 f"val_loss {logs.get('val_loss', math.nan):.4f} "
+                 f"val_acc {logs.get('val_accuracy', math.nan):.4f} lr {logs['lr']:.1e} "
+                 f"({time.time() - self._started:.0f} s)")
 
 
 def keras_epochs(epochs, n_positives):
@@ -139,85 +183,124 @@ def keras_epochs(epochs, n_positives):
 def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, learning_rate=1e-4,
                    l2=1e-5, auto_stop=True, band=None, seed=None, init_model_dir=None,
                    log=print, metadata=None):
-    """Train M networks on (boxes, weight) groups; writes the model folder, returns the manifest.
+    """Train ``n_models`` networks on (boxes, weight) groups; returns the manifest it writes.
 
-    ``init_model_dir`` continues from a trained ensemble (its members are reused in turn);
-    ``band`` defaults to the size the number of positives calls for.
+    ``band`` defaults to the one the number of positives calls for. ``init_model_dir``
+    continues a trained ensemble: member i starts from its model i (a new network where it
+    has fewer). A given ``seed`` makes the run repeatable (deterministic TensorFlow ops).
     """
     pos_boxes, pos_probability = pool_groups(positives)
     neg_boxes, neg_probability = pool_groups(negatives)
     if len(pos_boxes) < MIN_POSITIVES:
         raise InputError(f"too few positives to train: found {len(pos_boxes)}, need at least "
-                         f"{MIN_POSITIVES}; add micrographs or training data")
-    if len(neg_boxes) < MIN_POSITIVES // 4:
+                         f"{MIN_POSITIVES}; add micrographs or particles")
+    if len(neg_boxes) < MIN_NEGATIVES:
         raise InputError(f"too few negatives to train: found {len(neg_boxes)}, need at least "
-                         f"{MIN_POSITIVES // 4}")
-    seed = 0 if seed is None else int(seed)
+                         f"{MIN_NEGATIVES}; add micrographs or negative particles")
+    if band is not None and band not in BANDS:
+        raise InputError(f"unknown network size {band!r}: use one of {', '.join(BANDS)}")
+    deterministic = seed is not None
+    seed = int(np.random.default_rng().integers(2 ** 31)) if seed is None else int(seed)
+    if deterministic:
+        import tensorflow as tf
+        tf.config.experimental.enable_op_determinism()
+
     rng = np.random.default_rng(seed)
     pos_train, pos_val = split_validation(len(pos_boxes), rng)
     neg_train, neg_val = split_validation(len(neg_boxes), rng)
-    val_x = np.concatenate([pos_boxes[pos_val], neg_boxes[neg_val]])[..., None]
-    val_y = np.zeros((len(val_x), 2), np.float32)
-    val_y[:len(pos_val), 1] = 1
-    val_y[len(pos_val):, 0] = 1
+    validation = _validation_set(pos_boxes[pos_val], neg_boxes[neg_val])
+    train_positives = WeightedBoxes(pos_boxes, pos_train, _normalised(pos_probability[pos_train]))
+    train_negatives = WeightedBoxes(neg_boxes, neg_train, _normalised(neg_probability[neg_train]))
 
-    init = load_members(init_model_dir) if init_model_dir else None
-    band = band or (band_of(init[0]) if init else size_band(len(pos_boxes)))
-    n_epochs = keras_epochs(epochs, len(pos_train))
+    initial = _initial_models(init_model_dir, band)
+    band = band or (initial.band if initial else size_band(len(pos_boxes)))
+    n_epochs = keras_epochs(epochs, len(pos_boxes))
     os.makedirs(model_dir, exist_ok=True)
+    for stale in (MANIFEST, HISTORY):   # a folder with a manifest is a finished model
+        if os.path.exists(os.path.join(model_dir, stale)):
+            os.remove(os.path.join(model_dir, stale))
     log(f"training {n_models} {band} network(s) on {len(pos_train)} positives and "
-        f"{len(neg_train)} negatives ({len(pos_val)}+{len(neg_val)} for validation), "
-        f"{n_epochs} epochs of {BATCHES_PER_KERAS_EPOCH} batches")
+        f"{len(neg_train)} negatives ({len(pos_val)} + {len(neg_val)} held out for validation), "
+        f"up to {n_epochs} epochs of {BATCHES_PER_KERAS_EPOCH} batches, seed {seed}")
 
     members, histories = [], []
     for i in range(n_models):
         keras.utils.set_random_seed(seed + i)
-        model = build_network(band, l2, learning_rate)
-        if init:
-            model.set_weights(init[i % len(init)].get_weights())
-        batches = BalancedBatches(pos_boxes[pos_train], _renormalise(pos_probability[pos_train]),
-                                  neg_boxes[neg_train], _renormalise(neg_probability[neg_train]),
-                                  seed=[seed, i])
-        path = os.path.join(model_dir, f"model_{i}.keras")
-        callbacks = [
-            keras.callbacks.ModelCheckpoint(path, monitor="val_accuracy", mode="max", save_best_only=True),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.1, patience=3,
-                                              cooldown=1, min_lr=learning_rate * 1e-3),
-            ProgressLog(log, i + 1, n_models, n_epochs),
-        ]
-        if auto_stop:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                                           min_delta=0.001, patience=10))
-        history = model.fit(batches, epochs=n_epochs, validation_data=(val_x, val_y),
-                            batch_size=BATCH_SIZE, callbacks=callbacks, verbose=0)
-        record = {k: [float(v) for v in values] for k, values in history.history.items()}
-        histories.append(record)
-        best = int(np.argmax(record["val_accuracy"]))
-        members.append({"file": os.path.basename(path), "val_accuracy": record["val_accuracy"][best],
-                        "best_epoch": best + 1, "epochs_run": len(record["val_accuracy"])})
-        log(f"model {i + 1}/{n_models}: best val_acc {members[-1]['val_accuracy']:.4f} "
-            f"at epoch {best + 1}")
+        if initial and i < initial.n_models:
+            model = compile_network(initial.models[i], learning_rate, l2)
+        else:
+            model = build_network(band, l2, learning_rate)
+        batches = BalancedBatches(train_positives, train_negatives, seed=[seed, i],
+                                  batches_per_epoch=BATCHES_PER_KERAS_EPOCH)
+        recorder = EpochRecorder(log, i + 1, n_models, n_epochs)
+        path = os.path.join(model_dir, MODEL_FILE.format(i))
+        model.fit(batches, epochs=n_epochs, validation_data=validation,
+                  validation_batch_size=BATCH_SIZE, shuffle=False, verbose=0,
+                  callbacks=_callbacks(recorder, path, learning_rate, auto_stop))
+        histories.append(recorder.history)
+        best = int(np.argmax(recorder.history["val_accuracy"]))
+        members.append({"file": os.path.basename(path),
+                        "val_accuracy": recorder.history["val_accuracy"][best],
+                        "best_epoch": best + 1, "epochs_run": len(recorder.history["loss"])})
+        log(f"model {i + 1}/{n_models}: best val_acc {members[-1]['val_accuracy']:.4f} at epoch "
+            f"{best + 1} of {members[-1]['epochs_run']}, saved to {path}")
 
     manifest = {
-        "format": "xmipp3_deepcons ensemble 1", "band": band, "n_models": n_models,
-        "models": members,
+        "format": FORMAT, "band": band, "n_models": n_models, "models": members,
         "mean_val_accuracy": float(np.mean([m["val_accuracy"] for m in members])),
         "n_positives": int(len(pos_boxes)), "n_negatives": int(len(neg_boxes)),
-        "epochs": epochs, "learning_rate": learning_rate, "l2": l2, "seed": seed,
+        "n_validation_positives": int(len(pos_val)), "n_validation_negatives": int(len(neg_val)),
+        "epochs": float(epochs), "keras_epochs": n_epochs, "learning_rate": float(learning_rate),
+        "l2": float(l2), "auto_stop": bool(auto_stop), "seed": seed,
+        "deterministic": deterministic,
         "continued_from": os.path.abspath(init_model_dir) if init_model_dir else None,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"), "extra": metadata or {},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "keras_version": keras.__version__, "extra": dict(metadata or {}),
     }
-    with open(os.path.join(model_dir, HISTORY), "w") as f:
-        json.dump(histories, f)
-    with open(os.path.join(model_dir, MANIFEST), "w") as f:  # last: marks the folder complete
-        json.dump(manifest, f, indent=1)
+    _write_json(os.path.join(model_dir, HISTORY), histories)
+    _write_json(os.path.join(model_dir, MANIFEST), manifest)   # last: the model is complete
     return manifest
 
 
-def _renormalise(probability):
+def _callbacks(recorder, path, learning_rate, auto_stop):
+    callbacks = [
+        recorder,
+        keras.callbacks.ModelCheckpoint(path, monitor="val_accuracy", mode="max",
+                                        save_best_only=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.1,
+                                          patience=3, cooldown=1, min_lr=learning_rate * 1e-3),
+    ]
+    if auto_stop:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                                                       min_delta=0.001, patience=10))
+    return callbacks
+
+
+def _validation_set(positives, negatives):
+    boxes = np.concatenate([positives, negatives])[..., None]
+    labels = np.zeros((len(boxes), 2), np.float32)
+    labels[:len(positives), 1] = 1
+    labels[len(positives):, 0] = 1
+    return boxes, labels
+
+
+def _initial_models(init_model_dir, band):
+    if not init_model_dir:
+        return None
+    from .ensemble import Ensemble
+    initial = Ensemble.load(init_model_dir)
+    if band and initial.band and band != initial.band:
+        raise InputError(f"network size {band} differs from the model in {init_model_dir} "
+                         f"({initial.band}); leave the size out to continue that model")
+    return initial
+
+
+def _normalised(probability):
     return probability / probability.sum()
 
 
-def load_members(model_dir):
-    from .ensemble import Ensemble
-    return Ensemble.load(model_dir).models
+def _write_json(path, content):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(content, f, indent=1)
+    os.replace(tmp, path)
