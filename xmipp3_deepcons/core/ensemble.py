@@ -53,10 +53,14 @@ class Ensemble:
                              f"{DEEP_PARTICLE_SIZE}, {DEEP_PARTICLE_SIZE}); extract them at "
                              f"{DEEP_PARTICLE_SIZE} px")
         total = np.zeros(len(boxes), np.float64)
+        batch = np.zeros((batch_size, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE, 1), np.float32)
         for start in range(0, len(boxes), batch_size):
-            batch = boxes[start:start + batch_size, ..., None]
+            # Always the same batch shape, padded at the end: the graph is traced only once.
+            n = len(boxes[start:start + batch_size])
+            batch[:n, ..., 0] = boxes[start:start + n]
+            batch[n:] = 0
             for model in self.models:
-                total[start:start + len(batch)] += np.asarray(model.predict_on_batch(batch))[:, 1]
+                total[start:start + n] += np.asarray(model.predict_on_batch(batch))[:n, 1]
         return (total / max(1, self.n_models)).astype(np.float32)
 
 
