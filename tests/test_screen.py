@@ -115,3 +115,44 @@ def test_a_stopped_run_continues_to_the_same_outputs(screened):
     assert main(argv) == 0
     assert open(os.path.join(out, "coordinates.star")).read() == before
     assert os.path.getmtime(os.path.join(out, "model", "model_0.keras")) == model_time
+
+
+def test_output_settings_apply_without_retraining(screened):
+    data, out, argv = screened
+    assert main(argv + ["--threshold", "auto"]) == 0
+    candidates = np.load(os.path.join(out, "candidates.npz"))
+    assert float(candidates["threshold"]) == float(candidates["suggested_threshold"])
+    assert candidates["kept"].sum() == ((candidates["score"] > candidates["threshold"])
+                                        & ~candidates["duplicate"]).sum()
+    assert main(argv + ["--classic"]) == 0
+    classic = np.load(os.path.join(out, "candidates.npz"))
+    np.testing.assert_array_equal(classic["score"], classic["network_score"])
+    assert not classic["duplicate"].any()
+    assert classic["kept"].sum() == (classic["network_score"] > 0.5).sum()
+
+
+def test_training_in_passes_stops_on_validation_accuracy(tmp_path):
+    data = str(tmp_path / "data")
+    synthetic.make_dataset(data, n_micrographs=8, seed=5, n_particles=120, n_junk=10)
+    base = ["screen", "--micrographs", os.path.join(data, "micrographs", "*.mrc"),
+            "--box-size", "128", "--models", "1", "--epochs", "1", "--network-size", "small",
+            "--seed", "2", "--training-batch", "4"]
+    for name in PICKERS:
+        base += ["--coordinates", os.path.join(data, "coords", name)]
+    import json
+
+    # never accurate enough: both passes run, the second continuing the first
+    out = str(tmp_path / "two_passes")
+    assert main(base + ["--max-val-acc", "1.01", "-o", out]) == 0
+    second = json.load(open(os.path.join(out, "model_pass2", "manifest.json")))
+    assert second["continued_from"] == os.path.abspath(os.path.join(out, "model_pass1"))
+    final = json.load(open(os.path.join(out, "model", "manifest.json")))
+    assert final["n_positives"] == second["n_positives"] and final["created"] == second["created"]
+
+    # accurate enough after the first pass: training stops there
+    out = str(tmp_path / "one_pass")
+    assert main(base + ["--max-val-acc", "0.0", "-o", out]) == 0
+    assert os.path.exists(os.path.join(out, "model_pass1", "manifest.json"))
+    assert not os.path.exists(os.path.join(out, "model_pass2"))
+    log = open(os.path.join(out, "screen.log")).read()
+    assert "training done after pass 1" in log and "scored 8/8" in log

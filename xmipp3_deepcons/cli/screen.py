@@ -14,16 +14,17 @@ when run again with the same -o.
 """
 import argparse
 import glob
+import json
 import os
 import time
 
 import numpy as np
 
-from ..constants import DEFAULT_RADIUS, DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE, MIN_POSITIVES
+from ..constants import (DEFAULT_MAX_VAL_ACC, DEFAULT_RADIUS, DEFAULT_THRESHOLD,
+                         DEFAULT_TRAIN_SIZE, MIN_POSITIVES)
 from ..errors import InputError
 from . import common
 
-COORDINATE_EXTENSIONS = (".pos", ".star", ".box")
 
 
 def add_args(parser):
@@ -69,6 +70,12 @@ def add_args(parser):
                    help="score with --model as it is; one coordinate set is then enough")
     g.add_argument("--train-size", type=int, default=DEFAULT_TRAIN_SIZE,
                    help="train on at most this many positives, -1 for all (default %(default)s)")
+    g.add_argument("--training-batch", type=int, default=0, metavar="N",
+                   help="train in passes of N micrographs, each continuing the last, as the "
+                        "original did in streaming (default: one pass over all micrographs)")
+    g.add_argument("--max-val-acc", type=float, default=DEFAULT_MAX_VAL_ACC,
+                   help="with --training-batch: stop training once the ensemble's mean "
+                        "validation accuracy is above this (default %(default)s)")
     common.add_training_args(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR")
 
@@ -171,15 +178,10 @@ def picker_files(folder):
     """Coordinate files of one picker folder, by micrograph stem."""
     if not os.path.isdir(folder):
         raise InputError(f"--coordinates {folder}: no such folder")
-    files = {}
-    for name in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(name)
-        if ext in COORDINATE_EXTENSIONS:
-            # Prefer .pos over .star over .box when a picker wrote several formats.
-            best = files.get(stem)
-            if best is None or COORDINATE_EXTENSIONS.index(ext) < COORDINATE_EXTENSIONS.index(
-                    os.path.splitext(best)[1]):
-                files[stem] = os.path.join(folder, name)
+    from ..io.coordinates import EXTENSIONS, find_coordinate_file
+    stems = {os.path.splitext(name)[0] for name in os.listdir(folder)
+             if os.path.splitext(name)[1] in EXTENSIONS}
+    files = {stem: find_coordinate_file(folder, stem) for stem in sorted(stems)}
     if not files:
         raise InputError(f"--coordinates {folder}: no .pos, .star or .box files in the folder")
     return files
@@ -238,24 +240,54 @@ def pixel_size(args, micrographs):
 
 
 def train(args, settings, work, stems, logger):
+    """Train in passes over batches of micrographs, as the original did in streaming: each pass
+    continues the previous model on new micrographs, until the positives used reach
+    --train-size or the mean validation accuracy exceeds --max-val-acc. Without
+    --training-batch a single pass sees every micrograph."""
+    import shutil
     from ..core.pipeline import collect_training_boxes
     from ..core.training import train_ensemble
     model_dir = os.path.join(args.output, "model")
     if os.path.exists(os.path.join(model_dir, "manifest.json")):
         logger.info(f"model already trained in {model_dir}, reusing it")
         return model_dir
-    positives, negatives = collect_training_boxes(work, stems, args.min_votes, args.train_size,
-                                                  settings.seed)
-    if len(positives) < MIN_POSITIVES:
-        raise InputError(f"too few positives to train: {len(positives)} candidates have at least "
-                         f"{args.min_votes} votes, {MIN_POSITIVES} are needed; add micrographs, "
-                         "lower --min-votes or use --model DIR --skip-training")
-    logger.info(f"training on {len(positives)} positives and {len(negatives)} negatives")
-    train_ensemble([(positives, 1)], [(negatives, 1)], model_dir, n_models=args.models,
-                   epochs=args.epochs, learning_rate=args.learning_rate, l2=args.l2,
-                   auto_stop=args.auto_stop, band=args.network_size, seed=settings.seed,
-                   init_model_dir=args.model, log=logger.info,
-                   metadata=model_metadata(settings))
+    per_pass = args.training_batch or len(stems)
+    batches = [stems[i:i + per_pass] for i in range(0, len(stems), per_pass)]
+    init, used = args.model, 0
+    for number, batch in enumerate(batches, 1):
+        limit = args.train_size - used if args.train_size >= 0 else -1
+        positives, negatives = collect_training_boxes(work, batch, args.min_votes, limit,
+                                                      settings.seed)
+        if len(positives) < MIN_POSITIVES:
+            if init != args.model:   # a later pass too small to train on: keep what we have
+                logger.info(f"pass {number}: only {len(positives)} positives, training ends")
+                break
+            raise InputError(f"too few positives to train: {len(positives)} candidates have at "
+                             f"least {args.min_votes} votes, {MIN_POSITIVES} are needed; add "
+                             "micrographs, raise --training-batch, lower --min-votes or use "
+                             "--model DIR --skip-training")
+        pass_dir = model_dir if len(batches) == 1 else os.path.join(args.output, f"model_pass{number}")
+        done = os.path.join(pass_dir, "manifest.json")
+        if os.path.exists(done):   # a pass finished before the run was stopped
+            with open(done) as f:
+                manifest = json.load(f)
+        else:
+            logger.info(f"training pass {number}/{len(batches)} on {len(batch)} micrographs: "
+                        f"{len(positives)} positives and {len(negatives)} negatives")
+            manifest = train_ensemble(
+                [(positives, 1)], [(negatives, 1)], pass_dir, n_models=args.models,
+                epochs=args.epochs, learning_rate=args.learning_rate, l2=args.l2,
+                auto_stop=args.auto_stop, band=args.network_size,
+                seed=settings.seed + number - 1, init_model_dir=init, log=logger.info,
+                metadata=model_metadata(settings))
+        init, used = pass_dir, used + len(positives)
+        accuracy = manifest["mean_val_accuracy"]
+        if accuracy > args.max_val_acc or 0 <= args.train_size <= used:
+            logger.info(f"training done after pass {number}: mean validation accuracy "
+                        f"{accuracy:.4f}, {used} positives used")
+            break
+    if init != model_dir:
+        shutil.copytree(init, model_dir, dirs_exist_ok=True)
     return model_dir
 
 

@@ -12,7 +12,7 @@ the (capped) training set.
 import logging
 import os
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
@@ -47,7 +47,6 @@ class ScreenSettings:
     pixel_size: Optional[float] = None      # Å/px of the micrographs (needed for phase flipping)
     train_size: int = DEFAULT_TRAIN_SIZE    # positives used for training at most (-1: all)
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def factor(self):
