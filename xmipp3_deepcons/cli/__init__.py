@@ -3,6 +3,7 @@
 One module per subcommand, each with ``add_args(parser)`` and ``main(args)``.
 """
 import argparse
+import os
 import sys
 
 from ..errors import InputError
@@ -28,6 +29,9 @@ def build_parser():
 
 
 def main(argv=None):
+    # TensorFlow's C++ start-up chatter (oneDNN notices, graph warnings) drowns the progress
+    # lines; Python-level errors still surface. Set TF_CPP_MIN_LOG_LEVEL to see it again.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
