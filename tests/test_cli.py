@@ -84,3 +84,17 @@ def test_inputs_are_left_untouched(dataset, tmp_path, capsys):
     run_error(capsys, screen_args(dataset, tmp_path / "o"))
     after = {p: os.path.getmtime(p) for p in dataset.rglob("*") if p.is_file()}
     assert before == after
+
+
+def test_continuing_with_other_settings_is_refused(dataset, tmp_path, capsys):
+    out = tmp_path / "o"
+    run_error(capsys, screen_args(dataset, out, "--seed", "4"))      # stops at training
+    line = run_error(capsys, screen_args(dataset, out, "--seed", "4", "--radius", "0.2"))
+    assert "other settings" in line and "radius 0.1 -> 0.2" in line
+
+
+def test_continuing_without_a_seed_keeps_the_first_one(dataset, tmp_path, capsys):
+    out = tmp_path / "o"
+    first = run_error(capsys, screen_args(dataset, out))
+    again = run_error(capsys, screen_args(dataset, out))
+    assert "too few positives" in first and again == first

@@ -86,8 +86,11 @@ def main(args):
     logger = common.setup_logging(os.path.join(args.output, "screen.log"))
     common.set_threads(args.threads)
     started = time.time()
-    seed = common.resolve_seed(args.seed, logger)
     validate(args)
+    work = pipeline.WorkFolder(os.path.join(args.output, "work"))
+    # A continued run keeps the seed it started with, also when none was given.
+    seed = common.resolve_seed(args.seed if args.seed is not None else
+                               work.stored_settings().get("seed"), logger)
 
     micrographs = find_micrographs(args.micrographs)
     pickers = [picker_files(folder) for folder in args.coordinates]
@@ -99,7 +102,7 @@ def main(args):
         inverted=args.micrographs_inverted, ctf=read_ctf(args), pixel_size=pixel_size(args, micrographs),
         train_size=args.train_size, seed=seed)
     settings.factor  # validates the box size before any work
-    work = pipeline.WorkFolder(os.path.join(args.output, "work"))
+    work.check_settings(run_settings(args, settings))
     logger.info(f"{len(inputs)} micrographs, {len(pickers)} pickers, box {args.box_size} px "
                 f"(downsampled by {settings.factor:.3f} to 128 px)")
 
@@ -122,6 +125,18 @@ def main(args):
                 f"{summary['threshold']:g} ({summary['duplicates']} duplicates merged) in "
                 f"{time.time() - started:.0f} s")
     return 0
+
+
+def run_settings(args, settings):
+    """What the work folder and the model depend on (output-only options are free to change)."""
+    return {"micrographs": args.micrographs, "coordinates": args.coordinates,
+            "box_size": args.box_size, "radius": args.radius, "min_votes": args.min_votes,
+            "inverted": args.micrographs_inverted, "ctf": args.ctf, "seed": settings.seed,
+            "picker_sampling": args.picker_sampling, "model": args.model,
+            "skip_training": args.skip_training, "train_size": args.train_size,
+            "training_batch": args.training_batch, "max_val_acc": args.max_val_acc,
+            "epochs": args.epochs, "models": args.models, "learning_rate": args.learning_rate,
+            "l2": args.l2, "auto_stop": args.auto_stop, "network_size": args.network_size}
 
 
 def threshold_value(text):

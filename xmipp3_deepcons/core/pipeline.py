@@ -9,6 +9,7 @@ the (capped) training set.
     work/candidates/<mic>.npz     consensus candidates, votes, pickers' scores, negatives
     work/scores/<mic>.npy         ensemble score of every candidate
 """
+import json
 import logging
 import os
 import zlib
@@ -73,6 +74,29 @@ class WorkFolder:
 
     def scores(self, stem):
         return os.path.join(self.root, "scores", stem + ".npy")
+
+    def stored_settings(self):
+        path = os.path.join(self.root, "settings.json")
+        if not os.path.exists(path):
+            return {}
+        with open(path) as f:
+            return json.load(f)
+
+    def check_settings(self, settings):
+        """Refuse to continue a run that was started with other settings: its micrographs,
+        candidates and model would silently not match what was asked for."""
+        path = os.path.join(self.root, "settings.json")
+        settings = json.loads(json.dumps(settings))   # the form it has once stored
+        stored = self.stored_settings()
+        if stored:
+            changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+            if changed:
+                details = ", ".join(f"{k} {stored.get(k)} -> {settings.get(k)}" for k in changed)
+                raise InputError(f"{self.root} holds a run made with other settings ({details}); "
+                                 "give a new output folder, or remove it to start over")
+        else:
+            with open(path, "w") as f:
+                json.dump(settings, f, indent=1)
 
     def is_prepared(self, stem):
         return os.path.exists(self.candidates(stem)) and os.path.exists(self.preprocessed(stem))
