@@ -62,10 +62,10 @@ MICROGRAPH_COLUMNS = ("rlnMicrographName", "rlnDefocusU", "rlnDefocusV", "rlnDef
 def read_ctf_star(path):
     """{micrograph stem: CTFParams} from a RELION micrographs_ctf.star (3.0 or 3.1+ layout)."""
     import os
-    from ..io.coordinates import _star_tables
+    from ..io.coordinates import read_star_blocks
     if not os.path.isfile(path):
         raise InputError(f"--ctf {path}: no such file")
-    tables = _star_tables(path)
+    tables = read_star_blocks(path)
     micrographs = tables.get("micrographs") or next(
         (t for t in tables.values() if t.hasColumn("rlnDefocusU")), None)
     if micrographs is None:

@@ -1,70 +1,194 @@
-"""Micrographs and particle stacks on disk: MRC through mrcfile, TIFF and 8-bit images too."""
+"""Micrographs and particle stacks on disk: MRC through mrcfile, TIFF and 8/16-bit images too.
+
+Arrays are float32 with rows = y and columns = x exactly as stored: no flip, so picker
+coordinates (x = column, y = row) index them directly.
+"""
 import os
+import warnings
 
 import mrcfile
 import numpy as np
 
 from ..errors import InputError
 
+MRC_EXTENSIONS = (".mrc", ".mrcs", ".map", ".st", ".rec")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+PICTURE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+MRC_HEADER_BYTES = 1024
+
 
 def read_micrograph(path):
-    """2-D float32 array, rows = y, columns = x as stored (first slice of a 3-D MRC or TIFF)."""
+    """A 2-D float32 micrograph. For a 3-D MRC or a multi-page TIFF (a movie) only the first
+    slice is read: frames must be aligned and summed before screening, not here."""
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such micrograph file")
     ext = os.path.splitext(path)[1].lower()
+    if ext not in MRC_EXTENSIONS + TIFF_EXTENSIONS + PICTURE_EXTENSIONS:
+        raise InputError(f"{path}: unknown micrograph format '{ext}'; give .mrc, .tif or .png")
     try:
-        if ext in (".mrc", ".mrcs", ".map", ".st"):
-            with mrcfile.open(path, permissive=True) as mrc:
-                if mrc.data is None:
-                    raise ValueError("no image data")
-                data = np.asarray(mrc.data)
-        elif ext in (".tif", ".tiff"):
+        if ext in MRC_EXTENSIONS:
+            data = _first_mrc_slice(path)
+        elif ext in TIFF_EXTENSIONS:
             import tifffile
             data = tifffile.imread(path, key=0)
         else:
-            from PIL import Image
-            with Image.open(path) as image:
-                data = np.asarray(image.convert("L"))
+            data = _read_picture(path)
     except InputError:
         raise
-    except Exception as error:  # every reader has its own exceptions; the user needs the path
+    except Exception as error:  # each reader raises its own types; the user needs the path
         raise InputError(f"{path}: cannot read the micrograph ({error})") from error
-    if data.ndim == 3:
+    if data.ndim == 3 and ext not in PICTURE_EXTENSIONS:
         data = data[0]
     if data.ndim != 2 or min(data.shape) < 2:
         raise InputError(f"{path}: not a 2-D micrograph (shape {data.shape})")
     return np.array(data, dtype=np.float32)
 
 
+def _open_mrc(path, mmap=False):
+    """Strict first; a header that other programs wrote sloppily is then read permissively."""
+    opener = mrcfile.mmap if mmap else mrcfile.open
+    try:
+        return opener(path, mode="r")
+    except ValueError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mrc = opener(path, mode="r", permissive=True)
+        if mrc.data is None:
+            mrc.close()
+            raise ValueError("the MRC header does not describe the data that follows it")
+        return mrc
+
+
+def _first_mrc_slice(path):
+    with _open_mrc(path, mmap=True) as mrc:  # mapped: a movie's other frames are never read
+        data = mrc.data
+        return np.array(data[0] if data.ndim == 3 else data)
+
+
+def _read_picture(path):
+    from PIL import Image
+    with Image.open(path) as picture:
+        if picture.mode not in ("L", "I", "F", "I;16", "I;16B", "I;16L"):
+            picture = picture.convert("L")  # colour or palette: luminance
+        return np.asarray(picture)
+
+
 def read_pixel_size(path):
-    """Å/px from an MRC header, None when absent or unknown."""
-    if os.path.splitext(path)[1].lower() not in (".mrc", ".mrcs"):
+    """Å/px from an MRC header, None when the header has none (0) or the file is not MRC."""
+    path = os.fspath(path)
+    if os.path.splitext(path)[1].lower() not in MRC_EXTENSIONS:
         return None
     try:
-        with mrcfile.open(path, permissive=True, header_only=True) as mrc:
-            size = float(mrc.voxel_size.x)
-    except Exception:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.open(path, permissive=True, header_only=True) as mrc:
+                size = float(mrc.voxel_size.x)
+    except (OSError, ValueError):
         return None
-    return size if size > 0 else None
+    return size if np.isfinite(size) and size > 0 else None
 
 
 def write_mrc(path, array, pixel_size=None):
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(np.asarray(array, dtype=np.float32))
+    """A float32 MRC: a 2-D image, or a 3-D array written as an image stack (not a volume)."""
+    data = np.asarray(array, dtype=np.float32)
+    if data.ndim not in (2, 3):
+        raise ValueError(f"an MRC image must be 2-D or a 3-D stack, not shape {data.shape}")
+    with mrcfile.new(os.fspath(path), overwrite=True) as mrc:
+        mrc.set_data(data)
+        if data.ndim == 3:
+            mrc.set_image_stack()
         if pixel_size:
-            mrc.voxel_size = pixel_size
+            mrc.voxel_size = float(pixel_size)
 
 
 def write_stack(path, boxes, pixel_size=None):
-    """A particle stack (.mrcs); boxes (n, h, w)."""
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(np.asarray(boxes, dtype=np.float32).reshape((-1,) + np.shape(boxes)[-2:]))
-        mrc.header.ispg = 0  # an image stack, not a volume
-        if pixel_size:
-            mrc.voxel_size = pixel_size
+    """A particle stack (.mrcs) from boxes (n, h, w); Xmipp reads image i as ``i@path``."""
+    boxes = np.asarray(boxes, dtype=np.float32)
+    write_mrc(path, boxes.reshape((-1,) + boxes.shape[-2:]), pixel_size)
 
 
 def read_stack(path):
-    with mrcfile.open(path, permissive=True) as mrc:
-        data = np.asarray(mrc.data, dtype=np.float32)
+    """Every image of an MRC stack as (n, h, w) float32 (a single image gives n = 1)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such image stack")
+    try:
+        with _open_mrc(path) as mrc:
+            data = np.array(mrc.data, dtype=np.float32)
+    except Exception as error:
+        raise InputError(f"{path}: cannot read the image stack ({error})") from error
     return data.reshape((-1,) + data.shape[-2:])
+
+
+class StackWriter:
+    """Appends boxes to one .mrcs as they are extracted, so no stack is held in memory.
+
+    The raw float32 data goes to the file right away after a placeholder header; the real
+    header (number of images, statistics, pixel size) is written on close.
+    """
+
+    def __init__(self, path, box, pixel_size=None):
+        self.path = os.fspath(path)
+        self.box = int(box)
+        self.pixel_size = pixel_size
+        self.count = 0
+        self._min, self._max = np.inf, -np.inf
+        self._sum = self._sum_squares = 0.0
+        self._file = open(self.path, "wb")
+        self._file.write(b"\0" * MRC_HEADER_BYTES)
+
+    def append(self, boxes):
+        """Add one box (h, w) or several (n, h, w); returns the 1-based index of the first."""
+        if self._file is None:
+            raise ValueError(f"{self.path}: the stack is already closed")
+        boxes = np.asarray(boxes, dtype="<f4")
+        boxes = boxes.reshape((-1,) + boxes.shape[-2:]) if boxes.ndim >= 2 else boxes
+        if boxes.ndim != 3 or boxes.shape[1:] != (self.box, self.box):
+            raise ValueError(f"{self.path}: boxes must be {self.box}x{self.box}, "
+                             f"got shape {boxes.shape}")
+        first = self.count + 1
+        if len(boxes):
+            self._file.write(np.ascontiguousarray(boxes).tobytes())
+            values = boxes.astype(np.float64)
+            self._min = min(self._min, float(values.min()))
+            self._max = max(self._max, float(values.max()))
+            self._sum += float(values.sum())
+            self._sum_squares += float(np.square(values).sum())
+            self.count += len(boxes)
+        return first
+
+    def close(self):
+        if self._file is None:
+            return
+        try:
+            self._file.seek(0)
+            self._file.write(self._header_bytes())
+        finally:
+            self._file.close()
+            self._file = None
+
+    def _header_bytes(self):
+        from mrcfile.mrcinterpreter import MrcInterpreter
+        template = MrcInterpreter()
+        template._create_default_attributes()  # mrcfile's documented way to get a new header
+        template.set_data(np.zeros((1, self.box, self.box), dtype=np.float32))
+        template.set_image_stack()
+        header = template.header
+        header.nz = self.count
+        if self.pixel_size:
+            template.voxel_size = float(self.pixel_size)
+        values = self.count * self.box * self.box
+        if values:
+            mean = self._sum / values
+            header.dmin, header.dmax, header.dmean = self._min, self._max, mean
+            header.rms = np.sqrt(max(self._sum_squares / values - mean * mean, 0.0))
+        raw = header.tobytes()
+        assert len(raw) == MRC_HEADER_BYTES
+        return raw
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self.close()
