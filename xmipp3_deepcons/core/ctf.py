@@ -1,9 +1,17 @@
 """Contrast transfer function and whole-micrograph phase flipping.
 
-Sign convention (Xmipp's): CTF = sqrt(1 - A^2) sin(chi) + A cos(chi), positive at low
-frequency for an underfocused image, so flipping leaves the particles' contrast as it was and the
-later inversion still makes them white.
+Sign convention (Xmipp's and RELION's): with the usual aberration phase
+chi(k) = pi lambda df(theta) k^2 - pi/2 Cs lambda^3 k^4 + phase_shift and underfocus positive,
+
+    CTF(k) = sqrt(1 - A^2) sin(chi) + A cos(chi),
+
+which is +A at k = 0 and positive over the first lobe. This is minus the physical transfer
+function of the image (particles come out dark on a light background), and it is the sign that
+phase flipping wants: multiplying the spectrum by -1 where this CTF is negative leaves the first
+lobe, and so the particles' low-frequency contrast, as it was; the later inversion then makes
+them white, with or without flipping.
 """
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +24,7 @@ from ..errors import InputError
 class CTFParams:
     defocus_u: float              # Å, underfocus positive
     defocus_v: float              # Å
-    defocus_angle: float          # degrees, U axis from the x axis
+    defocus_angle: float          # degrees, angle of the U axis from the x axis
     voltage: float                # kV
     spherical_aberration: float   # mm
     amplitude_contrast: float     # fraction, e.g. 0.1
@@ -24,92 +32,150 @@ class CTFParams:
 
 
 def electron_wavelength(voltage_kv):
-    """Relativistic electron wavelength in Å."""
+    """Relativistic electron wavelength in Å (0.019687 Å at 300 kV)."""
     volts = voltage_kv * 1e3
     return 12.2643247 / np.sqrt(volts * (1 + 0.978466e-6 * volts))
 
 
 def ctf_image(shape, pixel_size, params, rfft=True):
-    """CTF on the (r)fft2 frequency grid of an image of ``shape`` (rows, columns)."""
+    """CTF (no envelope, sign as in the module docstring) on the rfft2 grid of an image of
+    ``shape`` (rows, columns), or on the full fft2 grid when ``rfft`` is false.
+
+    Astigmatic defocus is df(theta) k^2 = 1/2[(du+dv) k^2 + (du-dv) k^2 cos 2(theta-theta_u)],
+    expanded in kx, ky so that no angle (and no 0/0 at k = 0) is ever computed.
+    """
     rows, cols = shape
     ky = scipy.fft.fftfreq(rows, d=pixel_size)[:, None]
     kx = (scipy.fft.rfftfreq if rfft else scipy.fft.fftfreq)(cols, d=pixel_size)[None, :]
-    k2 = kx ** 2 + ky ** 2
-    angle = np.arctan2(ky, kx)
-    defocus = 0.5 * (params.defocus_u + params.defocus_v +
-                     (params.defocus_u - params.defocus_v) *
-                     np.cos(2 * (angle - np.deg2rad(params.defocus_angle))))
+    k2 = kx * kx + ky * ky
+    twice_u = np.deg2rad(2.0 * params.defocus_angle)
+    k2_cos = (kx * kx - ky * ky) * np.cos(twice_u) + 2.0 * kx * ky * np.sin(twice_u)
+    defocus_k2 = 0.5 * ((params.defocus_u + params.defocus_v) * k2 +
+                        (params.defocus_u - params.defocus_v) * k2_cos)
     wavelength = electron_wavelength(params.voltage)
-    cs = params.spherical_aberration * 1e7
-    chi = (np.pi * wavelength * defocus * k2 - 0.5 * np.pi * cs * wavelength ** 3 * k2 ** 2 +
+    cs = params.spherical_aberration * 1e7                          # mm -> Å
+    chi = (np.pi * wavelength * defocus_k2 - 0.5 * np.pi * cs * wavelength ** 3 * k2 * k2 +
            np.deg2rad(params.phase_shift))
     a = params.amplitude_contrast
     return (np.sqrt(1 - a * a) * np.sin(chi) + a * np.cos(chi)).astype(np.float32)
 
 
 def phase_flip(image, pixel_size, params):
-    """Multiply the spectrum by -1 where the CTF is negative."""
+    """Multiply the spectrum by -1 where the CTF is negative, so every frequency has the
+    contrast of the first lobe (``pixel_size`` in Å/px of this image)."""
     image = np.asarray(image, dtype=np.float32)
     spectrum = scipy.fft.rfft2(image, workers=-1)
-    spectrum[ctf_image(image.shape, pixel_size, params) < 0] *= -1
-    return scipy.fft.irfft2(spectrum, s=image.shape, workers=-1).astype(np.float32)
+    np.negative(spectrum, out=spectrum, where=ctf_image(image.shape, pixel_size, params) < 0)
+    flipped = scipy.fft.irfft2(spectrum, s=image.shape, workers=-1, overwrite_x=True)
+    return flipped.astype(np.float32, copy=False)
 
 
-OPTICS_COLUMNS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
 MICROGRAPH_COLUMNS = ("rlnMicrographName", "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
+OPTICS_COLUMNS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
 
 
 def read_ctf_star(path):
-    """{micrograph stem: CTFParams} from a RELION micrographs_ctf.star (3.0 or 3.1+ layout)."""
-    import os
-    from ..io.coordinates import read_star_blocks
-    if not os.path.isfile(path):
-        raise InputError(f"--ctf {path}: no such file")
-    tables = read_star_blocks(path)
-    micrographs = tables.get("micrographs") or next(
-        (t for t in tables.values() if t.hasColumn("rlnDefocusU")), None)
-    if micrographs is None:
-        raise InputError(f"--ctf {path}: no micrographs block with _rlnDefocusU")
+    """{micrograph file stem: CTFParams} from a RELION micrographs_ctf.star.
+
+    Voltage, Cs and amplitude contrast come from the micrographs block when it has them
+    (RELION 3.0) and otherwise from data_optics, joined on _rlnOpticsGroup (RELION 3.1+).
+    """
+    micrographs, optics = _ctf_blocks(path)
     for column in MICROGRAPH_COLUMNS:
         if not micrographs.hasColumn(column):
-            raise InputError(f"--ctf {path}: column _{column} is missing")
-    optics = {}
-    if "optics" in tables:
-        for row in tables["optics"]:
-            optics[str(row.rlnOpticsGroup)] = row
+            raise InputError(f"CTF file {path}: column _{column} is missing; give a RELION "
+                             f"micrographs_ctf.star from CTF estimation")
     result = {}
     for row in micrographs:
-        source = row
-        if not all(micrographs.hasColumn(c) for c in OPTICS_COLUMNS):
-            group = str(getattr(row, "rlnOpticsGroup", "1"))
-            if group not in optics:
-                raise InputError(f"--ctf {path}: no optics (_rlnVoltage, _rlnSphericalAberration,"
-                                 f" _rlnAmplitudeContrast) for optics group {group}")
-            source = optics[group]
+        group = _optics_row(path, micrographs, optics, row)
+        value = _value_reader(path, micrographs, row, group)
         stem = os.path.splitext(os.path.basename(row.rlnMicrographName))[0]
         result[stem] = CTFParams(
-            float(row.rlnDefocusU), float(row.rlnDefocusV), float(row.rlnDefocusAngle),
-            float(source.rlnVoltage), float(source.rlnSphericalAberration),
-            float(source.rlnAmplitudeContrast), float(getattr(row, "rlnPhaseShift", 0.0)))
+            value("rlnDefocusU"), value("rlnDefocusV"), value("rlnDefocusAngle"),
+            value("rlnVoltage"), value("rlnSphericalAberration"),
+            value("rlnAmplitudeContrast"),
+            value("rlnPhaseShift") if micrographs.hasColumn("rlnPhaseShift") else 0.0)
     return result
 
 
+def _ctf_blocks(path):
+    """(micrographs table, {optics group: optics row}) of a CTF STAR file."""
+    from ..io.coordinates import read_star_blocks
+    if not os.path.isfile(path):
+        raise InputError(f"CTF file {path}: no such file; give the micrographs_ctf.star of a "
+                         f"RELION CTF estimation")
+    try:
+        tables = read_star_blocks(path)
+    except (ValueError, OSError) as error:
+        raise InputError(f"CTF file {path}: cannot be read as STAR ({error})") from None
+    micrographs = tables.get("micrographs") or next(
+        (table for table in tables.values() if table.hasColumn("rlnDefocusU")), None)
+    if micrographs is None:
+        raise InputError(f"CTF file {path}: no data_micrographs block with _rlnDefocusU; give "
+                         f"the micrographs_ctf.star of a RELION CTF estimation")
+    optics = {}
+    if "optics" in tables and tables["optics"].hasColumn("rlnOpticsGroup"):
+        optics = {str(row.rlnOpticsGroup): row for row in tables["optics"]}
+    return micrographs, optics
+
+
+def _optics_row(path, micrographs, optics, row):
+    """The optics row of a micrograph, or None when the micrographs block carries the optics."""
+    if all(micrographs.hasColumn(column) for column in OPTICS_COLUMNS):
+        return None
+    if micrographs.hasColumn("rlnOpticsGroup"):
+        group = str(row.rlnOpticsGroup)
+    elif len(optics) == 1:
+        group = next(iter(optics))
+    else:
+        missing = next(c for c in OPTICS_COLUMNS if not micrographs.hasColumn(c))
+        raise InputError(f"CTF file {path}: column _{missing} is missing and there is no "
+                         f"_rlnOpticsGroup to find it in data_optics")
+    if group not in optics:
+        raise InputError(f"CTF file {path}: optics group {group} of {row.rlnMicrographName} is "
+                         f"not in data_optics; give a file with its _rlnVoltage, "
+                         f"_rlnSphericalAberration and _rlnAmplitudeContrast")
+    return optics[group]
+
+
+def _value_reader(path, micrographs, row, optics_row):
+    """column -> float, from the micrograph row or else its optics row; errors name both."""
+    def value(column):
+        source = row if micrographs.hasColumn(column) else optics_row
+        if source is None or not hasattr(source, column):
+            raise InputError(f"CTF file {path}: column _{column} is missing from both "
+                             f"data_micrographs and data_optics")
+        text = getattr(source, column)
+        try:
+            return float(text)
+        except ValueError:
+            raise InputError(f"CTF file {path}: _{column} of {row.rlnMicrographName} is "
+                             f"'{text}', not a number") from None
+    return value
+
+
 def write_ctf_star(path, ctfs):
-    """A RELION 3.1-style micrographs_ctf.star for {micrograph name: CTFParams} (one optics
-    group per distinct voltage/Cs/amplitude contrast)."""
+    """A RELION 3.1-style micrographs_ctf.star for {micrograph name: CTFParams}, one optics
+    group per distinct (voltage, Cs, amplitude contrast); for tests and the demo."""
     groups = {}
-    for params in ctfs.values():
-        groups.setdefault((params.voltage, params.spherical_aberration, params.amplitude_contrast),
+    for p in ctfs.values():
+        groups.setdefault((p.voltage, p.spherical_aberration, p.amplitude_contrast),
                           len(groups) + 1)
+    lines = ["", "data_optics", "", "loop_", "_rlnOpticsGroup #1", "_rlnVoltage #2",
+             "_rlnSphericalAberration #3", "_rlnAmplitudeContrast #4"]
+    lines += [f"{group} {_text(voltage)} {_text(cs)} {_text(a)}"
+              for (voltage, cs, a), group in groups.items()]
+    lines += ["", "", "data_micrographs", "", "loop_", "_rlnMicrographName #1",
+              "_rlnOpticsGroup #2", "_rlnDefocusU #3", "_rlnDefocusV #4", "_rlnDefocusAngle #5",
+              "_rlnPhaseShift #6"]
+    for name, p in ctfs.items():
+        group = groups[(p.voltage, p.spherical_aberration, p.amplitude_contrast)]
+        lines.append(f"{name} {group} {_text(p.defocus_u)} {_text(p.defocus_v)} "
+                     f"{_text(p.defocus_angle)} {_text(p.phase_shift)}")
     with open(path, "w") as f:
-        f.write("\ndata_optics\n\nloop_\n_rlnOpticsGroup #1\n_rlnVoltage #2\n"
-                "_rlnSphericalAberration #3\n_rlnAmplitudeContrast #4\n")
-        for (voltage, cs, a), group in groups.items():
-            f.write(f"{group} {voltage:g} {cs:g} {a:g}\n")
-        f.write("\n\ndata_micrographs\n\nloop_\n_rlnMicrographName #1\n_rlnOpticsGroup #2\n"
-                "_rlnDefocusU #3\n_rlnDefocusV #4\n_rlnDefocusAngle #5\n_rlnPhaseShift #6\n")
-        for name, p in ctfs.items():
-            group = groups[(p.voltage, p.spherical_aberration, p.amplitude_contrast)]
-            f.write(f"{name} {group} {p.defocus_u:.2f} {p.defocus_v:.2f} {p.defocus_angle:.2f} "
-                    f"{p.phase_shift:.2f}\n")
-        f.write("\n")
+        f.write("\n".join(lines) + "\n\n")
+
+
+def _text(number):
+    """Shortest text that reads back as the same float (numpy scalars included)."""
+    return repr(float(number))

@@ -1,17 +1,62 @@
-"""128-px boxes around particle centres, replicating the edge pixels beyond the borders."""
+"""128-px boxes around particle centres, replicating the edge pixels beyond the borders.
+
+Coordinates move between the user's micrographs and the preprocessed (downsampled) ones as
+floats: the original truncated them to integers on the way, losing up to ``factor`` pixels.
+"""
 import numpy as np
 
 from ..constants import DEEP_PARTICLE_SIZE
+from ..errors import InputError
+
+
+def scale_to_preprocessed(xy, factor):
+    """Original-micrograph coordinates on the downsampled micrograph."""
+    return np.asarray(xy, dtype=float) / factor
+
+
+def scale_to_original(xy, factor):
+    """Downsampled-micrograph coordinates back on the original micrograph."""
+    return np.asarray(xy, dtype=float) * factor
 
 
 def extract_boxes(image, centres_xy, size=DEEP_PARTICLE_SIZE):
-    """(n, size, size) float32 boxes centred on ``centres_xy`` (x = column, y = row).
+    """(n, size, size) float32 boxes, centres_xy (n, 2) in this image's pixels (x = column,
+    y = row).
 
-    The centre pixel (index size // 2) is the rounded centre (the original truncated). Pixels
-    outside the image take the nearest edge pixel, so no particle is dropped at a border.
+    The box's centre pixel (index size // 2) is the centre rounded half up (the original
+    truncated). Pixels beyond the image take the nearest edge pixel, so a particle at a border
+    is kept rather than dropped; boxes are not normalised one by one (the micrograph was).
     """
-    centres = np.rint(np.asarray(centres_xy, dtype=float).reshape(-1, 2)).astype(int)
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"extract_boxes needs a 2D image, not shape {image.shape}")
+    centres = _pixel_centres(centres_xy)
     offsets = np.arange(size) - size // 2
     rows = np.clip(centres[:, 1, None] + offsets, 0, image.shape[0] - 1)
     cols = np.clip(centres[:, 0, None] + offsets, 0, image.shape[1] - 1)
-    return np.asarray(image[rows[:, :, None], cols[:, None, :]], dtype=np.float32)
+    return image[rows[:, :, None], cols[:, None, :]].astype(np.float32, copy=False)
+
+
+def iter_box_batches(image, centres_xy, size=DEEP_PARTICLE_SIZE, batch=512):
+    """(slice of centres_xy, their boxes) a batch at a time, so memory stays bounded
+    (512 boxes of 128 px are 32 MiB)."""
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, not {batch}")
+    centres = np.asarray(centres_xy, dtype=float).reshape(-1, 2)
+    for start in range(0, len(centres), batch):
+        part = slice(start, min(start + batch, len(centres)))
+        yield part, extract_boxes(image, centres[part], size)
+
+
+def _pixel_centres(centres_xy):
+    """(n, 2) integer pixel centres; rounded half up so .5 never depends on parity."""
+    centres = np.asarray(centres_xy, dtype=float)
+    if centres.size == 0:
+        return np.zeros((0, 2), dtype=np.intp)
+    if centres.ndim != 2 or centres.shape[1] != 2:
+        raise ValueError(f"particle centres must be an (n, 2) array of x, y, not shape "
+                         f"{centres.shape}")
+    if not np.isfinite(centres).all():
+        raise InputError("particle coordinates: some are not finite numbers (nan or inf); "
+                         "check the coordinate files")
+    return np.floor(centres + 0.5).astype(np.intp)
