@@ -119,3 +119,19 @@ def make_dataset(folder, n_micrographs=6, seed=0, box=128, shape=(1536, 1536),
                 np.savetxt(path, np.column_stack([corner, np.full((len(xy), 2), box), scores]),
                            fmt=["%.1f", "%.1f", "%d", "%d", "%.4f"], delimiter="\t")
     return folder
+
+
+def write_pos_folders(folder):
+    """Every picker's coordinates again as Xmipp .pos under ``folder``/pos/<picker>/, the
+    format Scipion's coordinate import reads without other plugins; returns those folders."""
+    from .io.coordinates import find_coordinate_file, read_coordinates, write_pos
+    targets = []
+    for name, *_ in PICKERS:
+        source, target = (os.path.join(folder, sub, name) for sub in ("coords", "pos"))
+        os.makedirs(target, exist_ok=True)
+        for file_name in sorted(os.listdir(source)):
+            stem = os.path.splitext(file_name)[0]
+            picks = read_coordinates(find_coordinate_file(source, stem))
+            write_pos(os.path.join(target, stem + ".pos"), picks.xy)
+        targets.append(target)
+    return targets

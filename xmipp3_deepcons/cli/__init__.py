@@ -8,7 +8,7 @@ import sys
 
 from ..errors import InputError
 
-COMMANDS = ("screen", "train", "score", "demo")
+COMMANDS = ("screen", "train", "score", "demo", "scipion-demo")
 
 
 def build_parser():
@@ -19,7 +19,7 @@ def build_parser():
                     "trained on their agreement.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        module = importlib.import_module(f"{__name__}.{name}")
+        module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
         doc = (module.__doc__ or "").strip()
         p = sub.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -13,7 +13,6 @@ import os
 import numpy as np
 
 
-
 def add_args(parser):
     parser.add_argument("-o", "--output", default="demo_run", metavar="OUTDIR")
     parser.add_argument("--micrographs", type=int, default=6, help="how many to generate")
@@ -35,7 +34,8 @@ def main(args):
         argv += ["--coordinates", folder]
     parser = _screen_parser()
     screen.main(parser.parse_args(argv))
-    print(report(data, os.path.join(args.output, "screen"), pickers))
+    print(report(data, kept_coordinates(os.path.join(args.output, "screen", "coordinates")),
+                 pickers))
     return 0
 
 
@@ -47,8 +47,16 @@ def _screen_parser():
     return parser
 
 
-def report(data, screened, pickers, radius=0.25 * 128):
-    """Table of each input and of the screened output against the planted particles."""
+def kept_coordinates(folder):
+    """{micrograph stem: kept centres} from the per-micrograph .pos files of a screen run."""
+    from ..io.coordinates import read_coordinates
+    return {os.path.splitext(name)[0]: read_coordinates(os.path.join(folder, name)).xy
+            for name in os.listdir(folder) if name.endswith(".pos")}
+
+
+def report(data, kept_by_stem, pickers, radius=0.25 * 128):
+    """Table of each input and of the kept particles ({stem: centres}) against the planted
+    particles."""
     from ..core.consensus import coordinate_consensus
     from ..core.metrics import match_to_reference, precision_recall_f1
     from ..io.coordinates import find_coordinate_file, read_coordinates
@@ -59,7 +67,7 @@ def report(data, screened, pickers, radius=0.25 * 128):
                            ndmin=2)
         picks = [read_coordinates(find_coordinate_file(p, stem)).xy for p in pickers]
         votes = coordinate_consensus(picks, 0.1 * 128)
-        kept = read_coordinates(os.path.join(screened, "coordinates", stem + ".pos")).xy
+        kept = np.asarray(kept_by_stem.get(stem, []), dtype=float).reshape(-1, 2)
         sets = [(os.path.basename(p), xy) for p, xy in zip(pickers, picks)]
         sets += [("2-of-3 vote", votes.xy[votes.votes >= 2]), ("Deep Consensus", kept)]
         for name, xy in sets:

@@ -1,0 +1,72 @@
+"""Shared pieces of the Scipion protocol tests: synthetic data and the imports that feed it.
+
+Data come from ``xmipp3_deepcons.synthetic``: micrographs of 1536 px at 2 A/px and three
+simulated pickers, all written as Xmipp .pos files so that Scipion's Xmipp coordinate import
+(which works without Xmipp's binaries) reads them.
+"""
+import os
+import time
+
+import numpy as np
+
+from xmipp3_deepcons import synthetic
+from xmipp3_deepcons.constants import SCORE_ATTRIBUTE
+
+PICKERS = [name for name, *_ in synthetic.PICKERS]
+SAMPLING = 2.0
+BOX = 160            # original pixels: micrographs are downsampled by 160 / 128 = 1.25
+
+
+def make_data(folder, n_micrographs=6, seed=3):
+    """Synthetic micrographs plus one folder of .pos files per picker; returns the folder."""
+    synthetic.make_dataset(folder, n_micrographs=n_micrographs, seed=seed, n_particles=90,
+                           n_junk=20)
+    synthetic.write_pos_folders(folder)
+    return folder
+
+
+def import_micrographs(test, folder):
+    from pwem.protocols import ProtImportMicrographs
+    prot = test.newProtocol(ProtImportMicrographs, objLabel="micrographs",
+                            filesPath=os.path.join(folder, "micrographs"),
+                            filesPattern="*.mrc", samplingRate=SAMPLING, voltage=300,
+                            sphericalAberration=2.7, amplitudeContrast=0.1)
+    return test.launchProtocol(prot)
+
+
+def import_coordinates(test, folder, micrographs, picker, box=BOX):
+    from pwem.protocols import ProtImportCoordinates
+    prot = test.newProtocol(ProtImportCoordinates, objLabel=picker,
+                            importFrom=ProtImportCoordinates.IMPORT_FROM_XMIPP,
+                            filesPath=os.path.join(folder, "pos", picker),
+                            filesPattern="*.pos", boxSize=box)
+    prot.inputMicrographs.set(micrographs)
+    return test.launchProtocol(prot)
+
+
+def scored_items(output):
+    """{(micId, x, y): score} of a set of coordinates or particles."""
+    items = {}
+    for item in output.iterItems():
+        coord = item if hasattr(item, "getX") else item.getCoordinate()
+        items[(coord.getMicId(), coord.getX(), coord.getY())] = float(
+            getattr(item, SCORE_ATTRIBUTE).get())
+    return items
+
+
+def run_scores(prot):
+    """{micrograph stem: scores of all its candidates} from a run's work folder."""
+    folder = prot._getExtraPath("work", "scores")
+    return {name[:-4]: np.load(os.path.join(folder, name))
+            for name in sorted(os.listdir(folder)) if name.endswith(".npy")
+            and not name.endswith(".tmp.npy")}
+
+
+def wait_for(condition, timeout, step=1.0):
+    """Poll until condition() is true; fails the test on timeout."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if condition():
+            return True
+        time.sleep(step)
+    raise AssertionError("timed out after %d s" % timeout)

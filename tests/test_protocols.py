@@ -1,0 +1,320 @@
+"""The Scipion protocols in a real (temporary) project, on generated data.
+
+One project serves every scenario: the New run trained in setUpClass is reused by the
+PreviousRun, viewer, subset and stop-and-continue tests, so the file trains three times in all
+(New, streaming, stopped-and-continued).
+"""
+import json
+import os
+import sys
+import tempfile
+
+# Protocols run in a subprocess started with $SCIPION_PYTHON (default: "python" on the PATH),
+# which must be this interpreter, with this environment's packages.
+os.environ.setdefault("SCIPION_PYTHON", sys.executable)
+
+import numpy as np
+import pyworkflow
+from pyworkflow.object import Pointer
+from pyworkflow.protocol.constants import MODE_RESUME
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from protocol_helpers import (BOX, PICKERS, SAMPLING, import_coordinates, import_micrographs,
+                              make_data, run_scores, scored_items, wait_for)
+from xmipp3_deepcons.constants import DEEP_PARTICLE_SIZE, SCORE_ATTRIBUTE
+from xmipp3_deepcons.protocols import XmippProtDeepConsSubSet, XmippProtScreenDeepConsensus
+
+pyworkflow.PYTHON = os.environ["SCIPION_PYTHON"]
+
+THRESHOLD = 0.5
+FAST = dict(nEpochs=1.0, nModels=1, toTrainDataSize=1000, randomSeed=11, threshold=THRESHOLD,
+            extractingBatch=2, trainingBatch=3, numberOfThreads=2, addTrainingData=0)
+N_MICROGRAPHS = 6
+
+
+def point(param, prot, output):
+    """Make a pointer parameter point at a protocol's output, as the GUI does."""
+    param.set(prot)
+    param.setExtended(output)
+
+
+class TestDeepConsensus(BaseTest):
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.data = make_data(tempfile.mkdtemp(prefix="deepcons_data_"), N_MICROGRAPHS)
+        cls.micImport = import_micrographs(cls, cls.data)
+        cls.mics = cls.micImport.outputMicrographs
+        cls.coordImports = [import_coordinates(cls, cls.data, cls.mics, picker)
+                            for picker in PICKERS]
+        cls.newRun = cls.deepConsensus("new model", **FAST)
+
+    @classmethod
+    def deepConsensus(cls, label, inputs=None, launch=True, **kwargs):
+        prot = cls.newProtocol(XmippProtScreenDeepConsensus, objLabel=label, **kwargs)
+        for source in inputs or cls.coordImports:
+            prot.inputCoordinates.append(Pointer(source, extended="outputCoordinates"))
+        return cls.launchProtocol(prot) if launch else prot
+
+    def assertSameOutputs(self, prot, reference):
+        """Same scored candidates as the reference run: same items, same scores."""
+        for name in ("outputCoordinates", "outputParticles"):
+            mine, theirs = getattr(prot, name), getattr(reference, name)
+            self.assertTrue(mine.isStreamClosed())
+            items, expected = scored_items(mine), scored_items(theirs)
+            self.assertEqual(len(items), mine.getSize(), "an item was written twice")
+            self.assertEqual(set(items), set(expected))
+            keys = sorted(expected)
+            np.testing.assert_allclose([items[k] for k in keys], [expected[k] for k in keys],
+                                       atol=1e-5)
+
+    # ------------------------------------------------------------------ New
+    def test_new_model_outputs(self):
+        prot = self.newRun
+        scores = run_scores(prot)
+        self.assertEqual(len(scores), N_MICROGRAPHS)          # every micrograph scored
+        allScores = np.concatenate(list(scores.values()))
+        kept = int((allScores > THRESHOLD).sum())
+        self.assertGreater(len(allScores), 500)
+        self.assertTrue(((allScores >= 0) & (allScores <= 1)).all())
+        self.assertTrue(0 < kept < len(allScores))
+
+        coords, parts = prot.outputCoordinates, prot.outputParticles
+        self.assertTrue(coords.isStreamClosed() and parts.isStreamClosed())
+        self.assertEqual(coords.getSize(), kept)
+        self.assertEqual(parts.getSize(), kept)
+        self.assertEqual(coords.getBoxSize(), BOX)
+        self.assertEqual(coords.getMicrographs().getObjId(), self.mics.getObjId())
+        self.assertAlmostEqual(parts.getSamplingRate(), SAMPLING * BOX / DEEP_PARTICLE_SIZE)
+        self.assertEqual(parts.getXDim(), DEEP_PARTICLE_SIZE)
+        items = scored_items(coords)
+        self.assertEqual(items, scored_items(parts))
+        self.assertTrue(all(THRESHOLD < s <= 1 for s in items.values()))
+
+        # Coordinates in the original frame: each kept item lies on a candidate of its
+        # micrograph (the consensus centres, in original pixels), over the whole micrograph.
+        work = prot._work()
+        names = {m.getObjId(): os.path.splitext(m.getMicName())[0] for m in self.mics}
+        for (micId, x, y) in list(items)[:100]:
+            centres = work.load_candidates(names[micId])["xy"]
+            self.assertLess(np.hypot(*(centres - (x, y)).T).min(), 1.0)
+        xy = np.array([k[1:] for k in items])
+        self.assertGreater(xy.max(), 1536 / (BOX / DEEP_PARTICLE_SIZE))
+        self.assertLess(xy.max(), 1536)
+
+        summary = "\n".join(prot.summary())
+        self.assertIn("%d kept" % kept, summary)
+        self.assertIn("mean validation accuracy reached", summary)
+        methods = "\n".join(prot.methods())
+        self.assertIn("Deep Consensus", methods)
+        self.assertIn("Sanchez-Garcia", methods)
+        self.assertIn("IUCrJ", methods)
+
+    def test_previous_run_skip_training_scores_identically(self):
+        prot = self.deepConsensus("previous run, no training", modelInitialization=2,
+                                  skipTraining=True, threshold=-1, extractingBatch=3,
+                                  launch=False)
+        prot.continueRun.set(self.newRun)
+        prot = self.launchProtocol(prot)
+        mine, reference = run_scores(prot), run_scores(self.newRun)
+        self.assertEqual(set(mine), set(reference))
+        for stem in reference:
+            np.testing.assert_allclose(mine[stem], reference[stem], atol=1e-6)
+        total = sum(len(s) for s in reference.values())
+        self.assertEqual(prot.outputCoordinates.getSize(), total)      # threshold -1: all
+        self.assertFalse(os.path.exists(prot._getExtraPath("training", "pass_001")))
+        kept = scored_items(self.newRun.outputCoordinates)
+        everything = scored_items(prot.outputCoordinates)
+        self.assertTrue(set(kept) <= set(everything))
+        self.assertTrue(all(abs(everything[k] - s) < 1e-6 for k, s in kept.items()))
+
+    # --------------------------------------------------- viewer and subsets
+    def test_viewer_writes_figures(self):
+        from xmipp3_deepcons.viewers import XmippDeepConsensusViewer
+        viewer = XmippDeepConsensusViewer(project=self.proj)
+        viewer.setProtocol(self.newRun)          # what the GUI does before showing the form
+        histogram = viewer.writeHistogram()
+        curves = viewer.writeTrainingCurves()
+        galleries = viewer.writeGalleries()
+        self.assertEqual(len(galleries), 2)
+        for path in [histogram, curves] + galleries:
+            self.assertTrue(os.path.getsize(path) > 1000, path)
+        views = viewer._visualizeHistogram()
+        self.assertEqual(views[0].getPath(), histogram)
+
+    def test_subset_from_selection(self):
+        source = self.newRun.outputCoordinates
+        chosen = [c.getObjId() for c in source.iterItems()][::7]
+        for inputName in ("outputCoordinates", "outputParticles"):
+            inputSet = getattr(self.newRun, inputName)
+            ids = chosen if inputName == "outputCoordinates" else \
+                [p.getObjId() for p in inputSet.iterItems()][::7]
+            selection = os.path.abspath(self.proj.getTmpPath("selection_%s.txt" % inputName))
+            with open(selection, "w") as f:
+                f.write(" ".join(map(str, ids)))
+            prot = self.newProtocol(XmippProtDeepConsSubSet, sqliteFile=selection + ",",
+                                    outputClassName="SetOfCoordinates")
+            point(prot.inputObject, self.newRun, inputName)
+            prot = self.launchProtocol(prot)
+            output = prot.outputCoordinates
+            self.assertEqual(output.getSize(), len(ids))
+            self.assertEqual(output.getBoxSize(), BOX)
+            self.assertEqual(output.getMicrographs().getObjId(), self.mics.getObjId())
+            subset = scored_items(output)
+            everything = scored_items(source)
+            self.assertTrue(set(subset) <= set(everything))
+
+    # ------------------------------------------------------------ validation
+    def test_validation_errors(self):
+        small = import_coordinates(self, self.data, self.mics, PICKERS[0], box=100)
+        particles = self._importParticles(64)
+
+        def errors(inputs=None, **kwargs):
+            prot = self.deepConsensus("invalid", inputs=inputs, launch=False,
+                                      **dict(FAST, **kwargs))
+            return "\n".join(prot.validate())
+
+        self.assertEqual(errors(), "")
+        self.assertIn("box size of the first input coordinates is 100 px",
+                      errors(inputs=[small] + self.coordImports[1:]))
+        self.assertIn("Phase flipping needs the CTFs", errors(ignoreCTF=False))
+        self.assertIn("only one coordinate set", errors(inputs=self.coordImports[:1]).lower())
+        self.assertIn("at least 320", errors(toTrainDataSize=100))
+        self.assertIn("no pretrained models are installed", errors(modelInitialization=1))
+
+        prot = self.deepConsensus("custom 64 px", launch=False, **dict(
+            FAST, addTrainingData=2, trainingDataType=0, doTesting=True))
+        for name in ("trainTrueSetOfParticles", "trainFalseSetOfParticles",
+                     "testTrueSetOfParticles", "testFalseSetOfParticles"):
+            point(getattr(prot, name), particles, "outputParticles")
+        messages = prot.validate()
+        for label in ("Positive train particles", "Negative train particles",
+                      "Set of positive test particles", "Set of negative test particles"):
+            self.assertTrue(any(label in m and "64 px" in m for m in messages), label)
+
+        unfinished = self.deepConsensus("never run", launch=False, **FAST)
+        self.saveProtocol(unfinished)
+        prot = self.deepConsensus("previous without model", launch=False,
+                                  **dict(FAST, modelInitialization=2, skipTraining=True))
+        prot.continueRun.set(unfinished)
+        self.assertIn("has no trained model", "\n".join(prot.validate()))
+
+        # The original default (Precompiled additional data) is a warning, not an error.
+        prot = self.deepConsensus("precompiled", launch=False, **dict(FAST, addTrainingData=1))
+        self.assertEqual(prot.validate(), [])
+        self.assertIn("no precompiled negative particles", "\n".join(prot.warnings()))
+
+    def _importParticles(self, size):
+        from pwem.protocols import ProtImportParticles
+        from xmipp3_deepcons.io.images import write_stack
+        stack = os.path.join(self.data, "particles_%d.mrcs" % size)
+        write_stack(stack, np.random.default_rng(0).normal(size=(4, size, size)), SAMPLING)
+        prot = self.newProtocol(ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_FILES,
+                                filesPath=self.data, filesPattern="particles_%d.mrcs" % size,
+                                samplingRate=SAMPLING)
+        return self.launchProtocol(prot)
+
+    # ------------------------------------------------------------- streaming
+    def test_streaming_scores_every_micrograph_and_closes(self):
+        from pwem.protocols.protocol_create_stream_data import (ProtCreateStreamData,
+                                                                SET_OF_COORDINATES)
+        streams = []
+        for i, source in enumerate(self.coordImports):
+            stream = self.newProtocol(ProtCreateStreamData, objLabel="stream %d" % i,
+                                      setof=SET_OF_COORDINATES, nDim=N_MICROGRAPHS,
+                                      creationInterval=2 + i)
+            point(stream.inputCoordinates, source, "outputCoordinates")
+            self.proj.launchProtocol(stream, wait=False)
+            streams.append(stream)
+        for stream in streams:
+            self._waitOutput(stream, "outputCoordinates", sleepTime=1)
+        prot = self.deepConsensus("streaming", inputs=streams, launch=False,
+                                  **dict(FAST, doPreliminarPredictions=True))
+        self.proj.launchProtocol(prot, wait=False)
+        # While the inputs still grow, an output that exists must be open.
+        while True:
+            run = self._reload(prot)
+            if not run.isActive():
+                break
+            inputsOpen = any(not self._reload(s).outputCoordinates.isStreamClosed()
+                             for s in streams)
+            if inputsOpen and run.hasAttribute("outputCoordinates"):
+                self.assertTrue(run.outputCoordinates.isStreamOpen())
+            wait_for(lambda: True, 1)
+        prot = self._reload(prot)
+        self.assertTrue(prot.isFinished(), prot.getErrorMessage())
+
+        scores = run_scores(prot)
+        self.assertEqual(len(scores), N_MICROGRAPHS)
+        allScores = np.concatenate(list(scores.values()))
+        kept = int((allScores > THRESHOLD).sum())
+        for name in ("outputCoordinates", "outputParticles"):
+            output = getattr(prot, name)
+            self.assertTrue(output.isStreamClosed(), name)
+            self.assertEqual(output.getSize(), kept)
+        # Scored by the final model only: one pass of 4 micrographs, then the last 2 were
+        # too few for another pass; the pass was published as preliminary output first.
+        with open(prot._getExtraPath("model", "manifest.json")) as f:
+            self.assertEqual(len(json.load(f)["extra"]["micrographs"]), 4)
+        self.assertTrue(prot.hasAttribute("preliminarOutputCoordinates"))
+        self.assertTrue(prot.preliminarOutputCoordinates.isStreamClosed())
+
+    def _reload(self, prot):
+        """The protocol as its run database has it now."""
+        from pyworkflow.protocol import getProtocolFromDb
+        loaded = getProtocolFromDb(self.proj.path, prot.getDbPath(), prot.getObjId())
+        loaded.getProject().closeMapper()
+        loaded.closeMappers()
+        return loaded
+
+    # ------------------------------------------------------ stop and continue
+    def test_stop_and_continue_gives_the_same_outputs(self):
+        prot = self.deepConsensus("stopped and continued", launch=False,
+                                  **dict(FAST, extractingBatch=1))
+        self.proj.launchProtocol(prot, wait=False)
+        # Stop while training (the pass folder exists, its manifest does not yet).
+        passDir = prot._getExtraPath("training", "pass_001")
+        wait_for(lambda: os.path.isdir(passDir), 300, step=0.2)
+        self.proj.stopProtocol(prot)
+        self.assertFalse(os.path.exists(os.path.join(passDir, "manifest.json")))
+        self.assertFalse(os.path.exists(prot._getExtraPath("model")))
+
+        # Continue, and stop again once scoring has started.
+        counts = prot._getExtraPath("counts.tsv")
+        prot.runMode.set(MODE_RESUME)
+        self.proj.launchProtocol(prot, wait=False)
+        wait_for(lambda: os.path.exists(counts) or not self._reload(prot).isActive(), 300,
+                 step=0.1)
+        self.proj.stopProtocol(prot)
+
+        prot.runMode.set(MODE_RESUME)
+        prot = self.launchProtocol(prot)
+        with open(counts) as f:
+            stems = [line.split()[0] for line in f]
+        self.assertEqual(sorted(stems), sorted(set(stems)))            # nothing twice
+        self.assertEqual(len(stems), N_MICROGRAPHS)                    # nothing missing
+        self.assertSameOutputs(prot, self.newRun)
+
+    # -------------------------------------------------------------- template
+    def test_workflow_template_loads(self):
+        from xmipp3_deepcons.headless import fill_template
+        from xmipp3_deepcons.scipion_plugin import Plugin
+        self.assertEqual([t.name for t in Plugin().getTemplates()], ["deep_consensus_demo"])
+        values = {"micrographs": os.path.join(self.data, "micrographs"), "sampling": "2.0",
+                  "box": str(BOX), "threshold": "0.3", "models": "1", "train_size": "1000"}
+        values.update({"picker%d" % (i + 1): os.path.join(self.data, "pos", p)
+                       for i, p in enumerate(PICKERS)})
+        workflow = fill_template("deep_consensus_demo", values)
+        before = {p.getObjId() for p in self.proj.getRuns()}
+        self.proj.loadProtocols(workflow)
+        created = [p for p in self.proj.getRuns(refresh=True) if p.getObjId() not in before]
+        classes = sorted(p.getClassName() for p in created)
+        self.assertEqual(classes, ["ProtImportCoordinates"] * 3 + ["ProtImportMicrographs",
+                                                                 "XmippProtScreenDeepConsensus"])
+        screen = next(p for p in created if p.getClassName() == "XmippProtScreenDeepConsensus")
+        self.assertEqual(len(screen.inputCoordinates), 3)
+        self.assertEqual({p.getExtended() for p in screen.inputCoordinates},
+                         {"outputCoordinates"})
+        self.assertAlmostEqual(screen.threshold.get(), 0.3)
+        self.assertEqual(screen.addTrainingData.get(), 1)       # the original default

@@ -1,0 +1,91 @@
+"""The Scipion ``Plugin`` of xmipp3-deepcons (exposed lazily as ``xmipp3_deepcons.Plugin``).
+
+Everything runs from the pip-installed package: no Xmipp binaries and no conda environment, so
+there is nothing to compile or download. One variable says where optional resources live:
+
+    DEEPCONS_MODELS   folder of pretrained networks and precompiled negative particles
+                      (default: ``<package>/models``; none are shipped yet)
+
+Expected layout of that folder, so that the Pretrained model and the Precompiled additional
+data of the form work as soon as the resources exist:
+
+    pretrained/<flip>/<size>/manifest.json + model_<i>.keras   (as written by training)
+    negatives_<flip>.mrcs                                      (128 px, white particles)
+
+with <flip> ``noPhaseFlip`` or ``phaseFlip`` and <size> ``small``, ``medium`` or ``large``.
+"""
+import glob
+import os
+
+import pwem
+
+from . import __version__
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+MODELS_VAR = "DEEPCONS_MODELS"
+
+
+class Plugin(pwem.Plugin):
+    _url = "https://github.com/I2PC/scipion-em-xmipp"
+    _supportedVersions = [__version__]
+
+    @classmethod
+    def _defineVariables(cls):
+        cls._defineVar(MODELS_VAR, os.path.join(PACKAGE_DIR, "models"),
+                       description="Folder of pretrained Deep Consensus networks and "
+                                   "precompiled negative particles")
+
+    @classmethod
+    def defineBinaries(cls, env):
+        """Nothing to compile or download: the engine is plain Python."""
+
+    @classmethod
+    def getEnviron(cls, gpu_id=None):
+        """Environment for a job. The GPU choice reaches TensorFlow through
+        CUDA_VISIBLE_DEVICES; memory grows on demand instead of taking the whole card."""
+        import pyworkflow.utils as pwutils
+        environ = pwutils.Environ(os.environ)
+        environ.update({"TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_CPP_MIN_LOG_LEVEL": "2"},
+                       position=pwutils.Environ.REPLACE)
+        if gpu_id is not None:
+            environ.update({"CUDA_VISIBLE_DEVICES": str(gpu_id)},
+                           position=pwutils.Environ.REPLACE)
+        return environ
+
+    @classmethod
+    def getModelsDir(cls, *paths):
+        return os.path.join(cls.getVar(MODELS_VAR) or os.path.join(PACKAGE_DIR, "models"),
+                            *paths)
+
+    @classmethod
+    def getPretrainedModel(cls, phase_flip, size):
+        """Folder of the pretrained ensemble for this preprocessing and size, None if absent."""
+        folder = cls.getModelsDir("pretrained", "phaseFlip" if phase_flip else "noPhaseFlip",
+                                  size)
+        return folder if os.path.isfile(os.path.join(folder, "manifest.json")) else None
+
+    @classmethod
+    def getPrecompiledNegatives(cls, phase_flip):
+        """Stack of precompiled negative particles for this preprocessing, None if absent."""
+        path = cls.getModelsDir("negatives_%s.mrcs" % ("phaseFlip" if phase_flip else "noPhaseFlip"))
+        return path if os.path.isfile(path) else None
+
+    # The base class finds the package from the module of this class; the class lives in
+    # ``xmipp3_deepcons.scipion_plugin``, so name the package explicitly.
+    def getName(self):
+        return "xmipp3_deepcons"
+
+    def getPath(self):
+        return PACKAGE_DIR
+
+    def getPluginTemplateDir(self):
+        return os.path.join(PACKAGE_DIR, "workflows")
+
+    def getTemplates(self):
+        """Workflow templates shipped under ``workflows/`` (plain exported-workflow JSON whose
+        ``~label|default|type|alias~`` fields are filled in by Scipion's template launcher)."""
+        from pyworkflow.template import LocalTemplate
+        folder = self.getPluginTemplateDir()
+        paths = sorted(glob.glob(os.path.join(folder, "*.json")) +
+                       glob.glob(os.path.join(folder, "*.json.template")))
+        return [LocalTemplate(self.getName(), path) for path in paths]
