@@ -62,6 +62,18 @@ def run_scores(prot):
             and not name.endswith(".tmp.npy")}
 
 
+def kept_by_rule(prot, threshold):
+    """How many candidates the protocol should output: duplicates merged at its duplicate
+    radius, then scores above the threshold (all with -1)."""
+    from xmipp3_deepcons.core.consensus import suppress_duplicates
+    work, kept = prot._work(), 0
+    radius = prot.dedupeRadius.get() * BOX
+    for stem, scores in run_scores(prot).items():
+        unique = suppress_duplicates(work.load_candidates(stem)["xy"], scores, radius)
+        kept += int((unique & ((scores > threshold) if threshold >= 0 else True)).sum())
+    return kept
+
+
 def wait_for(condition, timeout, step=1.0):
     """Poll until condition() is true; fails the test on timeout."""
     end = time.time() + timeout

@@ -20,7 +20,7 @@ from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from protocol_helpers import (BOX, PICKERS, SAMPLING, import_coordinates, import_micrographs,
-                              make_data, run_scores, scored_items, wait_for)
+                              kept_by_rule, make_data, run_scores, scored_items, wait_for)
 from xmipp3_deepcons.constants import DEEP_PARTICLE_SIZE, SCORE_ATTRIBUTE
 from xmipp3_deepcons.protocols import XmippProtDeepConsSubSet, XmippProtScreenDeepConsensus
 
@@ -75,7 +75,8 @@ class TestDeepConsensus(BaseTest):
         scores = run_scores(prot)
         self.assertEqual(len(scores), N_MICROGRAPHS)          # every micrograph scored
         allScores = np.concatenate(list(scores.values()))
-        kept = int((allScores > THRESHOLD).sum())
+        kept = kept_by_rule(prot, THRESHOLD)
+        self.assertLessEqual(kept, int((allScores > THRESHOLD).sum()))
         self.assertGreater(len(allScores), 500)
         self.assertTrue(((allScores >= 0) & (allScores <= 1)).all())
         self.assertTrue(0 < kept < len(allScores))
@@ -113,8 +114,8 @@ class TestDeepConsensus(BaseTest):
 
     def test_previous_run_skip_training_scores_identically(self):
         prot = self.deepConsensus("previous run, no training", modelInitialization=2,
-                                  skipTraining=True, threshold=-1, extractingBatch=3,
-                                  launch=False)
+                                  skipTraining=True, threshold=-1, dedupeRadius=0,
+                                  extractingBatch=3, launch=False)
         prot.continueRun.set(self.newRun)
         prot = self.launchProtocol(prot)
         mine, reference = run_scores(prot), run_scores(self.newRun)
@@ -122,7 +123,7 @@ class TestDeepConsensus(BaseTest):
         for stem in reference:
             np.testing.assert_allclose(mine[stem], reference[stem], atol=1e-6)
         total = sum(len(s) for s in reference.values())
-        self.assertEqual(prot.outputCoordinates.getSize(), total)      # threshold -1: all
+        self.assertEqual(prot.outputCoordinates.getSize(), total)      # -1, radius 0: all
         self.assertFalse(os.path.exists(prot._getExtraPath("training", "pass_001")))
         kept = scored_items(self.newRun.outputCoordinates)
         everything = scored_items(prot.outputCoordinates)
@@ -247,8 +248,7 @@ class TestDeepConsensus(BaseTest):
 
         scores = run_scores(prot)
         self.assertEqual(len(scores), N_MICROGRAPHS)
-        allScores = np.concatenate(list(scores.values()))
-        kept = int((allScores > THRESHOLD).sum())
+        kept = kept_by_rule(prot, THRESHOLD)
         for name in ("outputCoordinates", "outputParticles"):
             output = getattr(prot, name)
             self.assertTrue(output.isStreamClosed(), name)

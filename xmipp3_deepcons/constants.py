@@ -17,6 +17,7 @@ DEFAULT_L2 = 1e-5
 DEFAULT_MODELS = 3
 DEFAULT_TRAIN_SIZE = 20000    # expected number of positives used for training
 DEFAULT_MAX_VAL_ACC = 0.95
+DEFAULT_DEDUPE_RADIUS = 0.3   # output candidates closer than this fraction of the box are one
 
 # Network size bands by number of training positives (spec §5.1).
 SIZE_BANDS = ((1500, "small"), (20000, "medium"), (float("inf"), "large"))

@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from ..constants import (DEFAULT_MAX_VAL_ACC, DEFAULT_RADIUS, DEFAULT_THRESHOLD,
-                         DEFAULT_TRAIN_SIZE, MIN_POSITIVES)
+from ..constants import (DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC, DEFAULT_RADIUS,
+                         DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE, MIN_POSITIVES)
 from ..errors import InputError
 from . import common
 
@@ -51,7 +51,7 @@ def add_args(parser):
     g.add_argument("--min-votes", type=int, default=2,
                    help="pickers that must agree for a candidate to be a training positive "
                         "(default %(default)s)")
-    g.add_argument("--dedupe-radius", type=float, default=0.3,
+    g.add_argument("--dedupe-radius", type=float, default=DEFAULT_DEDUPE_RADIUS,
                    help="kept candidates closer than this fraction of the box are one particle; "
                         "the best scored is kept; 0 turns it off (default %(default)s)")
     g.add_argument("--threshold", type=threshold_value, default=DEFAULT_THRESHOLD,

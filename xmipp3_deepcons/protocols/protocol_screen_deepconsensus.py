@@ -53,7 +53,7 @@ from pwem.protocols import ProtParticlePicking
 
 from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_EPOCHS, DEFAULT_L2, DEFAULT_LEARNING_RATE,
                          DEFAULT_MAX_VAL_ACC, DEFAULT_MODELS, DEFAULT_RADIUS, DEFAULT_THRESHOLD,
-                         DEFAULT_TRAIN_SIZE, MIN_POSITIVES, SCORE_ATTRIBUTE, SCORE_LABEL,
+                         DEFAULT_TRAIN_SIZE, DEFAULT_DEDUPE_RADIUS, MIN_POSITIVES, SCORE_ATTRIBUTE, SCORE_LABEL,
                          size_band)
 
 CITATION = "Sanchez-Garcia2018"   # key in bibtex.py
@@ -174,6 +174,14 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                            '(particle); the outputs keep those scoring above this value. '
                            'Use -1 to keep all candidates and choose later from the score '
                            'histogram (Analyze Results) or with a subset.')
+        form.addParam('dedupeRadius', params.FloatParam, default=DEFAULT_DEDUPE_RADIUS,
+                      label="Duplicate radius", expertLevel=params.LEVEL_ADVANCED,
+                      validators=[params.GE(0)],
+                      help="Output candidates closer than this fraction of the box size are "
+                           "one particle: only the best scored is output. Two pickers often "
+                           "place one particle further apart than the relative radius, and "
+                           "the original protocol then output it twice. 0 outputs both, as "
+                           "the original did (not in Xmipp's form).")
 
         form.addSection(label='Preprocess')
         form.addParam('notePreprocess', params.LabelParam,
@@ -536,7 +544,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
         for stem in stems:
             scores = score_micrograph(work, stem, ensemble)
             self.info("scored %s: %d candidates, %d above the threshold"
-                      % (stem, len(scores), int(self._keep(scores).sum())))
+                      % (stem, len(scores), int(self._keep(stem, scores).sum())))
         self._publish(stems)
 
     def testingStep(self):
@@ -753,7 +761,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
         how many were kept. ``coords`` or ``parts`` None: that output already has them."""
         info = self._state().ledgerInfo[stem]
         table = self._work().load_candidates(stem)
-        keep = np.flatnonzero(self._keep(scores))
+        keep = np.flatnonzero(self._keep(stem, scores, table))
         stack = self._stackFile(stem)
         sampling = self._particleSampling()
         for index in keep:
@@ -777,9 +785,15 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                 parts.append(particle)
         return len(keep)
 
-    def _keep(self, scores):
+    def _keep(self, stem, scores, table=None):
+        """Which candidates of a micrograph are output: one per particle (duplicates merged),
+        scoring above the threshold (any score with -1)."""
+        from ..core.consensus import suppress_duplicates
+        table = self._work().load_candidates(stem) if table is None else table
+        radius = (self.dedupeRadius.get() or 0) * self.inputCoordinates[0].get().getBoxSize()
+        keep = suppress_duplicates(table["xy"], scores, radius)
         threshold = self.threshold.get()
-        return np.ones(len(scores), bool) if threshold < 0 else scores > threshold
+        return keep if threshold < 0 else keep & (scores > threshold)
 
     def _openOutput(self, name):
         """The output set of that name, opened for appending (created when absent)."""
