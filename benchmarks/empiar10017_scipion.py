@@ -37,7 +37,8 @@ def main():
 
     prepared = prepare(os.path.abspath(args.data), os.path.join(out, "empiar10017"))
     values = {"micrographs": os.path.join(prepared, "micrographs"), "sampling": 1.77,
-              "box": BOX, "threshold": 0.5, "models": 3, "train_size": 20000}
+              "threshold": 0.5, "models": 3, "train_size": 20000}
+    values.update({"box%d" % (i + 1): BOX for i in range(3)})
     values.update({"picker%d" % (i + 1): os.path.join(prepared, "coords", p)
                    for i, p in enumerate(PICKERS)})
     project = Manager().createProject("empiar10017_%d" % int(time.time()))

@@ -302,7 +302,8 @@ class TestDeepConsensus(BaseTest):
         from xmipp3_deepcons.scipion_plugin import Plugin
         self.assertEqual([t.name for t in Plugin().getTemplates()], ["deep_consensus_demo"])
         values = {"micrographs": os.path.join(self.data, "micrographs"), "sampling": "2.0",
-                  "box": str(BOX), "threshold": "0.3", "models": "1", "train_size": "1000"}
+                  "threshold": "0.3", "models": "1", "train_size": "1000"}
+        values.update({"box%d" % (i + 1): str(BOX) for i in range(3)})
         values.update({"picker%d" % (i + 1): os.path.join(self.data, "pos", p)
                        for i, p in enumerate(PICKERS)})
         workflow = fill_template("deep_consensus_demo", values)
@@ -312,6 +313,10 @@ class TestDeepConsensus(BaseTest):
         classes = sorted(p.getClassName() for p in created)
         self.assertEqual(classes, ["ProtImportCoordinates"] * 3 + ["ProtImportMicrographs",
                                                                  "XmippProtScreenDeepConsensus"])
+        imports = [p for p in created if p.getClassName() == "ProtImportCoordinates"]
+        self.assertEqual([p.boxSize.get() for p in imports], [BOX] * 3)
+        self.assertEqual(sorted(p.filesPath.get() for p in imports),
+                         sorted(values["picker%d" % (i + 1)] for i in range(3)))
         screen = next(p for p in created if p.getClassName() == "XmippProtScreenDeepConsensus")
         self.assertEqual(len(screen.inputCoordinates), 3)
         self.assertEqual({p.getExtended() for p in screen.inputCoordinates},

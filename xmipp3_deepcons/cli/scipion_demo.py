@@ -35,8 +35,9 @@ def main(args):
 
     from pyworkflow.project import Manager
     values = {"micrographs": os.path.join(data, "micrographs"), "sampling": DEMO_SAMPLING,
-              "box": DEMO_BOX, "threshold": args.threshold, "models": args.models,
+              "threshold": args.threshold, "models": args.models,
               "train_size": 20000}
+    values.update({"box%d" % (i + 1): DEMO_BOX for i in range(3)})
     values.update({"picker%d" % (i + 1): folder for i, folder in enumerate(pickers)})
     workflow = fill_template("deep_consensus_demo", values)
     project = Manager().createProject("deep_consensus_demo_%s" % time.strftime("%Y%m%d_%H%M%S"))
