@@ -257,10 +257,11 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
         form.addParam('toTrainDataSize', params.IntParam, default=DEFAULT_TRAIN_SIZE,
                       label="Expected number of particles to use for training",
                       help='Training stops once this many positive particles have been '
-                           'used (-1: no limit, train on every micrograph). For a new model '
-                           'it also sets the network size: under 1500 small, under 20000 '
-                           'medium, otherwise large (with -1, from the positives of the '
-                           'first training pass). A pretrained model of that size is used.')
+                           'used (-1: no limit, train on every micrograph). A new network '
+                           'is sized by the positives of its first training pass (under 1500 '
+                           'small, under 20000 medium, otherwise large); the original sized '
+                           'it by this value, so its default always built the large one. '
+                           'Pretrained models are chosen by this value.')
         form.addParam('randomSeed', params.IntParam, default=-1,
                       label="Random seed", expertLevel=params.LEVEL_ADVANCED,
                       condition=trains,
@@ -491,7 +492,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                 posGroups, negGroups, passDir, n_models=self._numberOfModels(init),
                 epochs=self.nEpochs.get(), learning_rate=self.learningRate.get(),
                 l2=self.l2RegStrength.get(), auto_stop=self.auto_stopping.get(),
-                band=None if init else self._networkSize(), seed=seed, init_model_dir=init,
+                band=None, seed=seed, init_model_dir=init,
                 log=self.info, metadata={"pass": number, "micrographs": list(stems),
                                          "micrograph_positives": int(len(positives))})
         except InputError as error:
