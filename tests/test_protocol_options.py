@@ -1,0 +1,170 @@
+"""The protocol's optional paths in a real project: CTF phase flipping from a SetOfCTF relation,
+custom negative coordinates as additional training data, and testing after training.
+
+One Deep Consensus run covers all three; its inputs (CTFs, junk coordinates, test particles) are
+made in the test with xmippLib (.ctfparam files) and the engine (test particles prepared exactly
+as the protocol prepares its boxes).
+"""
+import json
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("SCIPION_PYTHON", sys.executable)
+
+import numpy as np
+import pyworkflow
+from pyworkflow.object import Pointer
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from protocol_helpers import (BOX, PICKERS, SAMPLING, import_coordinates, import_micrographs,
+                              make_data)
+from xmipp3_deepcons.constants import DEEP_PARTICLE_SIZE
+from xmipp3_deepcons.core.ctf import CTFParams
+from xmipp3_deepcons.core.extract import extract_boxes
+from xmipp3_deepcons.core.micrograph import preprocess_micrograph
+from xmipp3_deepcons.io.coordinates import write_pos
+from xmipp3_deepcons.io.images import read_micrograph, write_stack
+from xmipp3_deepcons.protocols import XmippProtScreenDeepConsensus
+
+pyworkflow.PYTHON = os.environ["SCIPION_PYTHON"]
+
+N_MICROGRAPHS = 6
+FACTOR = BOX / DEEP_PARTICLE_SIZE
+TEST_MICROGRAPHS = ("mic_004", "mic_005")
+
+
+def ctf_of(index):
+    """A different astigmatic CTF for each micrograph (defocus in Å, angle in degrees)."""
+    return CTFParams(12000 + 1500 * index, 11000 + 1200 * index, 15 * index, 300, 2.7, 0.1)
+
+
+def write_ctfparams(folder, stems):
+    """One Xmipp .ctfparam per micrograph, written by xmippLib through Scipion's converter."""
+    from pwem.objects import CTFModel
+    from xmipp3.convert import writeCTFModel
+    os.makedirs(folder, exist_ok=True)
+    for index, stem in enumerate(stems):
+        params = ctf_of(index)
+        ctf = CTFModel()
+        ctf.setStandardDefocus(params.defocus_u, params.defocus_v, params.defocus_angle)
+        writeCTFModel(ctf, os.path.join(folder, stem + ".ctfparam"))
+    return folder
+
+
+def junk_centres(data, stem):
+    return np.loadtxt(os.path.join(data, "truth", stem + "_junk.csv"), delimiter=",",
+                      skiprows=1, ndmin=2)
+
+
+def particle_centres(data, stem):
+    return np.loadtxt(os.path.join(data, "truth", stem + ".csv"), delimiter=",", skiprows=1,
+                      ndmin=2)
+
+
+def background_centres(data, stem, shape=(1536, 1536)):
+    """Grid points at least 3/4 of a box away from every planted particle and junk."""
+    from scipy.spatial import cKDTree
+    planted = np.concatenate([particle_centres(data, stem), junk_centres(data, stem)])
+    step = BOX // 4
+    y, x = np.mgrid[BOX // 2:shape[0] - BOX // 2:step, BOX // 2:shape[1] - BOX // 2:step]
+    grid = np.column_stack([x.ravel(), y.ravel()]).astype(float)
+    return grid[cKDTree(planted).query(grid)[0] > 0.75 * BOX]
+
+
+class TestDeepConsensusOptions(BaseTest):
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.data = make_data(tempfile.mkdtemp(prefix="deepcons_options_"), N_MICROGRAPHS)
+        cls.stems = ["mic_%03d" % i for i in range(N_MICROGRAPHS)]
+        mics = import_micrographs(cls, cls.data).outputMicrographs
+        coordImports = [import_coordinates(cls, cls.data, mics, p) for p in PICKERS]
+
+        from pwem.protocols import ProtImportCTF
+        ctfImport = cls.newProtocol(
+            ProtImportCTF, importFrom=ProtImportCTF.IMPORT_FROM_XMIPP3,
+            filesPath=write_ctfparams(os.path.join(cls.data, "ctf"), cls.stems),
+            filesPattern="*.ctfparam")
+        ctfImport.inputMicrographs.set(mics)
+        cls.launchProtocol(ctfImport)
+
+        junkFolder = os.path.join(cls.data, "pos", "junk")
+        os.makedirs(junkFolder)
+        for stem in cls.stems:
+            write_pos(os.path.join(junkFolder, stem + ".pos"), junk_centres(cls.data, stem))
+        junkImport = import_coordinates(cls, cls.data, mics, "junk")
+
+        cls.testSets = {kind: cls.importTestParticles(kind) for kind in ("true", "false")}
+        prot = cls.newProtocol(
+            XmippProtScreenDeepConsensus, objLabel="phase flip, custom negatives, testing",
+            nEpochs=1.0, nModels=1, toTrainDataSize=1000, randomSeed=5, threshold=0.5,
+            extractingBatch=3, trainingBatch=N_MICROGRAPHS, addTrainingData=2,
+            trainingDataType=1, trainNegWeight=1, ignoreCTF=False, doTesting=True)
+        for source in coordImports:
+            prot.inputCoordinates.append(Pointer(source, extended="outputCoordinates"))
+        prot.ctfRelations.set(ctfImport.outputCTF)
+        prot.trainFalseSetOfCoords.set(junkImport.outputCoordinates)
+        prot.testTrueSetOfParticles.set(cls.testSets["true"])
+        prot.testFalseSetOfParticles.set(cls.testSets["false"])
+        cls.screen = cls.launchProtocol(prot)
+
+    @classmethod
+    def preprocessed(cls, stem):
+        """A micrograph as the protocol should see it: downsampled, flipped with its CTF at
+        the downsampled pixel size, normalised, inverted."""
+        image = read_micrograph(os.path.join(cls.data, "micrographs", stem + ".mrc"))
+        return preprocess_micrograph(image, FACTOR, invert=True,
+                                     ctf=ctf_of(cls.stems.index(stem)), pixel_size=SAMPLING)
+
+    @classmethod
+    def importTestParticles(cls, kind):
+        """Boxes at the planted particles (true) or on empty background (false) of two
+        micrographs."""
+        from pwem.protocols import ProtImportParticles
+        centres = particle_centres if kind == "true" else background_centres
+        boxes = np.concatenate([extract_boxes(cls.preprocessed(stem),
+                                              centres(cls.data, stem) / FACTOR)
+                                for stem in TEST_MICROGRAPHS])
+        folder = os.path.join(cls.data, "test_" + kind)
+        os.makedirs(folder)
+        write_stack(os.path.join(folder, "boxes.mrcs"), boxes, SAMPLING * FACTOR)
+        prot = cls.newProtocol(ProtImportParticles, objLabel="test particles " + kind,
+                               importFrom=ProtImportParticles.IMPORT_FROM_FILES,
+                               filesPath=folder, filesPattern="boxes.mrcs",
+                               samplingRate=SAMPLING * FACTOR)
+        return cls.launchProtocol(prot).outputParticles
+
+    def test_micrographs_are_phase_flipped_with_their_own_ctf(self):
+        work = self.screen._work()
+        for stem in ("mic_000", "mic_003"):
+            done = read_micrograph(work.preprocessed(stem))
+            np.testing.assert_allclose(done, self.preprocessed(stem), atol=1e-4)
+        # A neighbour's CTF gives a visibly different micrograph: the match above is not luck.
+        other = preprocess_micrograph(
+            read_micrograph(os.path.join(self.data, "micrographs", "mic_000.mrc")), FACTOR,
+            invert=True, ctf=ctf_of(1), pixel_size=SAMPLING)
+        self.assertGreater(np.abs(read_micrograph(work.preprocessed("mic_000")) - other).max(),
+                           0.1)
+
+    def test_custom_negative_coordinates_join_training(self):
+        expected = sum(len(junk_centres(self.data, stem)) for stem in self.stems)
+        with open(self.screen.getLogPaths()[0]) as f:
+            log = f.read()
+        self.assertIn("additional negative coordinates on these micrographs: %d (weight 1)"
+                      % expected, log)
+
+    def test_testing_reports_metrics_of_the_final_model(self):
+        with open(self.screen._getExtraPath("testing.json")) as f:
+            metrics = json.load(f)
+        nTrue, nFalse = (self.testSets[k].getSize() for k in ("true", "false"))
+        self.assertEqual((metrics["n_positive"], metrics["n_negative"]), (nTrue, nFalse))
+        self.assertGreater(min(nTrue, nFalse), 20)
+        self.assertGreater(metrics["roc_auc"], 0.9)
+        for key in ("accuracy_at_0.5", "precision", "recall"):
+            self.assertTrue(0 <= metrics[key] <= 1, key)
+        predictions = np.loadtxt(self.screen._getExtraPath("testPredictions.txt"))
+        self.assertEqual(predictions.shape, (nTrue + nFalse, 2))
+        self.assertEqual(int(predictions[:, 0].sum()), nTrue)
+        self.assertIn("Testing: accuracy", "\n".join(self.screen.summary()))
