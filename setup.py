@@ -17,6 +17,8 @@ setup(
     extras_require={
         "scipion": ["scipion-pyworkflow", "scipion-em", "scipion-app", "scipion-em-xmipp"],
         "test": ["pytest"],
+        # only to regenerate the shipped models: scripts/train_shipped_models.py
+        "sim": ["aspire>=0.14.3"],
     },
     entry_points={
         "pyworkflow.plugin": ["xmipp3_deepcons = xmipp3_deepcons"],

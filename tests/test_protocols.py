@@ -182,7 +182,7 @@ class TestDeepConsensus(BaseTest):
         self.assertIn("Phase flipping needs the CTFs", errors(ignoreCTF=False))
         self.assertIn("only one coordinate set", errors(inputs=self.coordImports[:1]).lower())
         self.assertIn("at least 320", errors(toTrainDataSize=100))
-        self.assertIn("no pretrained models are installed", errors(modelInitialization=1))
+        self.assertEqual(errors(modelInitialization=1), "")     # the shipped models
 
         prot = self.deepConsensus("custom 64 px", launch=False, **dict(
             FAST, addTrainingData=2, trainingDataType=0, doTesting=True))
@@ -201,10 +201,28 @@ class TestDeepConsensus(BaseTest):
         prot.continueRun.set(unfinished)
         self.assertIn("has no trained model", "\n".join(prot.validate()))
 
-        # The original default (Precompiled additional data) is a warning, not an error.
+        # A model trained without phase flipping is refused for a run that flips.
+        prot = self.deepConsensus("previous, other flip", launch=False,
+                                  **dict(FAST, modelInitialization=2, skipTraining=True,
+                                         ignoreCTF=False))
+        prot.continueRun.set(self.newRun)
+        self.assertIn("trained without phase flipping", "\n".join(prot.validate()))
+
+        # The original default (Precompiled additional data): shipped with the plugin.
         prot = self.deepConsensus("precompiled", launch=False, **dict(FAST, addTrainingData=1))
         self.assertEqual(prot.validate(), [])
-        self.assertIn("no precompiled negative particles", "\n".join(prot.warnings()))
+        self.assertEqual(prot.warnings(), [])
+
+    # ------------------------------------------------------------ Pretrained
+    def test_pretrained_skip_training_with_one_picker(self):
+        prot = self.deepConsensus("pretrained", inputs=self.coordImports[:1],
+                                  **dict(FAST, modelInitialization=1, skipTraining=True))
+        self.assertEqual(len(run_scores(prot)), N_MICROGRAPHS)
+        self.assertGreater(prot.outputCoordinates.getSize(), 0)
+        with open(prot._getExtraPath("model", "manifest.json")) as f:
+            manifest = json.load(f)
+        # toTrainDataSize 1000: the small network, the one for unflipped micrographs
+        self.assertEqual((manifest["band"], manifest["phase_flip"]), ("small", False))
 
     def _importParticles(self, size):
         from pwem.protocols import ProtImportParticles

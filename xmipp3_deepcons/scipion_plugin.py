@@ -4,13 +4,13 @@ Everything runs from the pip-installed package: no Xmipp binaries and no conda e
 there is nothing to compile or download. One variable says where optional resources live:
 
     DEEPCONS_MODELS   folder of pretrained networks and precompiled negative particles
-                      (default: ``<package>/models``; none are shipped yet)
+                      (default: ``<package>/models``, which ships them)
 
-Expected layout of that folder, so that the Pretrained model and the Precompiled additional
-data of the form work as soon as the resources exist:
+Layout of that folder (``xmipp3_deepcons/resources.py``; made by
+``scripts/train_shipped_models.py``):
 
-    pretrained/<flip>/<size>/manifest.json + model_<i>.keras   (as written by training)
-    negatives_<flip>.mrcs                                      (128 px, white particles)
+    pretrained/<flip>/<size>/manifest.json + model_0.keras     (one network each)
+    negatives_<flip>.npz                                       (128 px, white particles)
 
 with <flip> ``noPhaseFlip`` or ``phaseFlip`` and <size> ``small``, ``medium`` or ``large``.
 """
@@ -59,16 +59,15 @@ class Plugin(pwem.Plugin):
 
     @classmethod
     def getPretrainedModel(cls, phase_flip, size):
-        """Folder of the pretrained ensemble for this preprocessing and size, None if absent."""
-        folder = cls.getModelsDir("pretrained", "phaseFlip" if phase_flip else "noPhaseFlip",
-                                  size)
-        return folder if os.path.isfile(os.path.join(folder, "manifest.json")) else None
+        """Folder of the pretrained network for this preprocessing and size, None if absent."""
+        from . import resources
+        return resources.pretrained_model(phase_flip, size, root=cls.getModelsDir())
 
     @classmethod
     def getPrecompiledNegatives(cls, phase_flip):
-        """Stack of precompiled negative particles for this preprocessing, None if absent."""
-        path = cls.getModelsDir("negatives_%s.mrcs" % ("phaseFlip" if phase_flip else "noPhaseFlip"))
-        return path if os.path.isfile(path) else None
+        """File of precompiled negative particles for this preprocessing, None if absent."""
+        from . import resources
+        return resources.negatives_path(phase_flip, root=cls.getModelsDir())
 
     # The base class finds the package from the module of this class; the class lives in
     # ``xmipp3_deepcons.scipion_plugin``, so name the package explicitly.

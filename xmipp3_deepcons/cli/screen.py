@@ -65,9 +65,15 @@ def add_args(parser):
     g = parser.add_argument_group("model")
     g.add_argument("--model", metavar="DIR",
                    help="start from this trained model folder (continue training, or score "
-                        "with it alone with --skip-training)")
+                        "with it alone with --skip-training); 'pretrained' takes the model "
+                        "shipped with the package for this run's phase flipping (--ctf or not) "
+                        "and size (--network-size, else from --train-size)")
     g.add_argument("--skip-training", action="store_true",
                    help="score with --model as it is; one coordinate set is then enough")
+    g.add_argument("--precompiled-negatives", action="store_true",
+                   help="add the package's precompiled negatives (junk and background boxes) "
+                        "to the training negatives, weighted as the run's own (the Scipion "
+                        "form's 'Precompiled' additional data)")
     g.add_argument("--train-size", type=int, default=DEFAULT_TRAIN_SIZE,
                    help="train on at most this many positives, -1 for all (default %(default)s)")
     g.add_argument("--training-batch", type=int, default=0, metavar="N",
@@ -87,6 +93,8 @@ def main(args):
     common.set_threads(args.threads)
     started = time.time()
     validate(args)
+    args.model_arg = args.model
+    args.model = resolve_model(args, logger)
     work = pipeline.WorkFolder(os.path.join(args.output, "work"))
     # A continued run keeps the seed it started with, also when none was given.
     seed = common.resolve_seed(args.seed if args.seed is not None else
@@ -132,11 +140,45 @@ def run_settings(args, settings):
     return {"micrographs": args.micrographs, "coordinates": args.coordinates,
             "box_size": args.box_size, "radius": args.radius, "min_votes": args.min_votes,
             "inverted": args.micrographs_inverted, "ctf": args.ctf, "seed": settings.seed,
-            "picker_sampling": args.picker_sampling, "model": args.model,
+            "picker_sampling": args.picker_sampling, "model": args.model_arg,
+            "precompiled_negatives": args.precompiled_negatives,
             "skip_training": args.skip_training, "train_size": args.train_size,
             "training_batch": args.training_batch, "max_val_acc": args.max_val_acc,
             "epochs": args.epochs, "models": args.models, "learning_rate": args.learning_rate,
             "l2": args.l2, "auto_stop": args.auto_stop, "network_size": args.network_size}
+
+
+def resolve_model(args, logger):
+    """The model folder --model names: a trained model's folder, or 'pretrained' for the shipped
+    one of this run's preprocessing and size. Refused when it was trained with the other
+    phase-flip setting. A pretrained model to train further becomes --models copies."""
+    from .. import resources
+    if not args.model:
+        return None
+    phase_flip = args.ctf is not None
+    model = args.model
+    if (model == resources.PRETRAINED
+            and not os.path.isfile(os.path.join(model, "manifest.json"))):
+        size = resources.pretrained_size(args.train_size, args.network_size)
+        model = resources.pretrained_model(phase_flip, size)
+        if model is None:
+            raise InputError(f"--model pretrained: no pretrained {size} model for "
+                             f"{'phase-flipped' if phase_flip else 'unflipped'} micrographs is "
+                             f"installed in {resources.models_dir()}; regenerate them with "
+                             "scripts/train_shipped_models.py or set $DEEPCONS_MODELS")
+        logger.info(f"pretrained model: {model}")
+        resources.check_phase_flip(model, phase_flip)
+        if not args.skip_training and args.models > 1:
+            model = resources.replicate_model(model, os.path.join(args.output, "pretrained_start"),
+                                              args.models)
+        return model
+    if not os.path.isdir(model):
+        raise InputError(f"--model {model}: no such folder (give a trained model's folder, or "
+                         "'pretrained')")
+    resources.check_phase_flip(model, phase_flip, "Run with the preprocessing the model was "
+                               "trained with (--ctf or not), or use another model, e.g. "
+                               "--model pretrained, which matches this run.")
+    return model
 
 
 def threshold_value(text):
@@ -162,7 +204,8 @@ def validate(args):
                          f"({len(args.coordinates)}), got {len(args.picker_sampling)}")
     if not 0 < args.radius < 1:
         raise InputError(f"--radius {args.radius} must be a fraction of the box between 0 and 1")
-    if args.min_votes < 1 or args.min_votes > max(len(args.coordinates), 1):
+    if args.min_votes < 1 or (args.min_votes > max(len(args.coordinates), 1)
+                              and not args.skip_training):   # it picks training positives
         raise InputError(f"--min-votes {args.min_votes} must be between 1 and the number of "
                          f"pickers ({len(args.coordinates)})")
     if args.models < 1:
@@ -289,8 +332,9 @@ def train(args, settings, work, stems, logger):
         else:
             logger.info(f"training pass {number}/{len(batches)} on {len(batch)} micrographs: "
                         f"{len(positives)} positives and {len(negatives)} negatives")
+            negative_groups = [(negatives, 1)] + precompiled_negatives(args, settings, logger)
             manifest = train_ensemble(
-                [(positives, 1)], [(negatives, 1)], pass_dir, n_models=args.models,
+                [(positives, 1)], negative_groups, pass_dir, n_models=args.models,
                 epochs=args.epochs, learning_rate=args.learning_rate, l2=args.l2,
                 auto_stop=args.auto_stop, band=args.network_size,
                 seed=settings.seed + number - 1, init_model_dir=init, log=logger.info,
@@ -304,6 +348,20 @@ def train(args, settings, work, stems, logger):
     if init != model_dir:
         shutil.copytree(init, model_dir, dirs_exist_ok=True)
     return model_dir
+
+
+def precompiled_negatives(args, settings, logger):
+    """The shipped negatives for this preprocessing, weight 1 as in the original (each of its
+    boxes as likely to be drawn as each of the run's own negatives)."""
+    if not args.precompiled_negatives:
+        return []
+    from .. import resources
+    path = resources.negatives_path(settings.ctf is not None)
+    if path is None:
+        raise InputError(f"--precompiled-negatives: none installed in {resources.models_dir()}")
+    boxes = resources.load_negatives(path)
+    logger.info(f"precompiled negatives: {len(boxes)} boxes from {path} (weight 1)")
+    return [(boxes, 1)]
 
 
 def model_metadata(settings):

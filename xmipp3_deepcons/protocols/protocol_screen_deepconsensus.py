@@ -134,9 +134,11 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                       default=self.ADD_MODEL_TRAIN_NEW,
                       label='Select model type',
                       help='*New*: train new networks on these picks.\n'
-                           '*Pretrained*: start from networks trained on other data sets '
-                           '(installed in the folder of the DEEPCONS_MODELS variable; none '
-                           'are shipped yet).\n'
+                           '*Pretrained*: start from the networks shipped with the plugin, '
+                           'trained on simulated micrographs (ASPIRE) with and without phase '
+                           'flipping; the one matching \'Ignore CTF\' is used, its size '
+                           'chosen by the expected number of particles (as the original). '
+                           'The DEEPCONS_MODELS variable can point to other ones.\n'
                            '*PreviousRun*: start from the final networks of another Deep '
                            'Consensus run of this project.\n'
                            'With Pretrained or PreviousRun the networks can score directly '
@@ -297,10 +299,11 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                       help='Training uses the candidates picked by at least two pickers as '
                            'particles and random background positions as non-particles.\n'
                            '*None*: only those.\n'
-                           '*Precompiled*: also a precompiled set of non-particles '
-                           '(installed in the DEEPCONS_MODELS folder; not shipped yet: '
-                           'without it the run goes on without and says so in its '
-                           'summary).\n*Custom*: also particles or coordinates of your '
+                           '*Precompiled*: also the set of non-particles shipped with the '
+                           'plugin (junk and background of simulated micrographs, with or '
+                           'without phase flipping as this run), each box as likely to be '
+                           'drawn as each of the run\'s own non-particles (weight 1, as the '
+                           'original).\n*Custom*: also particles or coordinates of your '
                            'own.')
         form.addParam('trainingDataType', params.EnumParam,
                       condition=custom,
@@ -420,6 +423,11 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
 
         if self._justPredict():
             self._finalizeModel(self._startingModel())
+        elif self.modelInitialization.get() == self.ADD_MODEL_TRAIN_PRETRAIN:
+            # As the original: every member of the ensemble starts from the pretrained network.
+            from .. import resources
+            resources.replicate_model(self._startingModel(), self._getExtraPath("initial_model"),
+                                      max(1, self.nModels.get()))
         elif self.modelInitialization.get() != self.ADD_MODEL_TRAIN_NEW:
             self._copyModel(self._startingModel(), self._getExtraPath("initial_model"))
 
@@ -888,8 +896,9 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
             previous = self.continueRun.get()
             return None if previous is None else previous._getExtraPath("model")
         if mode == self.ADD_MODEL_TRAIN_PRETRAIN:
-            return self._deepconsPlugin().getPretrainedModel(not self.ignoreCTF.get(),
-                                                     self._networkSize() or "medium")
+            from .. import resources
+            return self._deepconsPlugin().getPretrainedModel(
+                not self.ignoreCTF.get(), resources.pretrained_size(self.toTrainDataSize.get()))
         return None
 
     def _initialModelDir(self):
@@ -990,9 +999,11 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
             (-1, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE)))
         self.info("%s: %d particles from %s" % (name, len(boxes), particles.getFileName()))
 
-    def _cacheParticles(self, stackPath, name):
-        from ..io.images import read_stack
-        np.save(self._getExtraPath("additional", name + ".npy"), read_stack(stackPath))
+    def _cacheParticles(self, path, name):
+        from .. import resources
+        boxes = resources.load_negatives(path)
+        np.save(self._getExtraPath("additional", name + ".npy"), boxes)
+        self.info("%s: %d boxes from %s" % (name, len(boxes), path))
 
     def _cacheCoordinates(self, coordSet, name):
         """Additional coordinates by micrograph name, in the first input set's pixels."""
@@ -1044,7 +1055,9 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                                  weights[kind]))
         precompiled = os.path.join(folder, "precompiled_negatives.npy")
         if os.path.exists(precompiled):
-            negGroups.append((np.load(precompiled), 1))
+            boxes = np.load(precompiled)
+            negGroups.append((boxes, 1))
+            self.info("precompiled negatives: %d (weight 1)" % len(boxes))
 
     # -------------------------- INFO functions ------------------------------
     def _validate(self):
@@ -1098,11 +1111,21 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                 errors.append("The previous run %s has no trained model (it has not "
                               "finished training): wait for it to finish, or choose another "
                               "run or the New model type." % previous.getRunName())
-        elif mode == self.ADD_MODEL_TRAIN_PRETRAIN and self._startingModel() is None:
-            errors.append("Model type is Pretrained, but no pretrained models are installed "
-                          "(looked in %s; none are shipped with this plugin yet). Choose New, "
-                          "or PreviousRun to reuse a model trained in this project."
-                          % self._deepconsPlugin().getModelsDir())
+            else:
+                errors += self._phaseFlipErrors(previous._getExtraPath("model"),
+                                                previous._getExtraPath("settings.json"))
+        elif mode == self.ADD_MODEL_TRAIN_PRETRAIN:
+            if self._startingModel() is None:
+                from .. import resources
+                errors.append("Model type is Pretrained, but no pretrained %s model for %s "
+                              "micrographs is installed in %s (the plugin ships them; "
+                              "regenerate them with scripts/train_shipped_models.py). Choose "
+                              "New, or PreviousRun to reuse a model trained in this project."
+                              % (resources.pretrained_size(self.toTrainDataSize.get()),
+                                 "phase-flipped" if not self.ignoreCTF.get() else "unflipped",
+                                 self._deepconsPlugin().getModelsDir()))
+            else:
+                errors += self._phaseFlipErrors(self._startingModel())
         if testing and (self.testTrueSetOfParticles.get() is None
                         or self.testFalseSetOfParticles.get() is None):
             errors.append("Testing needs both test sets: choose the positive and the "
@@ -1117,6 +1140,30 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                               "training data to None."
                               % ("particles" if usesParticles else "coordinates"))
         return errors
+
+    def _phaseFlipErrors(self, modelDir, settingsFile=None):
+        """A model trained with phase flipping cannot score unflipped boxes, nor the other way
+        round: say so instead of running."""
+        from .. import resources
+        from ..errors import InputError
+        trained = resources.model_phase_flip(modelDir)
+        if trained is None and settingsFile and os.path.exists(settingsFile):
+            with open(settingsFile) as f:
+                trained = json.load(f).get("phase_flip")
+        if trained is None or bool(trained) == (not self.ignoreCTF.get()):
+            return []
+        try:
+            resources.check_phase_flip(modelDir, not self.ignoreCTF.get(), "Set 'Ignore CTF' "
+                                       "to %s as in the run that trained it, or choose another "
+                                       "model." % ("No" if trained else "Yes"))
+        except InputError as error:
+            return [str(error)]
+        # Only the previous run's settings knew: the same refusal, worded here.
+        return ["The model of the previous run was trained %s phase flipping, and this run %s: "
+                "set 'Ignore CTF' to %s as in that run, or choose another model."
+                % ("with" if trained else "without",
+                   "does not phase-flip" if trained else "phase-flips",
+                   "No" if trained else "Yes")]
 
     def _warnings(self):
         warnings = []
