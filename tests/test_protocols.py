@@ -28,7 +28,8 @@ pyworkflow.PYTHON = os.environ["SCIPION_PYTHON"]
 
 THRESHOLD = 0.5
 FAST = dict(nEpochs=1.0, nModels=1, toTrainDataSize=1000, randomSeed=11, threshold=THRESHOLD,
-            extractingBatch=2, trainingBatch=3, numberOfThreads=2, addTrainingData=0)
+            extractingBatch=2, trainingBatch=3, numberOfThreads=2, addTrainingData=0,
+            gpuList="1")
 N_MICROGRAPHS = 6
 
 
@@ -103,6 +104,10 @@ class TestDeepConsensus(BaseTest):
         xy = np.array([k[1:] for k in items])
         self.assertGreater(xy.max(), 1536 / (BOX / DEEP_PARTICLE_SIZE))
         self.assertLess(xy.max(), 1536)
+
+        # The form's GPU choice reaches TensorFlow (set before it starts in the run's process).
+        with open(prot.getLogPaths()[0]) as f:
+            self.assertIn("CUDA_VISIBLE_DEVICES=1,", f.read())
 
         summary = "\n".join(prot.summary())
         self.assertIn("%d kept" % kept, summary)
