@@ -956,14 +956,11 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
             device = "-1"
         os.environ["CUDA_VISIBLE_DEVICES"] = device
         os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+        from ..cli.common import set_threads
         threads = max(1, self.numberOfThreads.get() or 1)
-        for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
-            os.environ[var] = str(threads)
-        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+        set_threads(threads)
         try:
             import tensorflow as tf
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
             visible = [d.name for d in tf.config.list_physical_devices("GPU")]
         except (ImportError, RuntimeError):
             visible = []
