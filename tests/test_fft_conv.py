@@ -29,10 +29,13 @@ def test_same_output_and_gradients_as_conv2d(channels, filters, kernel, size):
 
     import tensorflow as tf
     grads = []
+    x = tf.constant(x)
     for layer in (direct, fft):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer(x) ** 2)
-        grads.append([g.numpy() for g in tape.gradient(loss, layer.trainable_weights)])
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.sin(layer(x)) * layer(x))
+        grads.append([g.numpy() for g in tape.gradient(loss, [x] + layer.trainable_weights)])
+    assert len(grads[1]) == 3                      # inputs, kernel, bias
     for a, b in zip(*grads):
         np.testing.assert_allclose(b, a, atol=1e-3, rtol=1e-3)
 
