@@ -19,10 +19,8 @@ import os
 
 import pwem
 
-from . import __version__
-
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-MODELS_VAR = "DEEPCONS_MODELS"
+from . import __version__, resources
+from .resources import MODELS_VAR, PACKAGE_DIR
 
 
 class Plugin(pwem.Plugin):
@@ -31,7 +29,7 @@ class Plugin(pwem.Plugin):
 
     @classmethod
     def _defineVariables(cls):
-        cls._defineVar(MODELS_VAR, os.path.join(PACKAGE_DIR, "models"),
+        cls._defineVar(MODELS_VAR, resources.models_dir(),
                        description="Folder of pretrained Deep Consensus networks and "
                                    "precompiled negative particles")
 
@@ -54,19 +52,17 @@ class Plugin(pwem.Plugin):
 
     @classmethod
     def getModelsDir(cls, *paths):
-        return os.path.join(cls.getVar(MODELS_VAR) or os.path.join(PACKAGE_DIR, "models"),
+        return os.path.join(cls.getVar(MODELS_VAR) or resources.models_dir(),
                             *paths)
 
     @classmethod
     def getPretrainedModel(cls, phase_flip, size):
         """Folder of the pretrained network for this preprocessing and size, None if absent."""
-        from . import resources
         return resources.pretrained_model(phase_flip, size, root=cls.getModelsDir())
 
     @classmethod
     def getPrecompiledNegatives(cls, phase_flip):
         """File of precompiled negative particles for this preprocessing, None if absent."""
-        from . import resources
         return resources.negatives_path(phase_flip, root=cls.getModelsDir())
 
     # The base class finds the package from the module of this class; the class lives in
