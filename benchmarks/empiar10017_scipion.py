@@ -17,7 +17,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from xmipp3_deepcons.headless import fill_template, run_workflow, scipion_environment  # noqa
+from xmipp3_deepcons.cli.demo import report  # noqa: E402
+from xmipp3_deepcons.headless import (fill_template, kept_by_micrograph, run_workflow,  # noqa: E402
+                                      scipion_environment)
 
 
 def main():
@@ -29,11 +31,8 @@ def main():
     out = os.path.abspath(args.out)
     scipion_environment(os.path.join(out, "scipion"))
 
-    import numpy as np
     from pyworkflow.project import Manager
-    from empiar10017 import BOX, MATCH_RADIUS, PICKERS, prepare, truth_of
-    from xmipp3_deepcons.core.metrics import match_to_reference, precision_recall_f1
-    from xmipp3_deepcons.io.coordinates import read_coordinates
+    from empiar10017 import BOX, MATCH_RADIUS, PICKERS, prepare
 
     prepared = prepare(os.path.abspath(args.data), os.path.join(out, "empiar10017"))
     values = {"micrographs": os.path.join(prepared, "micrographs"), "sampling": 1.77,
@@ -46,26 +45,9 @@ def main():
     runs = run_workflow(project, fill_template("deep_consensus_demo", values))
     screen = runs[-1][0]
 
-    names = {m.getObjId(): os.path.splitext(m.getMicName())[0]
-             for m in screen.outputCoordinates.getMicrographs()}
-    kept = {}
-    for coord in screen.outputCoordinates.iterItems():
-        kept.setdefault(names[coord.getMicId()], []).append((coord.getX(), coord.getY()))
-    rows = {}
-    for stem in sorted(names.values()):
-        truth = truth_of(prepared, stem)
-        sets = [(p, read_coordinates(os.path.join(prepared, "coords", p, stem + ".pos")).xy)
-                for p in PICKERS]
-        sets.append(("Deep Consensus in Scipion", np.array(kept.get(stem, [])).reshape(-1, 2)))
-        for name, xy in sets:
-            total = rows.setdefault(name, [0, 0, 0])
-            total[0] += int(match_to_reference(xy, truth, MATCH_RADIUS).sum())
-            total[1] += len(xy)
-            total[2] += len(truth)
-    print("| input | picks | precision | recall | F1 |\n|---|---|---|---|---|")
-    for name, (matched, n, n_truth) in rows.items():
-        p, r, f = precision_recall_f1(matched, n, n_truth)
-        print("| %s | %d | %.3f | %.3f | %.3f |" % (name, n, p, r, f))
+    print(report(prepared, kept_by_micrograph(screen.outputCoordinates),
+                 [os.path.join(prepared, "coords", p) for p in PICKERS], box=BOX,
+                 radius=MATCH_RADIUS, label="Deep Consensus in Scipion"))
     print("\nwall time: " + ", ".join("%s %.0f s" % (prot.getObjLabel(), seconds)
                                       for prot, seconds in runs))
     print("summary:\n  " + "\n  ".join(screen.summary()))

@@ -156,3 +156,45 @@ def test_training_in_passes_stops_on_validation_accuracy(tmp_path):
     assert not os.path.exists(os.path.join(out, "model_pass2"))
     log = open(os.path.join(out, "screen.log")).read()
     assert "training done after pass 1" in log and "scored 8/8" in log
+
+
+def test_unlabeled_negatives_and_self_training(tmp_path):
+    import json
+    data = str(tmp_path / "data")
+    synthetic.make_dataset(data, n_micrographs=4, seed=7, n_particles=120, n_junk=15)
+    out = str(tmp_path / "out")
+    argv = ["screen", "--micrographs", os.path.join(data, "micrographs", "*.mrc"),
+            "--box-size", "128", "--models", "1", "--epochs", "1", "--network-size", "small",
+            "--seed", "3", "--unlabeled-negatives", "--self-training", "1", "-o", out]
+    for name in PICKERS:
+        argv += ["--coordinates", os.path.join(data, "coords", name)]
+    assert main(argv) == 0
+    log = open(os.path.join(out, "screen.log")).read()
+    candidates = np.load(os.path.join(out, "candidates.npz"))
+    assert (f"unlabeled candidates as negatives: {(candidates['votes'] < 2).sum()} boxes"
+            in log)
+    round1 = json.load(open(os.path.join(out, "model_round1", "manifest.json")))
+    assert round1["continued_from"] == os.path.abspath(os.path.join(out, "model"))
+    assert "self-training round 1:" in log and log.count("scored 4/4") == 2
+    # the output follows the retrained model, not the first one
+    stems = sorted({os.path.splitext(os.path.basename(m))[0] for m in candidates["micrograph"]})
+    first = np.concatenate([np.load(os.path.join(out, "work", "scores", s + ".npy")) for s in stems])
+    last = np.concatenate([np.load(os.path.join(out, "work", "scores_round1", s + ".npy"))
+                           for s in stems])
+    np.testing.assert_array_equal(candidates["network_score"], last)
+    assert not np.array_equal(first, last)
+    matched = sum(int(match_to_reference(candidates["xy"][candidates["kept"] & (
+        np.char.find(candidates["micrograph"], s) >= 0)], truth(data, s), MATCH).sum())
+        for s in stems)
+    n_truth = sum(len(truth(data, s)) for s in stems)
+    _, _, f1 = precision_recall_f1(matched, int(candidates["kept"].sum()), n_truth)
+    assert f1 > 0.8
+
+    # stopped while scoring the second round: continues without retraining, same outputs
+    before = open(os.path.join(out, "coordinates.star")).read()
+    model_time = os.path.getmtime(os.path.join(out, "model_round1", "model_0.keras"))
+    os.remove(os.path.join(out, "work", "scores_round1", stems[1] + ".npy"))
+    os.remove(os.path.join(out, "coordinates.star"))
+    assert main(argv) == 0
+    assert open(os.path.join(out, "coordinates.star")).read() == before
+    assert os.path.getmtime(os.path.join(out, "model_round1", "model_0.keras")) == model_time

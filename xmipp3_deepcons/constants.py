@@ -18,6 +18,9 @@ DEFAULT_MODELS = 3
 DEFAULT_TRAIN_SIZE = 20000    # expected number of positives used for training
 DEFAULT_MAX_VAL_ACC = 0.95
 DEFAULT_DEDUPE_RADIUS = 0.3   # output candidates closer than this fraction of the box are one
+# Self-training: a round's scores at or above / at or below these become its pseudo-labels.
+SELF_TRAINING_POSITIVE = 0.9
+SELF_TRAINING_NEGATIVE = 0.1
 
 # Network size bands by number of training positives (spec §5.1).
 SIZE_BANDS = ((1500, "small"), (20000, "medium"), (float("inf"), "large"))

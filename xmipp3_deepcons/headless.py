@@ -62,3 +62,15 @@ def run_workflow(project, workflow_json, log=print):
         done.append((prot, time.time() - started))
         log("%s finished in %.0f s" % (prot.getObjLabel(), done[-1][1]))
     return done
+
+
+def kept_by_micrograph(coordinates):
+    """{micrograph stem: (n, 2) x, y} of a Scipion SetOfCoordinates, e.g. what Deep Consensus
+    kept, to compare with references stored by micrograph name."""
+    import numpy as np
+    names = {m.getObjId(): os.path.splitext(m.getMicName())[0]
+             for m in coordinates.getMicrographs()}
+    kept = {stem: [] for stem in names.values()}
+    for coord in coordinates.iterItems():
+        kept[names[coord.getMicId()]].append((coord.getX(), coord.getY()))
+    return {stem: np.array(xy, dtype=float).reshape(-1, 2) for stem, xy in kept.items()}

@@ -54,9 +54,9 @@ def kept_coordinates(folder):
             for name in os.listdir(folder) if name.endswith(".pos")}
 
 
-def report(data, kept_by_stem, pickers, radius=0.25 * 128):
-    """Table of each input and of the kept particles ({stem: centres}) against the planted
-    particles."""
+def report(data, kept_by_stem, pickers, box=128, radius=0.25 * 128, label="Deep Consensus"):
+    """Markdown table of each input, their 2-of-3 vote and the kept particles ({stem: centres})
+    against the references in data/truth; a pick within ``radius`` px of one is a match."""
     from ..core.consensus import coordinate_consensus
     from ..core.metrics import match_to_reference, precision_recall_f1
     from ..io.coordinates import find_coordinate_file, read_coordinates
@@ -66,17 +66,17 @@ def report(data, kept_by_stem, pickers, radius=0.25 * 128):
         truth = np.loadtxt(os.path.join(data, "truth", stem + ".csv"), delimiter=",", skiprows=1,
                            ndmin=2)
         picks = [read_coordinates(find_coordinate_file(p, stem)).xy for p in pickers]
-        votes = coordinate_consensus(picks, 0.1 * 128)
+        votes = coordinate_consensus(picks, 0.1 * box)
         kept = np.asarray(kept_by_stem.get(stem, []), dtype=float).reshape(-1, 2)
         sets = [(os.path.basename(p), xy) for p, xy in zip(pickers, picks)]
-        sets += [("2-of-3 vote", votes.xy[votes.votes >= 2]), ("Deep Consensus", kept)]
+        sets += [("2-of-3 vote", votes.xy[votes.votes >= 2]), (label, kept)]
         for name, xy in sets:
             total = rows.setdefault(name, [0, 0, 0])
             total[0] += int(match_to_reference(xy, truth, radius).sum())
             total[1] += len(xy)
             total[2] += len(truth)
-    lines = [f"{'input':<16}{'picks':>7}{'precision':>11}{'recall':>8}{'F1':>7}"]
+    lines = ["| input | picks | precision | recall | F1 |", "|---|---|---|---|---|"]
     for name, (matched, n, n_truth) in rows.items():
         p, r, f = precision_recall_f1(matched, n, n_truth)
-        lines.append(f"{name:<16}{n:>7}{p:>11.3f}{r:>8.3f}{f:>7.3f}")
+        lines.append(f"| {name} | {n} | {p:.3f} | {r:.3f} | {f:.3f} |")
     return "\n".join(lines)

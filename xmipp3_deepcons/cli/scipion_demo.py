@@ -25,7 +25,7 @@ def add_args(parser):
 
 def main(args):
     from .. import synthetic
-    from ..headless import fill_template, run_workflow, scipion_environment
+    from ..headless import fill_template, kept_by_micrograph, run_workflow, scipion_environment
     output = os.path.abspath(args.output)
     scipion_environment(os.path.join(output, "scipion"))
     data = os.path.join(output, "data")
@@ -47,11 +47,6 @@ def main(args):
     print("\n".join(screen.summary()))
 
     from .demo import report
-    names = {m.getObjId(): os.path.splitext(m.getMicName())[0]
-             for m in screen.outputCoordinates.getMicrographs()}
-    kept = {}
-    for coord in screen.outputCoordinates.iterItems():
-        kept.setdefault(names[coord.getMicId()], []).append((coord.getX(), coord.getY()))
-    print(report(data, kept, [os.path.join(data, "coords", name)
+    print(report(data, kept_by_micrograph(screen.outputCoordinates), [os.path.join(data, "coords", name)
                               for name, *_ in synthetic.PICKERS]))
     return 0

@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 from ..constants import (DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC, DEFAULT_RADIUS,
-                         DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE, MIN_POSITIVES)
+                         DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE, MIN_POSITIVES,
+                         SELF_TRAINING_NEGATIVE, SELF_TRAINING_POSITIVE)
 from ..errors import InputError
 from . import common
 
@@ -74,6 +75,15 @@ def add_args(parser):
                    help="add the package's precompiled negatives (junk and background boxes) "
                         "to the training negatives, weighted as the run's own (the Scipion "
                         "form's 'Precompiled' additional data)")
+    g.add_argument("--unlabeled-negatives", action="store_true",
+                   help="train also against the candidates fewer than --min-votes pickers "
+                        "found, as negatives weighted like the background ones: unlabeled, "
+                        "but on real data mostly junk, and harder than empty background")
+    g.add_argument("--self-training", type=int, default=0, metavar="ROUNDS",
+                   help="after scoring, retrain on the run's own confident answers (score >= "
+                        f"{SELF_TRAINING_POSITIVE}: positives, <= {SELF_TRAINING_NEGATIVE}: "
+                        "negatives, beside the background) and score again, ROUNDS times "
+                        "(default %(default)s)")
     g.add_argument("--train-size", type=int, default=DEFAULT_TRAIN_SIZE,
                    help="train on at most this many positives, -1 for all (default %(default)s)")
     g.add_argument("--training-batch", type=int, default=0, metavar="N",
@@ -122,17 +132,66 @@ def main(args):
     stems = [mic.stem for mic in inputs]
 
     model_dir = args.model if args.skip_training else train(args, settings, work, stems, logger)
+    score_all(work, stems, model_dir, logger)
+    for number in range(1, args.self_training + 1):
+        model_dir = self_training_round(args, settings, work, inputs, number, model_dir, logger)
+        score_all(work.for_round(number), stems, model_dir, logger)
+
+    summary = write_outputs(args, work.for_round(args.self_training), inputs, logger)
+    logger.info(f"kept {summary['kept']} of {summary['candidates']} candidates above "
+                f"{summary['threshold']:g} ({summary['duplicates']} duplicates merged) in "
+                f"{time.time() - started:.0f} s")
+    return 0
+
+
+def score_all(work, stems, model_dir, logger):
+    from ..core import pipeline
     ensemble = load_ensemble(model_dir)
     for i, stem in enumerate(stems, 1):
         scores = pipeline.score_micrograph(work, stem, ensemble)
         logger.info(f"scored {i}/{len(stems)} {stem}: {len(scores)} candidates, "
                     f"{int((scores > 0.5).sum())} with network score above 0.5")
 
-    summary = write_outputs(args, work, inputs, logger)
-    logger.info(f"kept {summary['kept']} of {summary['candidates']} candidates above "
-                f"{summary['threshold']:g} ({summary['duplicates']} duplicates merged) in "
-                f"{time.time() - started:.0f} s")
-    return 0
+
+def self_training_round(args, settings, work, inputs, number, model_dir, logger):
+    """Continue the model on the previous round's confident answers; returns the new model.
+
+    Confident acceptances (duplicates merged) become the positives, whoever picked them;
+    confident rejections join the background as negatives.
+    """
+    from ..core.consensus import suppress_duplicates
+    from ..core.pipeline import collect_candidate_boxes, collect_training_boxes
+    from ..core.training import train_ensemble
+    round_dir = os.path.join(args.output, f"model_round{number}")
+    if os.path.exists(os.path.join(round_dir, "manifest.json")):
+        logger.info(f"self-training round {number} already trained in {round_dir}")
+        return round_dir
+    previous = work.for_round(number - 1)
+    _, final = final_scores(args, previous, inputs, logger)
+    accepted, rejected = [], []
+    for mic, scores in zip(inputs, final):
+        xy = previous.load_candidates(mic.stem)["xy"]
+        unique = suppress_duplicates(xy, scores, args.dedupe_radius * args.box_size)
+        accepted.append((mic.stem, unique & (scores >= SELF_TRAINING_POSITIVE)))
+        rejected.append((mic.stem, scores <= SELF_TRAINING_NEGATIVE))
+    positives = collect_candidate_boxes(work, accepted)
+    if 0 <= args.train_size < len(positives):
+        pick = np.random.default_rng([settings.seed, number]).choice(len(positives),
+                                                                    args.train_size, False)
+        positives = positives[np.sort(pick)]
+    negatives = collect_candidate_boxes(work, rejected)
+    _, background = collect_training_boxes(work, [m.stem for m in inputs], args.min_votes, -1)
+    if len(positives) < MIN_POSITIVES:
+        logger.info(f"self-training round {number}: only {len(positives)} confident "
+                    f"acceptances (< {MIN_POSITIVES}), keeping the previous model")
+        return model_dir
+    logger.info(f"self-training round {number}: {len(positives)} confident acceptances, "
+                f"{len(negatives)} confident rejections and {len(background)} background boxes")
+    train_ensemble([(positives, 1)], [(background, 1), (negatives, 1)], round_dir,
+                   n_models=args.models, epochs=args.epochs, learning_rate=args.learning_rate,
+                   l2=args.l2, auto_stop=args.auto_stop, seed=settings.seed + 1000 * number,
+                   init_model_dir=model_dir, log=logger.info, metadata=model_metadata(settings))
+    return round_dir
 
 
 def run_settings(args, settings):
@@ -142,6 +201,7 @@ def run_settings(args, settings):
             "inverted": args.micrographs_inverted, "ctf": args.ctf, "seed": settings.seed,
             "picker_sampling": args.picker_sampling, "model": args.model_arg,
             "precompiled_negatives": args.precompiled_negatives,
+            "unlabeled_negatives": args.unlabeled_negatives, "self_training": args.self_training,
             "skip_training": args.skip_training, "train_size": args.train_size,
             "training_batch": args.training_batch, "max_val_acc": args.max_val_acc,
             "epochs": args.epochs, "models": args.models, "learning_rate": args.learning_rate,
@@ -208,6 +268,11 @@ def validate(args):
                               and not args.skip_training):   # it picks training positives
         raise InputError(f"--min-votes {args.min_votes} must be between 1 and the number of "
                          f"pickers ({len(args.coordinates)})")
+    if args.self_training < 0:
+        raise InputError(f"--self-training {args.self_training} must be 0 (off) or a number "
+                         "of rounds")
+    if args.self_training and args.skip_training:
+        raise InputError("--self-training retrains the model: leave out --skip-training")
     if args.models < 1:
         raise InputError(f"--models {args.models} must be at least 1")
     if args.epochs <= 0:
@@ -332,7 +397,8 @@ def train(args, settings, work, stems, logger):
         else:
             logger.info(f"training pass {number}/{len(batches)} on {len(batch)} micrographs: "
                         f"{len(positives)} positives and {len(negatives)} negatives")
-            negative_groups = [(negatives, 1)] + precompiled_negatives(args, settings, logger)
+            negative_groups = ([(negatives, 1)] + precompiled_negatives(args, settings, logger)
+                               + unlabeled_negatives(args, work, batch, logger))
             manifest = train_ensemble(
                 [(positives, 1)], negative_groups, pass_dir, n_models=args.models,
                 epochs=args.epochs, learning_rate=args.learning_rate, l2=args.l2,
@@ -361,6 +427,17 @@ def precompiled_negatives(args, settings, logger):
         raise InputError(f"--precompiled-negatives: none installed in {resources.models_dir()}")
     boxes = resources.load_negatives(path)
     logger.info(f"precompiled negatives: {len(boxes)} boxes from {path} (weight 1)")
+    return [(boxes, 1)]
+
+
+def unlabeled_negatives(args, work, stems, logger):
+    """With --unlabeled-negatives: the candidates too few pickers found, weight 1."""
+    if not args.unlabeled_negatives:
+        return []
+    from ..core.pipeline import collect_candidate_boxes
+    boxes = collect_candidate_boxes(work, [(stem, work.load_candidates(stem)["votes"] <
+                                            args.min_votes) for stem in stems])
+    logger.info(f"unlabeled candidates as negatives: {len(boxes)} boxes (weight 1)")
     return [(boxes, 1)]
 
 

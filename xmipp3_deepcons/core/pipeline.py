@@ -8,6 +8,7 @@ the (capped) training set.
     work/preprocessed/<mic>.mrc   downsampled, normalised, inverted (and phase-flipped) micrograph
     work/candidates/<mic>.npz     consensus candidates, votes, pickers' scores, negatives
     work/scores/<mic>.npy         ensemble score of every candidate
+    work/scores_round<r>/<mic>.npy  the same after self-training round r
 """
 import json
 import logging
@@ -61,10 +62,14 @@ class ScreenSettings:
 class WorkFolder:
     """The file layout of one screening run (see the module docstring)."""
 
-    def __init__(self, root):
-        self.root = root
-        for sub in ("preprocessed", "candidates", "scores"):
+    def __init__(self, root, scores_folder="scores"):
+        self.root, self.scores_folder = root, scores_folder
+        for sub in ("preprocessed", "candidates", scores_folder):
             os.makedirs(os.path.join(root, sub), exist_ok=True)
+
+    def for_round(self, number):
+        """The same folder, with the scores of self-training round ``number`` (0: the first)."""
+        return WorkFolder(self.root, f"scores_round{number}" if number else "scores")
 
     def preprocessed(self, stem):
         return os.path.join(self.root, "preprocessed", stem + ".mrc")
@@ -73,7 +78,7 @@ class WorkFolder:
         return os.path.join(self.root, "candidates", stem + ".npz")
 
     def scores(self, stem):
-        return os.path.join(self.root, "scores", stem + ".npy")
+        return os.path.join(self.root, self.scores_folder, stem + ".npy")
 
     def stored_settings(self):
         path = os.path.join(self.root, "settings.json")
@@ -192,8 +197,24 @@ def collect_training_boxes(work, stems, min_votes, train_size=-1, seed=0):
     return pos, neg
 
 
+def collect_candidate_boxes(work, selections):
+    """Boxes of chosen candidates: ``selections`` is [(stem, boolean mask over its candidates)].
+
+    Used for the unlabeled candidates (fewer votes than a positive needs) and for the
+    pseudo-labels of self-training.
+    """
+    boxes = [np.zeros((0, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE), np.float32)]
+    for stem, mask in selections:
+        if np.any(mask):
+            table = work.load_candidates(stem)
+            pre = read_micrograph(work.preprocessed(stem))
+            boxes.append(extract_boxes(pre, table["xy"][mask] / float(table["factor"]),
+                                       DEEP_PARTICLE_SIZE))
+    return np.concatenate(boxes)
+
+
 def score_micrograph(work, stem, ensemble, batch_size=512):
-    """Score every candidate of one micrograph (kept in work/scores); skipped when done."""
+    """Score every candidate of one micrograph (kept in the work folder); skipped when done."""
     done = work.load_scores(stem)
     if done is not None:
         return done
