@@ -1,0 +1,265 @@
+"""Deep Consensus on simulated micrographs (exact truth) with three simple pickers, none ours.
+
+usage: python benchmarks/simulated.py [--out bench_out/sim] [--sim-python PYTHON] [--label NAME]
+                                      [--reuse] [--ablation] [-- extra screen options]
+
+The twin of empiar10017.py on data whose answer is known exactly. It
+1. simulates (once, cached under OUT/simulated) a few micrographs of one ASPIRE particle family
+   with aggregates, ice crystals, carbon edges and an ice gradient (``xmipp3_deepcons.simulate``,
+   which needs ASPIRE: the generation runs in --sim-python with --generate-only);
+2. picks them with three scikit-image pickers (benchmarks/simulated_pickers.py): LoG blobs,
+   template matching, local variance; each writes Xmipp .pos with its figure of merit as _cost;
+3. runs `xmipp_deep_consensus screen` (plus any options after --) and prints the Markdown table
+   of empiar10017.py: precision, recall and F1 (match radius = particle radius) of each picker,
+   of the union, of the 2-of-3 vote and of the screened particles, the ROC-AUC and AP of the
+   union's candidates ranked by votes vs by score, and the wall time of `screen`.
+
+--ablation runs every setting of ABLATION instead and prints one row per setting. Settings made
+only of output options (OUTPUT_ONLY) re-apply to the model trained by the first setting
+(screen continues a finished run), the others train in a folder of their own.
+
+Layout of OUT/simulated: micrographs/<mic>.mrc (dark particles), truth/<mic>.csv (x,y particle
+centres; x = column, y = row of the MRC array), truth/<mic>_junk.csv, coords/<picker>/<mic>.pos.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from empiar10017 import table, truth_of  # noqa: E402
+from xmipp3_deepcons.core.consensus import coordinate_consensus  # noqa: E402
+from xmipp3_deepcons.core.metrics import (match_to_reference, precision_recall_f1,  # noqa: E402
+                                          ranking_quality)
+from xmipp3_deepcons.io.coordinates import read_coordinates  # noqa: E402
+
+SIM_PYTHON = "/work/venv-sim/bin/python"
+SIM_SEED, N_MICROGRAPHS, MIC_SIZE = 5, 8, 2048   # family 0 of seed 5: C1, box 128, 1.80 Å/px
+PARTICLES = (80, 121)           # per micrograph (drawn), leaving room for junk between them
+AGGREGATES, CRYSTALS = (2, 7), (2, 8)   # per micrograph (drawn), as many as room allows
+SNR = (0.01, 0.04)              # log-uniform: low as recorded, yet simple pickers find most
+CARBON_SHARE = 0.5
+
+ABLATION = (  # label, extra screen options
+    ("`--classic` (the original method)", ["--classic"]),
+    ("+ duplicates merged (`--no-picker-evidence`)", ["--no-picker-evidence"]),
+    ("+ pickers' evidence (defaults)", []),
+    ("+ `--threshold auto`", ["--threshold", "auto"]),
+    ("defaults + `--precompiled-negatives` (trains)", ["--precompiled-negatives"]),
+)
+OUTPUT_ONLY = {"--threshold", "--dedupe-radius", "--classic", "--no-picker-evidence"}
+
+
+# ----------------------------------------------------------------------------- simulation
+
+def simulation_recipe():
+    """Everything the simulated set depends on: a cached set is reused only if it matches."""
+    from xmipp3_deepcons import simulate
+    return {"recipe": simulate.RECIPE_VERSION, "seed": SIM_SEED, "micrographs": N_MICROGRAPHS,
+            "size": MIC_SIZE, "particles": PARTICLES, "aggregates": AGGREGATES,
+            "crystals": CRYSTALS, "snr": SNR, "carbon": CARBON_SHARE}
+
+
+def benchmark_specs():
+    """The simulator's own family and micrograph specs, made larger and more crowded, with the
+    junk scaled to the larger area and the SNR kept in a range simple pickers can work with."""
+    from xmipp3_deepcons import simulate
+    family = simulate.family_specs(1, SIM_SEED)[0]
+    specs = simulate.micrograph_specs(family, N_MICROGRAPHS, SIM_SEED)
+    for spec in specs:
+        rng = np.random.default_rng([SIM_SEED, 3, spec["micrograph"]])
+        spec.update(size=MIC_SIZE, particles=int(rng.integers(*PARTICLES)),
+                    aggregates=int(rng.integers(*AGGREGATES)),
+                    crystals=int(rng.integers(*CRYSTALS)),
+                    carbon=bool(rng.random() < CARBON_SHARE),
+                    snr=float(np.exp(rng.uniform(*np.log(SNR)))))
+    return family, specs
+
+
+def particle_radius(family):
+    """Radius in pixels of the simulated particle: the match radius and the pickers' size."""
+    return family["box"] * family["diameter"] / 2
+
+
+def cached_manifest(folder):
+    """The manifest of a simulated set in ``folder`` made with today's recipe, else None."""
+    path = os.path.join(folder, "manifest.json")
+    if not os.path.exists(path):
+        return None
+    manifest = json.load(open(path))
+    return manifest if manifest["recipe"] == json.loads(json.dumps(simulation_recipe())) else None
+
+
+def generate(folder):
+    """Simulate the set into ``folder`` unless an identical one is there (needs ASPIRE)."""
+    from xmipp3_deepcons import simulate
+    from xmipp3_deepcons.io.images import write_mrc
+    if cached_manifest(folder):
+        print(f"simulated set already in {folder}")
+        return
+    for sub in ("micrographs", "truth"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    started = time.time()
+    family, specs = benchmark_specs()
+    volume = simulate.make_volume(family)
+    for spec in specs:
+        stem = f"sim_{spec['micrograph']:02d}"
+        mic = simulate.simulate_micrograph(volume, family, spec)
+        write_mrc(os.path.join(folder, "micrographs", stem + ".mrc"), mic["image"],
+                  pixel_size=family["pixel_size"])
+        for suffix, xy in (("", mic["particles"]), ("_junk", mic["junk"])):
+            np.savetxt(os.path.join(folder, "truth", stem + suffix + ".csv"), xy, fmt="%.2f",
+                       delimiter=",", header="x,y", comments="")
+        print(f"{stem}: {len(mic['particles'])} particles, {len(mic['junk'])} junk centres, "
+              f"SNR {spec['snr']:.3f}, carbon {spec['carbon']}", flush=True)
+    seconds = time.time() - started
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump({"recipe": simulation_recipe(), "family": family, "micrographs": specs,
+                   "particle_radius": particle_radius(family), "seconds": seconds}, f, indent=1)
+    print(f"simulated {len(specs)} micrographs in {seconds:.0f} s")
+
+
+def simulated_set(sim_python, folder):
+    """The cached set's manifest, simulated first in the interpreter that has ASPIRE (the
+    project's venv has not) when the cache is missing or made with another recipe."""
+    if not cached_manifest(folder):
+        subprocess.run([sim_python, os.path.abspath(__file__), "--generate-only",
+                        "--out", os.path.dirname(folder)], check=True)
+    return cached_manifest(folder)
+
+
+# ----------------------------------------------------------------------------- screening
+# Generic forms of empiar10017.run_screen and evaluate, which read that module's PICKERS, BOX
+# and MATCH_RADIUS constants.
+
+def run_screen(prepared, out, extra, pickers, box):
+    """`screen` on the prepared folder's micrographs and pickers; returns its wall time."""
+    cmd = [sys.executable, "-m", "xmipp3_deepcons", "screen",
+           "--micrographs", os.path.join(prepared, "micrographs", "*.mrc"),
+           "--box-size", str(box), "-o", out] + list(extra)
+    for picker in pickers:
+        cmd += ["--coordinates", os.path.join(prepared, "coords", picker)]
+    started = time.time()
+    subprocess.run(cmd, check=True)
+    return time.time() - started
+
+
+def evaluate(prepared, screened, pickers, box, match_radius, consensus_radius=0.1):
+    """Matched, picks and truth counts per input (pickers, union, vote, Deep Consensus), and
+    the ranking quality of the union's candidates by votes and by screen score."""
+    rows, labels, votes_all, scores_all = {}, [], [], []
+    candidates = np.load(os.path.join(screened, "candidates.npz"))
+    mic_names = np.array([os.path.splitext(os.path.basename(m))[0]
+                          for m in candidates["micrograph"]])
+    for mic in sorted(glob.glob(os.path.join(prepared, "micrographs", "*.mrc"))):
+        stem = os.path.splitext(os.path.basename(mic))[0]
+        truth = truth_of(prepared, stem)
+        picks = [read_coordinates(os.path.join(prepared, "coords", p, stem + ".pos")).xy
+                 for p in pickers]
+        vote = coordinate_consensus(picks, consensus_radius * box)
+        kept = read_coordinates(os.path.join(screened, "coordinates", stem + ".pos")).xy
+        sets = list(zip(pickers, picks))
+        sets += [("union", vote.xy), (f"2-of-{len(pickers)} vote", vote.xy[vote.votes >= 2]),
+                 ("Deep Consensus", kept)]
+        for name, xy in sets:
+            total = rows.setdefault(name, [0, 0, 0])
+            total[0] += int(match_to_reference(xy, truth, match_radius).sum())
+            total[1] += len(xy)
+            total[2] += len(truth)
+        mine = mic_names == stem
+        labels.append(match_to_reference(candidates["xy"][mine], truth, match_radius))
+        votes_all.append(candidates["votes"][mine])
+        # A merged duplicate is never kept, whatever the threshold: it ranks below every kept one.
+        scores_all.append(np.where(candidates["duplicate"][mine], candidates["score"][mine] - 1,
+                                   candidates["score"][mine]))
+    labels, votes_all, scores_all = map(np.concatenate, (labels, votes_all, scores_all))
+    return rows, ranking_quality(labels, votes_all), ranking_quality(labels, scores_all)
+
+
+def timed_screen(prepared, screened, extra, pickers, box, reuse):
+    """Run screen; with ``reuse`` and a finished run there, report the time of that run (this
+    call only re-applies output options), else store this call's time."""
+    timing = screened.rstrip("/") + "_seconds.txt"
+    if reuse and os.path.exists(timing):
+        run_screen(prepared, screened, extra, pickers, box)
+        return float(open(timing).read())
+    seconds = run_screen(prepared, screened, extra, pickers, box)
+    with open(timing, "w") as f:
+        f.write(f"{seconds:.1f}\n")
+    return seconds
+
+
+# ----------------------------------------------------------------------------- ablation
+
+def trains(options):
+    """Whether screen options change the trained model (else they re-apply to a finished run)."""
+    return any(o.startswith("--") and o not in OUTPUT_ONLY for o in options)
+
+
+def slug(label):
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
+def ablation(prepared, out, extra, pickers, box, match_radius):
+    """Print one row per ABLATION setting as it finishes: kept, precision, recall, F1, ROC-AUC
+    and the wall time of that call."""
+    print("| setting | kept | precision | recall | F1 | ROC-AUC | screen s |\n"
+          "|---|---|---|---|---|---|---|", flush=True)
+    for label, options in ABLATION:
+        screened = os.path.join(out, "screen_" + slug(label) if trains(options) else "screen")
+        seconds = run_screen(prepared, screened, extra + options, pickers, box)
+        rows, _, score_rank = evaluate(prepared, screened, pickers, box, match_radius)
+        p, r, f = precision_recall_f1(*rows["Deep Consensus"])
+        print(f"| {label} | {rows['Deep Consensus'][1]} | {p:.3f} | {r:.3f} | {f:.3f} "
+              f"| {score_rank[0]:.3f} | {seconds:.0f} |", flush=True)
+    print("\nscreen s: this call's wall time. Output-only settings share screen/, trained by "
+          "the first call; a call that finds a finished run in its folder (those, or any "
+          "rerun) only re-applies the output options.")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.path.join("bench_out", "sim"))
+    parser.add_argument("--sim-python", default=SIM_PYTHON,
+                        help="a Python with ASPIRE and this package, for the simulation "
+                             "(default %(default)s)")
+    parser.add_argument("--label", default="Deep Consensus (defaults)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the trained model and scores of a finished run in --out "
+                             "(output options such as --classic still apply)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="run every setting of ABLATION and print one row per setting")
+    parser.add_argument("--generate-only", action="store_true",
+                        help="only simulate the micrographs and truth (run by --sim-python)")
+    parser.add_argument("extra", nargs="*", help="options passed to screen (after --)")
+    args = parser.parse_args()
+    prepared = os.path.join(args.out, "simulated")
+    if args.generate_only:
+        generate(prepared)
+        return
+    from simulated_pickers import pick_all
+    manifest = simulated_set(args.sim_python, prepared)
+    box, radius = manifest["family"]["box"], manifest["particle_radius"]
+    print(f"simulated set: {len(manifest['micrographs'])} micrographs, generated in "
+          f"{manifest['seconds']:.0f} s; box {box} px, particle radius {radius:.1f} px")
+    pickers = pick_all(os.path.join(prepared, "micrographs"), os.path.join(prepared, "coords"),
+                       radius)
+    if args.ablation:
+        ablation(prepared, args.out, args.extra, pickers, box, radius)
+        return
+    screened = os.path.join(args.out, "screen")
+    seconds = timed_screen(prepared, screened, args.extra, pickers, box, args.reuse)
+    print(table(*evaluate(prepared, screened, pickers, box, radius), seconds, args.label))
+
+
+if __name__ == "__main__":
+    main()
