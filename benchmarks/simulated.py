@@ -14,18 +14,16 @@ The twin of empiar10017.py on data whose answer is known exactly. It
    of the union, of the 2-of-3 vote and of the screened particles, the ROC-AUC and AP of the
    union's candidates ranked by votes vs by score, and the wall time of `screen`.
 
---ablation runs every setting of ABLATION instead and prints one row per setting. Settings made
-only of output options (OUTPUT_ONLY) re-apply to the model trained by the first setting
-(screen continues a finished run), the others train in a folder of their own.
+--ablation runs every setting of screen_benchmark.ABLATION instead and prints one row per
+setting. Settings made only of output options (OUTPUT_ONLY) re-apply to the model trained by
+the first setting (screen continues a finished run), the others train in a folder of their own.
 
 Layout of OUT/simulated: micrographs/<mic>.mrc (dark particles), truth/<mic>.csv (x,y particle
 centres; x = column, y = row of the MRC array), truth/<mic>_junk.csv, coords/<picker>/<mic>.pos.
 """
 import argparse
-import glob
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -36,11 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from empiar10017 import table, truth_of  # noqa: E402
-from xmipp3_deepcons.core.consensus import coordinate_consensus  # noqa: E402
-from xmipp3_deepcons.core.metrics import (match_to_reference, precision_recall_f1,  # noqa: E402
-                                          ranking_quality)
-from xmipp3_deepcons.io.coordinates import read_coordinates  # noqa: E402
+from screen_benchmark import ablation, evaluate, table, timed_screen  # noqa: E402
 
 SIM_PYTHON = "/work/venv-sim/bin/python"
 SIM_SEED, N_MICROGRAPHS, MIC_SIZE = 5, 8, 2048   # family 0 of seed 5: C1, box 128, 1.80 Å/px
@@ -48,16 +42,6 @@ PARTICLES = (80, 121)           # per micrograph (drawn), leaving room for junk 
 AGGREGATES, CRYSTALS = (2, 7), (2, 8)   # per micrograph (drawn), as many as room allows
 SNR = (0.01, 0.04)              # log-uniform: low as recorded, yet simple pickers find most
 CARBON_SHARE = 0.5
-
-ABLATION = (  # label, extra screen options
-    ("`--classic` (the original method)", ["--classic"]),
-    ("+ duplicates merged (`--no-picker-evidence`)", ["--no-picker-evidence"]),
-    ("+ pickers' evidence (defaults)", []),
-    ("+ `--threshold auto`", ["--threshold", "auto"]),
-    ("defaults + `--precompiled-negatives` (trains)", ["--precompiled-negatives"]),
-)
-OUTPUT_ONLY = {"--threshold", "--dedupe-radius", "--classic", "--no-picker-evidence"}
-
 
 # ----------------------------------------------------------------------------- simulation
 
@@ -137,95 +121,6 @@ def simulated_set(sim_python, folder):
     return cached_manifest(folder)
 
 
-# ----------------------------------------------------------------------------- screening
-# Generic forms of empiar10017.run_screen and evaluate, which read that module's PICKERS, BOX
-# and MATCH_RADIUS constants.
-
-def run_screen(prepared, out, extra, pickers, box):
-    """`screen` on the prepared folder's micrographs and pickers; returns its wall time."""
-    cmd = [sys.executable, "-m", "xmipp3_deepcons", "screen",
-           "--micrographs", os.path.join(prepared, "micrographs", "*.mrc"),
-           "--box-size", str(box), "-o", out] + list(extra)
-    for picker in pickers:
-        cmd += ["--coordinates", os.path.join(prepared, "coords", picker)]
-    started = time.time()
-    subprocess.run(cmd, check=True)
-    return time.time() - started
-
-
-def evaluate(prepared, screened, pickers, box, match_radius, consensus_radius=0.1):
-    """Matched, picks and truth counts per input (pickers, union, vote, Deep Consensus), and
-    the ranking quality of the union's candidates by votes and by screen score."""
-    rows, labels, votes_all, scores_all = {}, [], [], []
-    candidates = np.load(os.path.join(screened, "candidates.npz"))
-    mic_names = np.array([os.path.splitext(os.path.basename(m))[0]
-                          for m in candidates["micrograph"]])
-    for mic in sorted(glob.glob(os.path.join(prepared, "micrographs", "*.mrc"))):
-        stem = os.path.splitext(os.path.basename(mic))[0]
-        truth = truth_of(prepared, stem)
-        picks = [read_coordinates(os.path.join(prepared, "coords", p, stem + ".pos")).xy
-                 for p in pickers]
-        vote = coordinate_consensus(picks, consensus_radius * box)
-        kept = read_coordinates(os.path.join(screened, "coordinates", stem + ".pos")).xy
-        sets = list(zip(pickers, picks))
-        sets += [("union", vote.xy), (f"2-of-{len(pickers)} vote", vote.xy[vote.votes >= 2]),
-                 ("Deep Consensus", kept)]
-        for name, xy in sets:
-            total = rows.setdefault(name, [0, 0, 0])
-            total[0] += int(match_to_reference(xy, truth, match_radius).sum())
-            total[1] += len(xy)
-            total[2] += len(truth)
-        mine = mic_names == stem
-        labels.append(match_to_reference(candidates["xy"][mine], truth, match_radius))
-        votes_all.append(candidates["votes"][mine])
-        # A merged duplicate is never kept, whatever the threshold: it ranks below every kept one.
-        scores_all.append(np.where(candidates["duplicate"][mine], candidates["score"][mine] - 1,
-                                   candidates["score"][mine]))
-    labels, votes_all, scores_all = map(np.concatenate, (labels, votes_all, scores_all))
-    return rows, ranking_quality(labels, votes_all), ranking_quality(labels, scores_all)
-
-
-def timed_screen(prepared, screened, extra, pickers, box, reuse):
-    """Run screen; with ``reuse`` and a finished run there, report the time of that run (this
-    call only re-applies output options), else store this call's time."""
-    timing = screened.rstrip("/") + "_seconds.txt"
-    if reuse and os.path.exists(timing):
-        run_screen(prepared, screened, extra, pickers, box)
-        return float(open(timing).read())
-    seconds = run_screen(prepared, screened, extra, pickers, box)
-    with open(timing, "w") as f:
-        f.write(f"{seconds:.1f}\n")
-    return seconds
-
-
-# ----------------------------------------------------------------------------- ablation
-
-def trains(options):
-    """Whether screen options change the trained model (else they re-apply to a finished run)."""
-    return any(o.startswith("--") and o not in OUTPUT_ONLY for o in options)
-
-
-def slug(label):
-    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
-
-
-def ablation(prepared, out, extra, pickers, box, match_radius):
-    """Print one row per ABLATION setting as it finishes: kept, precision, recall, F1, ROC-AUC
-    and the wall time of that call."""
-    print("| setting | kept | precision | recall | F1 | ROC-AUC | screen s |\n"
-          "|---|---|---|---|---|---|---|", flush=True)
-    for label, options in ABLATION:
-        screened = os.path.join(out, "screen_" + slug(label) if trains(options) else "screen")
-        seconds = run_screen(prepared, screened, extra + options, pickers, box)
-        rows, _, score_rank = evaluate(prepared, screened, pickers, box, match_radius)
-        p, r, f = precision_recall_f1(*rows["Deep Consensus"])
-        print(f"| {label} | {rows['Deep Consensus'][1]} | {p:.3f} | {r:.3f} | {f:.3f} "
-              f"| {score_rank[0]:.3f} | {seconds:.0f} |", flush=True)
-    print("\nscreen s: this call's wall time. Output-only settings share screen/, trained by "
-          "the first call; a call that finds a finished run in its folder (those, or any "
-          "rerun) only re-applies the output options.")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join("bench_out", "sim"))
@@ -237,7 +132,7 @@ def main():
                         help="reuse the trained model and scores of a finished run in --out "
                              "(output options such as --classic still apply)")
     parser.add_argument("--ablation", action="store_true",
-                        help="run every setting of ABLATION and print one row per setting")
+                        help="run every setting of screen_benchmark.ABLATION, one row each")
     parser.add_argument("--generate-only", action="store_true",
                         help="only simulate the micrographs and truth (run by --sim-python)")
     parser.add_argument("extra", nargs="*", help="options passed to screen (after --)")

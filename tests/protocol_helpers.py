@@ -54,12 +54,14 @@ def scored_items(output):
     return items
 
 
-def run_scores(prot):
-    """{micrograph stem: scores of all its candidates} from a run's work folder."""
+def run_scores(prot, network=False):
+    """{micrograph stem: scores of all its candidates}: those the outputs carry, or the
+    network's (kept in the run's work folder)."""
     folder = prot._getExtraPath("work", "scores")
-    return {name[:-4]: np.load(os.path.join(folder, name))
-            for name in sorted(os.listdir(folder)) if name.endswith(".npy")
-            and not name.endswith(".tmp.npy")}
+    stems = [name[:-4] for name in sorted(os.listdir(folder))
+             if name.endswith(".npy") and not name.endswith(".tmp.npy")]
+    return {stem: np.load(os.path.join(folder, stem + ".npy")) if network
+            else prot._finalScores(stem) for stem in stems}
 
 
 def kept_by_rule(prot, threshold):

@@ -17,7 +17,8 @@ def dataset(tmp_path_factory):
 
 
 def screen_args(dataset, out, *extra, pickers=("pickerA", "pickerB", "pickerC"), box="128"):
-    argv = ["screen", "--micrographs", str(dataset / "micrographs" / "*.mrc"), "--box-size", box,
+    argv = ["screen", "--min-batches", "0", "--micrographs",
+            str(dataset / "micrographs" / "*.mrc"), "--box-size", box,
             "-o", str(out)]
     for p in pickers:
         argv += ["--coordinates", str(dataset / "coords" / p)]

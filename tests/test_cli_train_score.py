@@ -37,7 +37,8 @@ def test_train_then_score_with_testing(tmp_path):
     extra_neg = blob_stack(folder, "neg_extra", 60, False, 2)
     model = os.path.join(folder, "model")
     assert main(["train", "--positives", pos, "--negatives", neg, "--negatives", extra_neg + ":-1",
-                 "--epochs", "1", "--models", "1", "--network-size", "small", "--seed", "3",
+                 "--epochs", "1", "--min-batches", "0", "--models", "1", "--network-size", "small",
+                 "--seed", "3",
                  "-o", model]) == 0
     assert os.path.exists(os.path.join(model, "manifest.json"))
 

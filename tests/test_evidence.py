@@ -1,7 +1,10 @@
 import numpy as np
 import pytest
 
-from xmipp3_deepcons.core.evidence import combine_evidence, picker_ranks, suggest_threshold
+import json
+
+from xmipp3_deepcons.core.evidence import (apply_evidence, combine_evidence, fit_evidence,
+                                           picker_ranks, suggest_threshold)
 from xmipp3_deepcons.core.metrics import ranking_quality
 
 
@@ -10,6 +13,12 @@ def test_ranks_are_per_picker_and_zero_where_not_picked():
     ranks = picker_ranks(scores)
     np.testing.assert_allclose(ranks[:, 0], [1, 1 / 3, 0, 2 / 3])
     np.testing.assert_allclose(ranks[:, 1], [0, 2 / 3, 1, 1 / 3])
+
+
+def test_a_pick_without_a_score_counts_as_picked():
+    scores = np.array([[np.nan, 2.0], [np.nan, np.nan], [np.nan, 1.0]])
+    picked = np.array([[True, True], [True, False], [False, True]])
+    np.testing.assert_allclose(picker_ranks(scores, picked), [[1, 1], [1, 0], [0, 0.5]])
 
 
 def simulated_witnesses(rng, n=4000):
@@ -49,3 +58,16 @@ def test_threshold_in_the_valley_of_two_modes():
     valley = 1 / (1 + np.exp(-np.array([-1.5, 0.5])))
     assert valley[0] < threshold < valley[1]
     assert suggest_threshold([0.5] * 5) == 0.5
+
+
+def test_a_fitted_model_scores_later_candidates_as_the_whole_fit_does():
+    """Streaming: fit on the first micrographs, apply (after a JSON round trip) to each new one."""
+    real, scores, network = simulated_witnesses(np.random.default_rng(2))
+    ranks = picker_ranks(scores)
+    model = json.loads(json.dumps(fit_evidence(ranks, network)))
+    np.testing.assert_allclose(apply_evidence(model, ranks[100:200], network[100:200]),
+                               combine_evidence(ranks, network)[100:200], rtol=1e-9)
+    early = fit_evidence(ranks[:2000], network[:2000])
+    later = apply_evidence(early, ranks[2000:], network[2000:])
+    network_alone = ranking_quality(real[2000:], network[2000:])[0]
+    assert ranking_quality(real[2000:], later)[0] > network_alone + 0.03

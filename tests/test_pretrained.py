@@ -227,7 +227,8 @@ def test_cli_pretrained_then_trained_further(tmp_path):
     out = tmp_path / "out"
     argv = ["screen", "--micrographs", os.path.join(data, "micrographs", "*.mrc"),
             "--box-size", "128", "--model", "pretrained", "--network-size", "small",
-            "--models", "2", "--epochs", "0.5", "--seed", "3", "--threshold", "-1",
+            "--models", "2", "--epochs", "0.5", "--min-batches", "0", "--seed", "3",
+            "--threshold", "-1",
             "--no-picker-evidence", "-o", str(out)]
     for name, *_ in synthetic.PICKERS:
         argv += ["--coordinates", os.path.join(data, "coords", name)]

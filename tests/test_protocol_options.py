@@ -98,10 +98,12 @@ class TestDeepConsensusOptions(BaseTest):
 
         cls.testSets = {kind: cls.importTestParticles(kind) for kind in ("true", "false")}
         prot = cls.newProtocol(
-            XmippProtScreenDeepConsensus, objLabel="phase flip, custom negatives, testing",
-            nEpochs=1.0, nModels=1, toTrainDataSize=1000, randomSeed=5, threshold=0.5,
-            extractingBatch=3, trainingBatch=N_MICROGRAPHS, addTrainingData=2,
-            trainingDataType=1, trainNegWeight=1, ignoreCTF=False, doTesting=True)
+            XmippProtScreenDeepConsensus,
+            objLabel="phase flip, custom and unlabeled negatives, self-training, testing",
+            nEpochs=10.0, minBatches=0, nModels=1, toTrainDataSize=1000, randomSeed=5,
+            threshold=0.5, extractingBatch=3, trainingBatch=N_MICROGRAPHS, addTrainingData=2,
+            trainingDataType=1, trainNegWeight=1, ignoreCTF=False, doTesting=True,
+            unlabeledNegatives=True, selfTrainingRounds=1)
         for source in coordImports:
             prot.inputCoordinates.append(Pointer(source, extended="outputCoordinates"))
         prot.ctfRelations.set(ctfImport.outputCTF)
@@ -154,6 +156,24 @@ class TestDeepConsensusOptions(BaseTest):
             log = f.read()
         self.assertIn("additional negative coordinates on these micrographs: %d (weight 1)"
                       % expected, log)
+
+    def test_unlabeled_candidates_join_the_negatives(self):
+        work = self.screen._work()
+        expected = sum(int((work.load_candidates(stem)["votes"] < 2).sum())
+                       for stem in self.stems)
+        self.assertGreater(expected, 0)
+        with open(self.screen.getLogPaths()[0]) as f:
+            self.assertIn("unlabeled candidates as negatives: %d (weight 1)" % expected, f.read())
+
+    def test_self_training_continues_the_last_pass_into_the_final_model(self):
+        def manifest(*path):
+            with open(self.screen._getExtraPath(*path, "manifest.json")) as f:
+                return json.load(f)
+        round1 = manifest("model_round1")
+        self.assertEqual(round1["continued_from"], os.path.abspath(self.screen._passDir(1)))
+        self.assertEqual(manifest("model")["created"], round1["created"])
+        with open(self.screen.getLogPaths()[0]) as f:
+            self.assertIn("self-training round 1 on %d micrographs" % N_MICROGRAPHS, f.read())
 
     def test_testing_reports_metrics_of_the_final_model(self):
         with open(self.screen._getExtraPath("testing.json")) as f:

@@ -124,6 +124,13 @@ def test_output_settings_apply_without_retraining(screened):
     assert float(candidates["threshold"]) == float(candidates["suggested_threshold"])
     assert candidates["kept"].sum() == ((candidates["score"] > candidates["threshold"])
                                         & ~candidates["duplicate"]).sum()
+    # by default the evidence is who picked: candidates picked by the same pickers with the
+    # same network score bin share one posterior, whatever the pickers' figures of merit
+    assert len(np.unique(candidates["score"])) <= 2 ** len(PICKERS) * 10
+    assert main(argv + ["--picker-evidence", "ranks"]) == 0
+    ranks = np.load(os.path.join(out, "candidates.npz"))
+    np.testing.assert_array_equal(ranks["network_score"], candidates["network_score"])
+    assert len(np.unique(ranks["score"])) > 2 ** len(PICKERS) * 10
     assert main(argv + ["--classic"]) == 0
     classic = np.load(os.path.join(out, "candidates.npz"))
     np.testing.assert_array_equal(classic["score"], classic["network_score"])
@@ -135,7 +142,8 @@ def test_training_in_passes_stops_on_validation_accuracy(tmp_path):
     data = str(tmp_path / "data")
     synthetic.make_dataset(data, n_micrographs=8, seed=5, n_particles=120, n_junk=10)
     base = ["screen", "--micrographs", os.path.join(data, "micrographs", "*.mrc"),
-            "--box-size", "128", "--models", "1", "--epochs", "1", "--network-size", "small",
+            "--box-size", "128", "--models", "1", "--epochs", "1", "--min-batches", "0",
+            "--network-size", "small",
             "--seed", "2", "--training-batch", "4"]
     for name in PICKERS:
         base += ["--coordinates", os.path.join(data, "coords", name)]
@@ -164,7 +172,8 @@ def test_unlabeled_negatives_and_self_training(tmp_path):
     synthetic.make_dataset(data, n_micrographs=4, seed=7, n_particles=120, n_junk=15)
     out = str(tmp_path / "out")
     argv = ["screen", "--micrographs", os.path.join(data, "micrographs", "*.mrc"),
-            "--box-size", "128", "--models", "1", "--epochs", "1", "--network-size", "small",
+            "--box-size", "128", "--models", "1", "--epochs", "1", "--min-batches", "0",
+            "--network-size", "small",
             "--seed", "3", "--unlabeled-negatives", "--self-training", "1", "-o", out]
     for name in PICKERS:
         argv += ["--coordinates", os.path.join(data, "coords", name)]

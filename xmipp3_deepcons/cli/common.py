@@ -52,10 +52,15 @@ def resolve_seed(seed, logger):
 
 def add_training_args(parser):
     """Options shared by `screen` and `train`, with the original protocol's defaults."""
-    from ..constants import (DEFAULT_EPOCHS, DEFAULT_L2, DEFAULT_LEARNING_RATE, DEFAULT_MODELS)
+    from ..constants import (DEFAULT_EPOCHS, DEFAULT_L2, DEFAULT_LEARNING_RATE, DEFAULT_MIN_BATCHES,
+                             DEFAULT_MODELS)
     g = parser.add_argument_group("training")
     g.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS,
                    help="passes over the training positives (default %(default)s)")
+    g.add_argument("--min-batches", type=int, default=DEFAULT_MIN_BATCHES, metavar="N",
+                   help="train on at least N batches of 64 boxes whatever --epochs gives: a "
+                        "small set otherwise gets a few dozen (default %(default)s; 0: as the "
+                        "original)")
     g.add_argument("--models", type=int, default=DEFAULT_MODELS,
                    help="networks in the ensemble; the score is their mean (default %(default)s)")
     g.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE,

@@ -48,7 +48,8 @@ def main(args):
     positives = load_groups(args.positives, "--positives")
     negatives = load_groups(args.negatives, "--negatives")
     report = train_ensemble(positives, negatives, args.output, n_models=args.models,
-                            epochs=args.epochs, learning_rate=args.learning_rate, l2=args.l2,
+                            epochs=args.epochs, min_batches=args.min_batches,
+                            learning_rate=args.learning_rate, l2=args.l2,
                             auto_stop=args.auto_stop, band=args.network_size, seed=seed,
                             init_model_dir=args.model, log=logger.info)
     logger.info(f"mean validation accuracy {report['mean_val_accuracy']:.4f}, model in {args.output}")

@@ -16,15 +16,20 @@ RANK_BINS = 5
 SCORE_BINS = 10
 
 
-def picker_ranks(picker_scores):
-    """(n, pickers) scores (NaN where not picked) -> ranks in (0, 1] within each picker, 0 where
-    not picked. A picker without scores gets rank 1 for every pick (presence only)."""
+def picker_ranks(picker_scores, picked=None):
+    """(n, pickers) scores -> ranks in (0, 1] within each picker, 0 where not picked.
+
+    ``picked`` (n, pickers) says who picked each candidate (default: where a score is given);
+    a pick without a score (a picker that gives none) gets rank 1: presence only.
+    """
     scores = np.asarray(picker_scores, dtype=float)
-    ranks = np.zeros_like(scores)
+    scored = ~np.isnan(scores)
+    picked = scored if picked is None else np.asarray(picked, dtype=bool)
+    ranks = np.where(picked, 1.0, 0.0)
     for p in range(scores.shape[1]):
-        picked = ~np.isnan(scores[:, p])
-        if picked.any():
-            ranks[picked, p] = rankdata(scores[picked, p]) / picked.sum()
+        mine = picked[:, p] & scored[:, p]
+        if mine.any():
+            ranks[mine, p] = rankdata(scores[mine, p]) / mine.sum()
     return ranks
 
 
@@ -40,8 +45,10 @@ def witness_answers(ranks, network_scores=None):
     return witnesses
 
 
-def combine_evidence(ranks, network_scores=None, initial=None, iterations=50):
-    """Posterior P(particle) of every candidate (Dawid-Skene EM, add-one smoothing).
+def fit_evidence(ranks, network_scores=None, initial=None, iterations=50):
+    """Dawid-Skene EM (add-one smoothing): the prior and, per witness, the log-probability of
+    each answer under "particle" and under "not". Fitted once, it can score candidates that
+    arrive later (streaming) with ``apply_evidence``.
 
     ``initial``: a first guess of the posterior (the network score, or the vote fraction).
     """
@@ -50,15 +57,30 @@ def combine_evidence(ranks, network_scores=None, initial=None, iterations=50):
         initial = network_scores if network_scores is not None else (ranks > 0).mean(axis=1)
     posterior = np.clip(np.asarray(initial, dtype=float), 0.05, 0.95)
     for _ in range(iterations):
-        prior = np.clip(posterior.mean(), 1e-3, 1 - 1e-3)
-        log_odds = np.full(len(posterior), np.log(prior / (1 - prior)))
+        model = {"prior": float(np.clip(posterior.mean(), 1e-3, 1 - 1e-3)), "witnesses": []}
         for answers, n_categories in witnesses:
             if_particle = np.bincount(answers, weights=posterior, minlength=n_categories) + 1
             if_not = np.bincount(answers, weights=1 - posterior, minlength=n_categories) + 1
-            log_odds += np.log(if_particle[answers] / if_particle.sum()) - \
-                np.log(if_not[answers] / if_not.sum())
-        posterior = 1 / (1 + np.exp(-np.clip(log_odds, -50, 50)))
-    return posterior
+            model["witnesses"].append([np.log(if_particle / if_particle.sum()).tolist(),
+                                       np.log(if_not / if_not.sum()).tolist()])
+        posterior = apply_evidence(model, ranks, network_scores)
+    return model
+
+
+def apply_evidence(model, ranks, network_scores=None):
+    """Posterior P(particle) of each candidate under a fitted model (JSON-ready dict)."""
+    prior = model["prior"]
+    log_odds = np.full(len(ranks), np.log(prior / (1 - prior)))
+    for (answers, _), (if_particle, if_not) in zip(witness_answers(ranks, network_scores),
+                                                   model["witnesses"]):
+        log_odds += np.asarray(if_particle)[answers] - np.asarray(if_not)[answers]
+    return 1 / (1 + np.exp(-np.clip(log_odds, -50, 50)))
+
+
+def combine_evidence(ranks, network_scores=None, initial=None, iterations=50):
+    """Posterior P(particle) of every candidate, the model fitted on these candidates."""
+    model = fit_evidence(ranks, network_scores, initial, iterations)
+    return apply_evidence(model, ranks, network_scores)
 
 
 def suggest_threshold(scores, bins=50):

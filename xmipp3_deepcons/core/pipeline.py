@@ -19,7 +19,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..constants import DEEP_PARTICLE_SIZE, DEFAULT_RADIUS, DEFAULT_TRAIN_SIZE
+from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_RADIUS, DEFAULT_TRAIN_SIZE,
+                         SELF_TRAINING_NEGATIVE, SELF_TRAINING_POSITIVE)
 from ..errors import InputError
 from ..io.coordinates import Coordinates
 from ..io.images import read_micrograph, write_mrc
@@ -213,23 +214,39 @@ def collect_candidate_boxes(work, selections):
     return np.concatenate(boxes)
 
 
-def score_micrograph(work, stem, ensemble, batch_size=512):
+def confident_boxes(work, scores_by_stem, dedupe_radius_px):
+    """Self-training's pseudo-labels from [(stem, scores)]: boxes of the confident acceptances
+    (duplicates merged, whoever picked them) and of the confident rejections."""
+    from .consensus import suppress_duplicates
+    accepted, rejected = [], []
+    for stem, scores in scores_by_stem:
+        unique = suppress_duplicates(work.load_candidates(stem)["xy"], scores, dedupe_radius_px)
+        accepted.append((stem, unique & (scores >= SELF_TRAINING_POSITIVE)))
+        rejected.append((stem, scores <= SELF_TRAINING_NEGATIVE))
+    return collect_candidate_boxes(work, accepted), collect_candidate_boxes(work, rejected)
+
+
+def score_candidates(work, stem, ensemble, batch_size=512):
+    """Ensemble score of every candidate of one micrograph, in batches of boxes."""
+    table = work.load_candidates(stem)
+    if not len(table["xy"]):
+        return np.zeros(0, np.float32)
+    pre = read_micrograph(work.preprocessed(stem))
+    factor = float(table["factor"])
+    parts = []
+    for start in range(0, len(table["xy"]), batch_size):
+        boxes = extract_boxes(pre, table["xy"][start:start + batch_size] / factor,
+                              DEEP_PARTICLE_SIZE)
+        parts.append(ensemble.score(boxes))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def score_micrograph(work, stem, ensemble):
     """Score every candidate of one micrograph (kept in the work folder); skipped when done."""
     done = work.load_scores(stem)
     if done is not None:
         return done
-    table = work.load_candidates(stem)
-    if len(table["xy"]):
-        pre = read_micrograph(work.preprocessed(stem))
-        factor = float(table["factor"])
-        parts = []
-        for start in range(0, len(table["xy"]), batch_size):
-            boxes = extract_boxes(pre, table["xy"][start:start + batch_size] / factor,
-                                  DEEP_PARTICLE_SIZE)
-            parts.append(ensemble.score(boxes))
-        scores = np.concatenate(parts).astype(np.float32)
-    else:
-        scores = np.zeros(0, np.float32)
+    scores = score_candidates(work, stem, ensemble)
     tmp = work.scores(stem) + ".tmp.npy"
     np.save(tmp, scores)
     os.replace(tmp, work.scores(stem))

@@ -174,15 +174,17 @@ class EpochRecorder(keras.callbacks.Callback):
                  f"({time.time() - self._started:.0f} s)")
 
 
-def keras_epochs(epochs, n_positives):
-    """Keras epochs of 50 batches that make ``epochs`` passes over the training positives."""
+def keras_epochs(epochs, n_positives, min_batches=0):
+    """Keras epochs of 50 batches that make ``epochs`` passes over the training positives, and
+    at least ``min_batches`` batches."""
     n_train_batches = int((1 - VALIDATION_FRACTION) * n_positives * 2 / BATCH_SIZE)
-    return max(1, int(math.ceil(epochs * n_train_batches / BATCHES_PER_KERAS_EPOCH)))
+    return max(1, int(math.ceil(max(epochs * n_train_batches, min_batches)
+                                / BATCHES_PER_KERAS_EPOCH)))
 
 
 def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, learning_rate=1e-4,
                    l2=1e-5, auto_stop=True, band=None, seed=None, init_model_dir=None,
-                   log=print, metadata=None):
+                   log=print, metadata=None, min_positives=MIN_POSITIVES, min_batches=0):
     """Train ``n_models`` networks on (boxes, weight) groups; returns the manifest it writes.
 
     ``band`` defaults to the one the number of positives calls for. ``init_model_dir``
@@ -191,9 +193,9 @@ def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, lear
     """
     pos_boxes, pos_probability = pool_groups(positives)
     neg_boxes, neg_probability = pool_groups(negatives)
-    if len(pos_boxes) < MIN_POSITIVES:
+    if len(pos_boxes) < min_positives:
         raise InputError(f"too few positives to train: found {len(pos_boxes)}, need at least "
-                         f"{MIN_POSITIVES}; add micrographs or particles")
+                         f"{min_positives}; add micrographs or particles")
     if len(neg_boxes) < MIN_NEGATIVES:
         raise InputError(f"too few negatives to train: found {len(neg_boxes)}, need at least "
                          f"{MIN_NEGATIVES}; add micrographs or negative particles")
@@ -214,7 +216,7 @@ def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, lear
 
     initial = _initial_models(init_model_dir, band)
     band = band or (initial.band if initial else size_band(len(pos_boxes)))
-    n_epochs = keras_epochs(epochs, len(pos_boxes))
+    n_epochs = keras_epochs(epochs, len(pos_boxes), min_batches)
     os.makedirs(model_dir, exist_ok=True)
     for stale in (MANIFEST, HISTORY):   # a folder with a manifest is a finished model
         if os.path.exists(os.path.join(model_dir, stale)):

@@ -52,9 +52,11 @@ import pwem.objects as emobj
 from pwem.protocols import ProtParticlePicking
 
 from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_EPOCHS, DEFAULT_L2, DEFAULT_LEARNING_RATE,
+                         DEFAULT_MIN_BATCHES,
                          DEFAULT_MAX_VAL_ACC, DEFAULT_MODELS, DEFAULT_RADIUS, DEFAULT_THRESHOLD,
-                         DEFAULT_TRAIN_SIZE, DEFAULT_DEDUPE_RADIUS, MIN_POSITIVES, SCORE_ATTRIBUTE, SCORE_LABEL,
-                         size_band)
+                         DEFAULT_TRAIN_SIZE, DEFAULT_DEDUPE_RADIUS, MIN_POSITIVES, SCORE_ATTRIBUTE,
+                         SCORE_LABEL, SELF_TRAINING_MIN_ACCEPTED, SELF_TRAINING_NEGATIVE,
+                         SELF_TRAINING_POSITIVE, size_band)
 
 CITATION = "Sanchez-Garcia2018"   # key in bibtex.py
 MIN_VOTES = 2                 # pickers that must agree for a candidate to be a positive
@@ -108,6 +110,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
         ProtParticlePicking.__init__(self, **kwargs)
         self._runtime = None       # per-process scheduler state, built on first use
         self._ensembleCache = None
+        self._evidenceCache = None
 
     # -------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
@@ -184,6 +187,14 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                            "place one particle further apart than the relative radius, and "
                            "the original protocol then output it twice. 0 outputs both, as "
                            "the original did (not in Xmipp's form).")
+        form.addParam('pickerEvidence', params.BooleanParam, default=True,
+                      label="Combine with who picked?", expertLevel=params.LEVEL_ADVANCED,
+                      help="Yes: the score is the probability of a particle given the "
+                           "network's score and which pickers picked the candidate, each "
+                           "witness weighted by how reliable it proves on this data (Dawid-"
+                           "Skene, fitted once on the training micrographs and kept in "
+                           "extra/evidence.json). No: the network's score alone, as the "
+                           "original (not in Xmipp's form).")
 
         form.addSection(label='Preprocess')
         form.addParam('notePreprocess', params.LabelParam,
@@ -225,6 +236,14 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                       label="Number of epochs", condition=trains,
                       help='Passes over the training particles in each training pass (at '
                            'least one Keras epoch of 50 batches of 64 boxes is run).')
+        form.addParam('minBatches', params.IntParam, default=DEFAULT_MIN_BATCHES,
+                      label="Minimum training batches", expertLevel=params.LEVEL_ADVANCED,
+                      condition=trains, validators=[params.GE(0)],
+                      help='Each training pass runs at least this many batches of 64 boxes, '
+                           'whatever the number of epochs gives: epochs are passes over the '
+                           'positives, so a small training set otherwise gets a few dozen '
+                           'batches and an undertrained network. 0: as the original (not in '
+                           "Xmipp's form).")
         form.addParam('learningRate', params.FloatParam, default=DEFAULT_LEARNING_RATE,
                       label="Learning rate", condition=trains,
                       help='Initial learning rate of the Adam optimiser.')
@@ -264,6 +283,21 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                            'small, under 20000 medium, otherwise large); the original sized '
                            'it by this value, so its default always built the large one. '
                            'Pretrained models are chosen by this value.')
+        form.addParam('unlabeledNegatives', params.BooleanParam, default=False,
+                      label="Unlabeled candidates as negatives?",
+                      expertLevel=params.LEVEL_ADVANCED, condition=trains,
+                      help='Train also against the candidates that fewer pickers found than '
+                           'a positive needs, weighted like the background negatives. They '
+                           'are unlabeled, mostly junk on real data, and harder than empty '
+                           'background. Off: the original method.')
+        form.addParam('selfTrainingRounds', params.IntParam, default=0,
+                      label="Self-training rounds", expertLevel=params.LEVEL_ADVANCED,
+                      condition=trains,
+                      help='Once trained, score the training micrographs, take the confident '
+                           'acceptances (score >= %s, duplicates merged) as positives and the '
+                           'confident rejections (<= %s) as extra negatives, and continue '
+                           'the model on them; that many times. 0: the original method.'
+                           % (SELF_TRAINING_POSITIVE, SELF_TRAINING_NEGATIVE))
         form.addParam('randomSeed', params.IntParam, default=-1,
                       label="Random seed", expertLevel=params.LEVEL_ADVANCED,
                       condition=trains,
@@ -478,7 +512,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
     def trainStep(self, number, stems):
         """One training pass on a batch of micrographs, continuing the previous pass."""
         self._setupComputeDevice()
-        from ..core.pipeline import collect_training_boxes
+        from ..core.pipeline import collect_candidate_boxes, collect_training_boxes
         from ..core.training import train_ensemble
         from ..errors import InputError
         settings = self._readSettings()
@@ -493,12 +527,19 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                   % (number, len(stems), ", ".join(stems), len(positives), len(negatives)))
         posGroups, negGroups = [(positives, 1)], [(negatives, 1)]
         self._addTrainingExtras(posGroups, negGroups, stems)
+        if self.unlabeledNegatives.get():
+            work = self._work()
+            unlabeled = collect_candidate_boxes(
+                work, [(stem, work.load_candidates(stem)["votes"] < MIN_VOTES) for stem in stems])
+            negGroups.append((unlabeled, 1))
+            self.info("unlabeled candidates as negatives: %d (weight 1)" % len(unlabeled))
         init = passes[-1]["dir"] if passes else self._initialModelDir()
         passDir = self._passDir(number)
         try:
             manifest = train_ensemble(
                 posGroups, negGroups, passDir, n_models=self._numberOfModels(init),
-                epochs=self.nEpochs.get(), learning_rate=self.learningRate.get(),
+                epochs=self.nEpochs.get(), min_batches=self.minBatches.get() or 0,
+                learning_rate=self.learningRate.get(),
                 l2=self.l2RegStrength.get(), auto_stop=self.auto_stopping.get(),
                 band=None, seed=seed, init_model_dir=init,
                 log=self.info, metadata={"pass": number, "micrographs": list(stems),
@@ -551,7 +592,10 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
         ensemble = self._finalEnsemble()
         work = self._work()
         for stem in stems:
-            scores = score_micrograph(work, stem, ensemble)
+            score_micrograph(work, stem, ensemble)
+        self._fitEvidence(stems, ensemble)
+        for stem in stems:
+            scores = self._finalScores(stem)
             self.info("scored %s: %d candidates, %d above the threshold"
                       % (stem, len(scores), int(self._keep(stem, scores).sum())))
         self._publish(stems)
@@ -755,7 +799,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
             work = self._work()
             for stem in stems:
                 micId = state.ledgerInfo[stem]["micId"]
-                scores = work.load_scores(stem)
+                scores = self._finalScores(stem)
                 kept = self._appendMicrograph(
                     stem, scores, None if micId in have[OUTPUT_COORDINATES] else coords,
                     None if micId in have[OUTPUT_PARTICLES] else parts)
@@ -793,6 +837,45 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                 setattr(particle, SCORE_ATTRIBUTE, pwobj.Float(score))
                 parts.append(particle)
         return len(keep)
+
+    def _finalScores(self, stem):
+        """What the outputs carry: the network's score, or (Combine with who picked) the
+        posterior given it and who picked the candidate; None before the micrograph is scored.
+        Scipion's coordinate sets carry no picker scores, so the evidence is presence only."""
+        scores = self._work().load_scores(stem)
+        path = self._getExtraPath("evidence.json")
+        if scores is None or not self.pickerEvidence.get() or not os.path.exists(path):
+            return scores     # (a run made before this option has no evidence model)
+        from ..core.evidence import apply_evidence
+        if self._evidenceCache is None:
+            with open(path) as f:
+                self._evidenceCache = json.load(f)
+        return apply_evidence(self._evidenceCache, self._whoPicked(stem),
+                              scores).astype(np.float32)
+
+    def _fitEvidence(self, stems, ensemble):
+        """Fit the evidence model once, on the training micrographs (without training, on the
+        first scored batch); later batches reuse it, so a micrograph's score never depends on
+        what arrived after it, nor on the batch sizes."""
+        path = self._getExtraPath("evidence.json")
+        if not self.pickerEvidence.get() or os.path.exists(path):
+            return
+        from ..core.evidence import fit_evidence
+        from ..core.pipeline import score_micrograph
+        work = self._work()
+        stems = [s for p in self._completedPasses() for s in p["micrographs"]] or list(stems)
+        scores = [score_micrograph(work, stem, ensemble) for stem in stems]
+        model = fit_evidence(np.concatenate([self._whoPicked(s) for s in stems]),
+                             np.concatenate(scores))
+        model["micrographs"] = stems
+        _writeJson(path, model)
+        self.info("evidence model fitted on %d micrographs: prior %.3f"
+                  % (len(stems), model["prior"]))
+
+    def _whoPicked(self, stem):
+        from ..core.evidence import picker_ranks
+        members = self._work().load_candidates(stem)["members"]
+        return picker_ranks(np.full(members.shape, np.nan), members >= 0)
 
     def _keep(self, stem, scores, table=None):
         """Which candidates of a micrograph are output: one per particle (duplicates merged),
@@ -868,11 +951,49 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
         return os.path.exists(self._getExtraPath("model", "manifest.json"))
 
     def _finalizeModel(self, source):
-        """The final model: a copy of the last training pass (or of the reused model)."""
+        """The final model: a copy of the last training pass (or of the reused model), after
+        the self-training rounds if any."""
         if self._hasFinalModel():
             return
+        if self._trains():
+            source = self._selfTrain(source)
         self._copyModel(source, self._getExtraPath("model"))
         self.info("final model: %s" % source)
+
+    def _selfTrain(self, source):
+        """Continue ``source`` on its own confident answers on the training micrographs, round
+        after round; returns the last round's model. A finished round is not redone."""
+        from ..core.ensemble import Ensemble
+        from ..core.pipeline import collect_training_boxes, confident_boxes, score_candidates
+        from ..core.training import train_ensemble
+        passes = self._completedPasses()
+        stems = [stem for p in passes for stem in p["micrographs"]]
+        work, settings = self._work(), self._readSettings()
+        radius = (self.dedupeRadius.get() or 0) * self.inputCoordinates[0].get().getBoxSize()
+        for number in range(1, (self.selfTrainingRounds.get() or 0) + 1):
+            target = self._getExtraPath("model_round%d" % number)
+            if not os.path.exists(os.path.join(target, "manifest.json")):
+                ensemble = Ensemble.load(source)
+                scores = [(stem, score_candidates(work, stem, ensemble)) for stem in stems]
+                positives, rejected = confident_boxes(work, scores, radius)
+                if len(positives) < SELF_TRAINING_MIN_ACCEPTED:
+                    self.info("self-training round %d: only %d confident acceptances, keeping "
+                              "the model as it is" % (number, len(positives)))
+                    break
+                _, background = collect_training_boxes(work, stems, MIN_VOTES)
+                self.info("self-training round %d on %d micrographs: %d confident "
+                          "acceptances, %d confident rejections, %d background boxes"
+                          % (number, len(stems), len(positives), len(rejected), len(background)))
+                train_ensemble([(positives, 1)], [(background, 1), (rejected, 1)], target,
+                               n_models=self._numberOfModels(source), epochs=self.nEpochs.get(),
+                               min_batches=self.minBatches.get() or 0,
+                               learning_rate=self.learningRate.get(),
+                               l2=self.l2RegStrength.get(), auto_stop=self.auto_stopping.get(),
+                               seed=settings["seed"] + 1000 * number, init_model_dir=source,
+                               log=self.info, metadata={"self_training_round": number},
+                               min_positives=SELF_TRAINING_MIN_ACCEPTED)
+            source = target
+        return source
 
     @staticmethod
     def _copyModel(source, target):
@@ -1070,6 +1191,9 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                           "on downsampled micrographs? Use coordinates on the original "
                           "micrographs, with the box size in their pixels."
                           % (box, DEEP_PARTICLE_SIZE))
+        if (self.selfTrainingRounds.get() or 0) < 0:
+            errors.append("'Self-training rounds' is %d: give 0 (off) or a number of rounds."
+                          % self.selfTrainingRounds.get())
         if not self.ignoreCTF.get() and self.ctfRelations.get() is None:
             errors.append("Phase flipping needs the CTFs of the micrographs: choose a CTF "
                           "estimation in 'CTF estimation', or set 'Ignore CTF' to Yes.")

@@ -88,7 +88,7 @@ class XmippDeepConsensusViewer(ProtocolViewer):
         """Histogram of every candidate's score; its path, or None before any score."""
         scores, votes = [], []
         for stem in self._scoredStems():
-            scores.append(self._work().load_scores(stem))
+            scores.append(self.protocol._finalScores(stem))
             votes.append(self._work().load_candidates(stem)["votes"])
         if not scores:
             return None
@@ -121,7 +121,7 @@ class XmippDeepConsensusViewer(ProtocolViewer):
         count = max(1, self.visualizeGallery.get() or 32)
         entries = []
         for stem in self._scoredStems():
-            scores = self._work().load_scores(stem)
+            scores = self.protocol._finalScores(stem)
             entries.extend((float(s), stem, i) for i, s in enumerate(scores))
         if not entries:
             return []
