@@ -21,12 +21,14 @@ from xmipp3_deepcons.core.metrics import (match_to_reference, precision_recall_f
 from xmipp3_deepcons.io.coordinates import read_coordinates  # noqa: E402
 
 ABLATION = (  # label, extra screen options
-    ("`--classic` (the original method)", ["--classic"]),
+    ("the original's training and outputs (trains)",
+     ["--classic", "--no-unlabeled-negatives", "--min-batches", "0"]),
+    ("defaults' model, `--classic` outputs", ["--classic"]),
     ("+ duplicates merged (`--no-picker-evidence`)", ["--no-picker-evidence"]),
-    ("+ who picked (`--picker-evidence votes`, defaults)", []),
+    ("+ who picked (`--picker-evidence votes`): defaults", []),
     ("+ pickers' figures of merit (`--picker-evidence ranks`)", ["--picker-evidence", "ranks"]),
-    ("+ `--threshold auto`", ["--threshold", "auto"]),
-    ("defaults + `--unlabeled-negatives` (trains)", ["--unlabeled-negatives"]),
+    ("defaults + `--threshold auto`", ["--threshold", "auto"]),
+    ("defaults without unlabeled negatives (trains)", ["--no-unlabeled-negatives"]),
     ("defaults + `--self-training 1` (trains)", ["--self-training", "1"]),
     ("defaults + `--precompiled-negatives` (trains)", ["--precompiled-negatives"]),
 )

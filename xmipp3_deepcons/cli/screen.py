@@ -80,10 +80,12 @@ def add_args(parser):
                    help="add the package's precompiled negatives (junk and background boxes) "
                         "to the training negatives, weighted as the run's own (the Scipion "
                         "form's 'Precompiled' additional data)")
-    g.add_argument("--unlabeled-negatives", action="store_true",
+    g.add_argument("--unlabeled-negatives", action=argparse.BooleanOptionalAction,
+                   default=True,
                    help="train also against the candidates fewer than --min-votes pickers "
-                        "found, as negatives weighted like the background ones: unlabeled, "
-                        "but on real data mostly junk, and harder than empty background")
+                        "found, as negatives weighted like the background ones: unlabeled, but "
+                        "mostly junk, and harder than empty background (default: on; "
+                        "--no-unlabeled-negatives trains as the original)")
     g.add_argument("--self-training", type=int, default=0, metavar="ROUNDS",
                    help="after scoring, retrain on the run's own confident answers (score >= "
                         f"{SELF_TRAINING_POSITIVE}: positives, <= {SELF_TRAINING_NEGATIVE}: "
