@@ -20,7 +20,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from screen_benchmark import ablation, evaluate, table, timed_screen  # noqa: E402
+from screen_benchmark import add_arguments, run  # noqa: E402
 
 PICKERS = ("crYOLO", "topaz", "deepPicker")
 BOX, MATCH_RADIUS = 180, 54
@@ -37,21 +37,10 @@ def main():
     parser.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data",
                                                        "empiar10017"))
     parser.add_argument("--out", default="bench_out")
-    parser.add_argument("--label", default="Deep Consensus (defaults)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="reuse the trained model and scores of a finished run in --out "
-                             "(output options such as --classic still apply)")
-    parser.add_argument("--ablation", action="store_true",
-                        help="run every setting of screen_benchmark.ABLATION, one row each")
-    parser.add_argument("extra", nargs="*", help="options passed to screen (after --)")
+    add_arguments(parser)
     args = parser.parse_args()
     prepared = prepare(os.path.abspath(args.data), os.path.join(args.out, "empiar10017"))
-    if args.ablation:
-        ablation(prepared, args.out, args.extra, PICKERS, BOX, MATCH_RADIUS)
-        return
-    screened = os.path.join(args.out, "screen")
-    seconds = timed_screen(prepared, screened, args.extra, PICKERS, BOX, args.reuse)
-    print(table(*evaluate(prepared, screened, PICKERS, BOX, MATCH_RADIUS), seconds, args.label))
+    run(args, prepared, PICKERS, BOX, MATCH_RADIUS)
 
 
 if __name__ == "__main__":

@@ -134,3 +134,25 @@ def table(rows, vote_rank, score_rank, seconds, label):
     lines.append(f"\nROC-AUC/AP: union row = the union's candidates ranked by vote count; screen "
                  f"row = ranked by score, merged duplicates last. `screen` wall time: {seconds:.0f} s.")
     return "\n".join(lines)
+
+
+def add_arguments(parser):
+    """The options both benchmarks take."""
+    parser.add_argument("--label", default="Deep Consensus (defaults)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the trained model and scores of a finished run in --out "
+                             "(output options such as --classic still apply)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="run every setting of ABLATION, one row each")
+    parser.add_argument("extra", nargs="*", help="options passed to screen (after --)")
+
+
+def run(args, prepared, pickers, box, match_radius):
+    """The ablation, or one `screen` run and its table, as the options ask."""
+    if args.ablation:
+        ablation(prepared, args.out, args.extra, pickers, box, match_radius)
+        return
+    screened = os.path.join(args.out, "screen")
+    seconds = timed_screen(prepared, screened, args.extra, pickers, box, args.reuse)
+    print(table(*evaluate(prepared, screened, pickers, box, match_radius), seconds, args.label))
+

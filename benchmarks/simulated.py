@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from screen_benchmark import ablation, evaluate, table, timed_screen  # noqa: E402
+from screen_benchmark import add_arguments, run  # noqa: E402
 
 SIM_PYTHON = "/work/venv-sim/bin/python"
 SIM_SEED, N_MICROGRAPHS, MIC_SIZE = 5, 8, 2048   # family 0 of seed 5: C1, box 128, 1.80 Å/px
@@ -127,15 +127,9 @@ def main():
     parser.add_argument("--sim-python", default=SIM_PYTHON,
                         help="a Python with ASPIRE and this package, for the simulation "
                              "(default %(default)s)")
-    parser.add_argument("--label", default="Deep Consensus (defaults)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="reuse the trained model and scores of a finished run in --out "
-                             "(output options such as --classic still apply)")
-    parser.add_argument("--ablation", action="store_true",
-                        help="run every setting of screen_benchmark.ABLATION, one row each")
     parser.add_argument("--generate-only", action="store_true",
                         help="only simulate the micrographs and truth (run by --sim-python)")
-    parser.add_argument("extra", nargs="*", help="options passed to screen (after --)")
+    add_arguments(parser)
     args = parser.parse_args()
     prepared = os.path.join(args.out, "simulated")
     if args.generate_only:
@@ -148,12 +142,7 @@ def main():
           f"{manifest['seconds']:.0f} s; box {box} px, particle radius {radius:.1f} px")
     pickers = pick_all(os.path.join(prepared, "micrographs"), os.path.join(prepared, "coords"),
                        radius)
-    if args.ablation:
-        ablation(prepared, args.out, args.extra, pickers, box, radius)
-        return
-    screened = os.path.join(args.out, "screen")
-    seconds = timed_screen(prepared, screened, args.extra, pickers, box, args.reuse)
-    print(table(*evaluate(prepared, screened, pickers, box, radius), seconds, args.label))
+    run(args, prepared, pickers, box, radius)
 
 
 if __name__ == "__main__":

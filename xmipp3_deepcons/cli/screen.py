@@ -443,9 +443,8 @@ def unlabeled_negatives(args, work, stems, logger):
     """With --unlabeled-negatives: the candidates too few pickers found, weight 1."""
     if not args.unlabeled_negatives:
         return []
-    from ..core.pipeline import collect_candidate_boxes
-    boxes = collect_candidate_boxes(work, [(stem, work.load_candidates(stem)["votes"] <
-                                            args.min_votes) for stem in stems])
+    from ..core.pipeline import unlabeled_boxes
+    boxes = unlabeled_boxes(work, stems, args.min_votes)
     logger.info(f"unlabeled candidates as negatives: {len(boxes)} boxes (weight 1)")
     return [(boxes, 1)]
 

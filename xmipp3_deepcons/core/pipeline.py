@@ -214,6 +214,13 @@ def collect_candidate_boxes(work, selections):
     return np.concatenate(boxes)
 
 
+def unlabeled_boxes(work, stems, min_votes):
+    """Boxes of the candidates fewer than ``min_votes`` pickers found: not positives, and on
+    real data mostly junk, so harder negatives than empty background."""
+    return collect_candidate_boxes(work, [(stem, work.load_candidates(stem)["votes"] < min_votes)
+                                          for stem in stems])
+
+
 def confident_boxes(work, scores_by_stem, dedupe_radius_px):
     """Self-training's pseudo-labels from [(stem, scores)]: boxes of the confident acceptances
     (duplicates merged, whoever picked them) and of the confident rejections."""

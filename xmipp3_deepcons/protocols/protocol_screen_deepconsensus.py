@@ -513,7 +513,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
     def trainStep(self, number, stems):
         """One training pass on a batch of micrographs, continuing the previous pass."""
         self._setupComputeDevice()
-        from ..core.pipeline import collect_candidate_boxes, collect_training_boxes
+        from ..core.pipeline import collect_training_boxes, unlabeled_boxes
         from ..core.training import train_ensemble
         from ..errors import InputError
         settings = self._readSettings()
@@ -529,9 +529,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
         posGroups, negGroups = [(positives, 1)], [(negatives, 1)]
         self._addTrainingExtras(posGroups, negGroups, stems)
         if self.unlabeledNegatives.get():
-            work = self._work()
-            unlabeled = collect_candidate_boxes(
-                work, [(stem, work.load_candidates(stem)["votes"] < MIN_VOTES) for stem in stems])
+            unlabeled = unlabeled_boxes(self._work(), stems, MIN_VOTES)
             negGroups.append((unlabeled, 1))
             self.info("unlabeled candidates as negatives: %d (weight 1)" % len(unlabeled))
         init = passes[-1]["dir"] if passes else self._initialModelDir()
