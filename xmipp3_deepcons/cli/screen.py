@@ -169,7 +169,7 @@ def self_training_round(args, settings, work, inputs, number, model_dir, logger)
     evidence twice once combined with it again (measured on EMPIAR-10017, one network: F1
     0.861 -> 0.825).
     """
-    from ..core.pipeline import collect_training_boxes, confident_boxes
+    from ..core.pipeline import self_training_boxes
     from ..core.training import train_ensemble
     round_dir = os.path.join(args.output, f"model_round{number}")
     if os.path.exists(os.path.join(round_dir, "manifest.json")):
@@ -177,13 +177,12 @@ def self_training_round(args, settings, work, inputs, number, model_dir, logger)
         return round_dir
     previous = work.for_round(number - 1)
     stems = [mic.stem for mic in inputs]
-    positives, negatives = confident_boxes(work, [(s, previous.load_scores(s)) for s in stems],
-                                           args.dedupe_radius * args.box_size)
+    positives, negatives, background = self_training_boxes(
+        work, [(s, previous.load_scores(s)) for s in stems], args.dedupe_radius * args.box_size)
     if 0 <= args.train_size < len(positives):
         pick = np.random.default_rng([settings.seed, number]).choice(len(positives),
                                                                     args.train_size, False)
         positives = positives[np.sort(pick)]
-    _, background = collect_training_boxes(work, stems, args.min_votes, -1)
     if len(positives) < SELF_TRAINING_MIN_ACCEPTED:
         logger.info(f"self-training round {number}: only {len(positives)} confident "
                     f"acceptances (< {SELF_TRAINING_MIN_ACCEPTED}), keeping the previous model")
@@ -462,17 +461,15 @@ def load_ensemble(model_dir):
 def final_scores(args, work, inputs, logger):
     """Per micrograph: the network score, and the score the output uses (the network's, or the
     posterior combining it with the pickers' evidence)."""
-    from ..core.evidence import combine_evidence, picker_ranks
+    from ..core.evidence import combine_evidence, picker_ranks, presence_ranks
     network = [work.load_scores(mic.stem) for mic in inputs]
     if args.picker_evidence == "none":
         return network, network
     tables = [work.load_candidates(mic.stem) for mic in inputs]
-    picked = np.concatenate([t["members"] for t in tables]) >= 0
-    scores = np.concatenate([t["picker_scores"] for t in tables])
-    if args.picker_evidence == "votes":
-        scores = np.full(picked.shape, np.nan)
-    posterior = combine_evidence(picker_ranks(scores, picked),
-                                 np.concatenate(network)).astype(np.float32)
+    members = np.concatenate([t["members"] for t in tables])
+    ranks = (presence_ranks(members) if args.picker_evidence == "votes" else
+             picker_ranks(np.concatenate([t["picker_scores"] for t in tables]), members >= 0))
+    posterior = combine_evidence(ranks, np.concatenate(network)).astype(np.float32)
     logger.info("combined the network score with who picked each candidate"
                 + (" and how confidently" if args.picker_evidence == "ranks" else ""))
     bounds = np.cumsum([0] + [len(s) for s in network])

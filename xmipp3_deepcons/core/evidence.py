@@ -33,6 +33,12 @@ def picker_ranks(picker_scores, picked=None):
     return ranks
 
 
+def presence_ranks(members):
+    """Who picked each candidate, without figures of merit: 1 where picked, 0 where not, from
+    the consensus' (n, pickers) member indices (-1 where not picked)."""
+    return (np.asarray(members) >= 0).astype(float)
+
+
 def witness_answers(ranks, network_scores=None):
     """Categorical answer of each witness for each candidate: list of (answers, n_categories)."""
     witnesses = []

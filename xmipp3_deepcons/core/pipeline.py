@@ -198,43 +198,42 @@ def collect_training_boxes(work, stems, min_votes, train_size=-1, seed=0):
     return pos, neg
 
 
-def collect_candidate_boxes(work, selections):
-    """Boxes of chosen candidates: ``selections`` is [(stem, boolean mask over its candidates)].
-
-    Used for the unlabeled candidates (fewer votes than a positive needs) and for the
-    pseudo-labels of self-training.
-    """
+def unlabeled_boxes(work, stems, min_votes):
+    """Boxes of the candidates fewer than ``min_votes`` pickers found: not positives, and on
+    real data mostly junk, so harder negatives than empty background."""
     boxes = [np.zeros((0, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE), np.float32)]
-    for stem, mask in selections:
-        if np.any(mask):
-            table = work.load_candidates(stem)
+    for stem in stems:
+        table = work.load_candidates(stem)
+        unlabeled = table["votes"] < min_votes
+        if unlabeled.any():
             pre = read_micrograph(work.preprocessed(stem))
-            boxes.append(extract_boxes(pre, table["xy"][mask] / float(table["factor"]),
+            boxes.append(extract_boxes(pre, table["xy"][unlabeled] / float(table["factor"]),
                                        DEEP_PARTICLE_SIZE))
     return np.concatenate(boxes)
 
 
-def unlabeled_boxes(work, stems, min_votes):
-    """Boxes of the candidates fewer than ``min_votes`` pickers found: not positives, and on
-    real data mostly junk, so harder negatives than empty background."""
-    return collect_candidate_boxes(work, [(stem, work.load_candidates(stem)["votes"] < min_votes)
-                                          for stem in stems])
-
-
-def confident_boxes(work, scores_by_stem, dedupe_radius_px):
-    """Self-training's pseudo-labels from [(stem, scores)]: boxes of the confident acceptances
-    (duplicates merged, whoever picked them) and of the confident rejections."""
+def self_training_boxes(work, scores_by_stem, dedupe_radius_px):
+    """A self-training round's examples from [(stem, network scores)], each micrograph read
+    once: boxes of the confident acceptances (duplicates merged, whoever picked them), of the
+    confident rejections, and of the micrographs' background."""
     from .consensus import suppress_duplicates
-    accepted, rejected = [], []
+    accepted, rejected, background = [], [], []
     for stem, scores in scores_by_stem:
-        unique = suppress_duplicates(work.load_candidates(stem)["xy"], scores, dedupe_radius_px)
-        accepted.append((stem, unique & (scores >= SELF_TRAINING_POSITIVE)))
-        rejected.append((stem, scores <= SELF_TRAINING_NEGATIVE))
-    return collect_candidate_boxes(work, accepted), collect_candidate_boxes(work, rejected)
+        table = work.load_candidates(stem)
+        pre = read_micrograph(work.preprocessed(stem))
+        factor = float(table["factor"])
+        unique = suppress_duplicates(table["xy"], scores, dedupe_radius_px)
+        for found, xy in ((accepted, table["xy"][unique & (scores >= SELF_TRAINING_POSITIVE)]),
+                          (rejected, table["xy"][scores <= SELF_TRAINING_NEGATIVE]),
+                          (background, table["negatives"])):
+            found.append(extract_boxes(pre, np.reshape(xy, (-1, 2)) / factor,
+                                       DEEP_PARTICLE_SIZE))
+    empty = np.zeros((0, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE), np.float32)
+    return tuple(np.concatenate([empty] + found) for found in (accepted, rejected, background))
 
 
 def score_candidates(work, stem, ensemble, batch_size=512):
-    """Ensemble score of every candidate of one micrograph, in batches of boxes."""
+    """Ensemble score of every candidate of one micrograph, in batches of boxes (not stored)."""
     table = work.load_candidates(stem)
     if not len(table["xy"]):
         return np.zeros(0, np.float32)

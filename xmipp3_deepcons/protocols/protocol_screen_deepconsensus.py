@@ -872,9 +872,8 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                   % (len(stems), model["prior"]))
 
     def _whoPicked(self, stem):
-        from ..core.evidence import picker_ranks
-        members = self._work().load_candidates(stem)["members"]
-        return picker_ranks(np.full(members.shape, np.nan), members >= 0)
+        from ..core.evidence import presence_ranks
+        return presence_ranks(self._work().load_candidates(stem)["members"])
 
     def _keep(self, stem, scores, table=None):
         """Which candidates of a micrograph are output: one per particle (duplicates merged),
@@ -963,7 +962,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
         """Continue ``source`` on its own confident answers on the training micrographs, round
         after round; returns the last round's model. A finished round is not redone."""
         from ..core.ensemble import Ensemble
-        from ..core.pipeline import collect_training_boxes, confident_boxes, score_candidates
+        from ..core.pipeline import score_candidates, self_training_boxes
         from ..core.training import train_ensemble
         passes = self._completedPasses()
         stems = [stem for p in passes for stem in p["micrographs"]]
@@ -974,12 +973,11 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
             if not os.path.exists(os.path.join(target, "manifest.json")):
                 ensemble = Ensemble.load(source)
                 scores = [(stem, score_candidates(work, stem, ensemble)) for stem in stems]
-                positives, rejected = confident_boxes(work, scores, radius)
+                positives, rejected, background = self_training_boxes(work, scores, radius)
                 if len(positives) < SELF_TRAINING_MIN_ACCEPTED:
                     self.info("self-training round %d: only %d confident acceptances, keeping "
                               "the model as it is" % (number, len(positives)))
                     break
-                _, background = collect_training_boxes(work, stems, MIN_VOTES)
                 self.info("self-training round %d on %d micrographs: %d confident "
                           "acceptances, %d confident rejections, %d background boxes"
                           % (number, len(stems), len(positives), len(rejected), len(background)))
