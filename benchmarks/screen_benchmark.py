@@ -23,17 +23,21 @@ from xmipp3_deepcons.io.coordinates import read_coordinates  # noqa: E402
 ABLATION = (  # label, extra screen options
     ("the original's training and outputs (trains)",
      ["--classic", "--no-unlabeled-negatives", "--min-batches", "0"]),
-    ("defaults' model, `--classic` outputs", ["--classic"]),
-    ("+ duplicates merged (`--no-picker-evidence`)", ["--no-picker-evidence"]),
-    ("+ who picked (`--picker-evidence votes`): defaults", []),
-    ("+ pickers' figures of merit (`--picker-evidence ranks`)", ["--picker-evidence", "ranks"]),
+    ("defaults' model, `--classic` outputs (one view)", ["--classic"]),
+    ("+ duplicates merged (`--no-picker-evidence --views 1`)",
+     ["--no-picker-evidence", "--views", "1"]),
+    ("+ who picked (`--views 1`)", ["--views", "1"]),
+    ("+ 4 mirror views: defaults", []),
+    ("defaults + pickers' figures of merit (`--picker-evidence ranks`)",
+     ["--picker-evidence", "ranks"]),
     ("defaults + `--threshold auto`", ["--threshold", "auto"]),
+    ("defaults + `--views 8`", ["--views", "8"]),
     ("defaults without unlabeled negatives (trains)", ["--no-unlabeled-negatives"]),
     ("defaults + `--self-training 1` (trains)", ["--self-training", "1"]),
     ("defaults + `--precompiled-negatives` (trains)", ["--precompiled-negatives"]),
 )
 OUTPUT_ONLY = {"--threshold", "--dedupe-radius", "--classic", "--no-picker-evidence",
-               "--picker-evidence"}
+               "--picker-evidence", "--views"}   # --views scores again, without training
 
 
 def run_screen(prepared, out, extra, pickers, box):

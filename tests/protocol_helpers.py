@@ -57,11 +57,9 @@ def scored_items(output):
 def run_scores(prot, network=False):
     """{micrograph stem: scores of all its candidates}: those the outputs carry, or the
     network's (kept in the run's work folder)."""
-    folder = prot._getExtraPath("work", "scores")
-    stems = [name[:-4] for name in sorted(os.listdir(folder))
-             if name.endswith(".npy") and not name.endswith(".tmp.npy")]
-    return {stem: np.load(os.path.join(folder, stem + ".npy")) if network
-            else prot._finalScores(stem) for stem in stems}
+    work = prot._work()
+    return {stem: work.load_scores(stem) if network else prot._finalScores(stem)
+            for stem in work.scored_stems()}
 
 
 def kept_by_rule(prot, threshold):

@@ -176,6 +176,27 @@ def test_reloaded_ensemble_scores_identically(trained, tmp_path):
     np.testing.assert_array_equal(Ensemble.load(str(tmp_path)).score(boxes), ensemble.score(boxes))
 
 
+def test_mirror_views_score_the_mean_of_the_mirrored_boxes(trained):
+    boxes = np.concatenate([blobs(np.random.default_rng(5), 30, True),
+                            blobs(np.random.default_rng(6), 30, False)])
+    one = Ensemble.load(trained[0])
+    mirrored = [boxes, boxes[:, :, ::-1], boxes[:, ::-1, :], boxes[:, ::-1, ::-1]]
+    expected = np.mean([one.score(m) for m in mirrored], axis=0)
+    four = Ensemble.load(trained[0], views=4)
+    np.testing.assert_allclose(four.score(boxes), expected, atol=1e-6)
+    assert np.abs(expected - one.score(boxes)).max() > 1e-3      # the views do differ
+    # eight views are the symmetries of the square: a mirrored box scores as the box
+    eight = Ensemble.load(trained[0], views=8)
+    np.testing.assert_allclose(eight.score(boxes.transpose(0, 2, 1)[:, ::-1]), eight.score(boxes),
+                               atol=1e-6)
+    transposed = [m.transpose(0, 2, 1) for m in mirrored]
+    np.testing.assert_allclose(eight.score(boxes),
+                               np.mean([one.score(m) for m in mirrored + transposed], axis=0),
+                               atol=1e-6)
+    with pytest.raises(InputError, match="views 3"):
+        Ensemble.load(trained[0], views=3)
+
+
 def test_same_seed_same_scores_and_continued_training(data, trained, tmp_path):
     boxes = blobs(np.random.default_rng(4), 20, True)
     scores = []

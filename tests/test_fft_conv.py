@@ -12,6 +12,7 @@ def test_fast_fft_length():
     assert fast_fft_length(142) == 144
     assert fast_fft_length(70) == 72
     assert fast_fft_length(7) == 8
+    assert fast_fft_length(125) == 128     # 125 = 5^3, but the packed inverse needs even
 
 
 @pytest.mark.parametrize("channels,filters,kernel,size", [(1, 4, 15, 40), (3, 2, 7, 33), (2, 3, 3, 16)])
@@ -44,11 +45,16 @@ def test_same_output_and_gradients_as_conv2d(channels, filters, kernel, size):
 
 
 def test_saved_and_loaded(tmp_path):
-    inputs = keras.Input((32, 32, 1))
-    model = keras.Model(inputs, FFTConv2D(2, 5, kernel_regularizer=keras.regularizers.L2(1e-5))(inputs))
+    inputs = keras.Input((32, 32, 4))       # 4 -> 4: the FFT path also when scoring
+    model = keras.Model(inputs, FFTConv2D(4, 5, kernel_regularizer=keras.regularizers.L2(1e-5))(inputs))
     path = os.path.join(tmp_path, "m.keras")
     model.save(path)
     again = keras.models.load_model(path)
-    x = np.random.default_rng(1).normal(size=(2, 32, 32, 1)).astype("float32")
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 4)).astype("float32")
     np.testing.assert_array_equal(model(x).numpy(), again(x).numpy())
+    import tensorflow as tf      # traced for any batch size, as Keras' training step is
+    for training in (False, True):
+        traced = tf.function(lambda a: model(a, training=training),
+                             input_signature=[tf.TensorSpec((None, 32, 32, 4))])
+        np.testing.assert_allclose(traced(x).numpy(), again(x).numpy(), atol=1e-6)
     assert len(again.losses) == 1

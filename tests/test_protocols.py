@@ -82,7 +82,7 @@ class TestDeepConsensus(BaseTest):
         self.assertTrue(((allScores >= 0) & (allScores <= 1)).all())
         self.assertTrue(0 < kept < len(allScores))
         # the outputs carry the score combined with who picked (fitted on the training micrographs)
-        with open(prot._getExtraPath("evidence.json")) as f:
+        with open(prot._evidencePath()) as f:
             evidence = json.load(f)
         self.assertEqual(evidence["micrographs"],
                          [s for p in prot._completedPasses() for s in p["micrographs"]])

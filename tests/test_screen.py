@@ -8,8 +8,10 @@ from scipy.spatial import cKDTree
 
 from xmipp3_deepcons import synthetic
 from xmipp3_deepcons.cli import main
+from xmipp3_deepcons.constants import DEFAULT_VIEWS
 from xmipp3_deepcons.core.consensus import coordinate_consensus
 from xmipp3_deepcons.core.metrics import match_to_reference, precision_recall_f1, ranking_quality
+from xmipp3_deepcons.core.pipeline import WorkFolder
 from xmipp3_deepcons.io.coordinates import find_coordinate_file, read_coordinates
 
 PICKERS = [name for name, *_ in synthetic.PICKERS]
@@ -29,6 +31,10 @@ def screened(tmp_path_factory):
         argv += ["--coordinates", os.path.join(data, "coords", name)]
     assert main(argv) == 0
     return data, out, argv
+
+
+def scores_file(out, stem, round_number=0, views=DEFAULT_VIEWS):
+    return WorkFolder(os.path.join(out, "work"), views, round_number).scores(stem)
 
 
 def truth(data, stem):
@@ -110,7 +116,7 @@ def test_a_stopped_run_continues_to_the_same_outputs(screened):
     model_time = os.path.getmtime(os.path.join(out, "model", "model_0.keras"))
     # as if stopped while scoring: two micrographs unscored, no final outputs
     for stem in ("mic_002", "mic_005"):
-        os.remove(os.path.join(out, "work", "scores", stem + ".npy"))
+        os.remove(scores_file(out, stem))
     os.remove(os.path.join(out, "coordinates.star"))
     assert main(argv) == 0
     assert open(os.path.join(out, "coordinates.star")).read() == before
@@ -136,6 +142,13 @@ def test_output_settings_apply_without_retraining(screened):
     np.testing.assert_array_equal(classic["score"], classic["network_score"])
     assert not classic["duplicate"].any()
     assert classic["kept"].sum() == (classic["network_score"] > 0.5).sum()
+    # the original scored one view: the same model scores again into its own folder, and the
+    # defaults' mean of four mirror views differs from it
+    stems = sorted({os.path.splitext(os.path.basename(m))[0] for m in classic["micrograph"]})
+    one_view = np.concatenate([np.load(scores_file(out, s, views=1)) for s in stems])
+    np.testing.assert_array_equal(classic["network_score"], one_view)
+    assert np.abs(one_view - candidates["network_score"]).max() > 0.01
+    assert np.corrcoef(one_view, candidates["network_score"])[0, 1] > 0.8
 
 
 def test_training_in_passes_stops_on_validation_accuracy(tmp_path):
@@ -174,7 +187,8 @@ def test_unlabeled_negatives_and_self_training(tmp_path):
     argv = ["screen", "--micrographs", os.path.join(data, "micrographs", "*.mrc"),
             "--box-size", "128", "--models", "1", "--epochs", "1", "--min-batches", "0",
             "--network-size", "small",
-            "--seed", "3", "--unlabeled-negatives", "--self-training", "1", "-o", out]
+            "--seed", "3", "--unlabeled-negatives", "--self-training", "1", "--views", "1",
+            "-o", out]   # one view: this 1-epoch network is confident enough for a round
     for name in PICKERS:
         argv += ["--coordinates", os.path.join(data, "coords", name)]
     assert main(argv) == 0
@@ -187,8 +201,8 @@ def test_unlabeled_negatives_and_self_training(tmp_path):
     assert "self-training round 1:" in log and log.count("scored 4/4") == 2
     # the output follows the retrained model, not the first one
     stems = sorted({os.path.splitext(os.path.basename(m))[0] for m in candidates["micrograph"]})
-    first = np.concatenate([np.load(os.path.join(out, "work", "scores", s + ".npy")) for s in stems])
-    last = np.concatenate([np.load(os.path.join(out, "work", "scores_round1", s + ".npy"))
+    first = np.concatenate([np.load(scores_file(out, s, views=1)) for s in stems])
+    last = np.concatenate([np.load(scores_file(out, s, 1, views=1))
                            for s in stems])
     np.testing.assert_array_equal(candidates["network_score"], last)
     assert not np.array_equal(first, last)
@@ -202,7 +216,7 @@ def test_unlabeled_negatives_and_self_training(tmp_path):
     # stopped while scoring the second round: continues without retraining, same outputs
     before = open(os.path.join(out, "coordinates.star")).read()
     model_time = os.path.getmtime(os.path.join(out, "model_round1", "model_0.keras"))
-    os.remove(os.path.join(out, "work", "scores_round1", stems[1] + ".npy"))
+    os.remove(scores_file(out, stems[1], 1, views=1))
     os.remove(os.path.join(out, "coordinates.star"))
     assert main(argv) == 0
     assert open(os.path.join(out, "coordinates.star")).read() == before

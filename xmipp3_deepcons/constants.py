@@ -18,6 +18,12 @@ DEFAULT_MODELS = 3
 DEFAULT_TRAIN_SIZE = 20000    # expected number of positives used for training
 DEFAULT_MAX_VAL_ACC = 0.95
 DEFAULT_DEDUPE_RADIUS = 0.3   # output candidates closer than this fraction of the box are one
+# A candidate's score is the mean over this many mirror views of its box (1: the original's one
+# view; 4: also flipped left-right, up-down and both; 8: and transposed). Training sees these
+# views as augmentation, so each is as valid as the original; the mean ranks candidates better
+# (measured, F1: simulated 0.847 -> 0.858, EMPIAR-10017 0.874 -> 0.876 with 4 views).
+VIEW_CHOICES = (1, 4, 8)
+DEFAULT_VIEWS = 4
 # Self-training: a round's scores at or above / at or below these become its pseudo-labels.
 SELF_TRAINING_POSITIVE = 0.9
 SELF_TRAINING_NEGATIVE = 0.1

@@ -76,3 +76,13 @@ def add_training_args(parser):
                                             "same scores (default: drawn and logged)")
     g.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the network (default: all cores)")
+
+
+def add_views_arg(group, default):
+    """--views, for the commands that score boxes."""
+    from ..constants import VIEW_CHOICES
+    group.add_argument("--views", type=int, choices=VIEW_CHOICES, default=default,
+                       help="score each box in this many mirror views and take the mean: 1 as "
+                            "the original; 4 adds it flipped left-right, up-down and both; 8 "
+                            "also transposed. Each view is one more scoring pass (default: %s)"
+                            % (default or "4, 1 with --classic"))

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from ..constants import SCORE_LABEL
+from ..constants import DEFAULT_VIEWS, SCORE_LABEL
 from . import common
 
 
@@ -22,6 +22,7 @@ def add_args(parser):
     parser.add_argument("--test-positives", metavar="XMD")
     parser.add_argument("--test-negatives", metavar="XMD")
     parser.add_argument("--threads", type=int, default=0)
+    common.add_views_arg(parser, DEFAULT_VIEWS)
 
 
 def main(args):
@@ -30,7 +31,7 @@ def main(args):
     out_dir = os.path.dirname(os.path.abspath(args.output))
     logger = common.setup_logging(os.path.join(out_dir, "score.log"))
     common.set_threads(args.threads)
-    ensemble = Ensemble.load(args.model)
+    ensemble = Ensemble.load(args.model, args.views)
     columns = read_particles_xmd(args.input)
     columns[SCORE_LABEL] = ensemble.score(load_images(args.input))
     write_particles_xmd(args.output, columns)

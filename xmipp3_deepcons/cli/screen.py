@@ -23,7 +23,7 @@ import numpy as np
 from ..constants import (DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC, DEFAULT_RADIUS,
                          DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE, MIN_POSITIVES,
                          SELF_TRAINING_MIN_ACCEPTED, SELF_TRAINING_NEGATIVE,
-                         SELF_TRAINING_POSITIVE)
+                         SELF_TRAINING_POSITIVE, DEFAULT_VIEWS)
 from ..errors import InputError
 from . import common
 
@@ -67,7 +67,9 @@ def add_args(parser):
     g.add_argument("--no-picker-evidence", dest="picker_evidence", action="store_const",
                    const="none", help="the same as --picker-evidence none")
     g.add_argument("--classic", action="store_true",
-                   help="the original method: network score alone, no duplicate merging")
+                   help="the original method: network score of one view alone, no duplicate "
+                        "merging")
+    common.add_views_arg(g, None)
     g = parser.add_argument_group("model")
     g.add_argument("--model", metavar="DIR",
                    help="start from this trained model folder (continue training, or score "
@@ -112,7 +114,7 @@ def main(args):
     validate(args)
     args.model_arg = args.model
     args.model = resolve_model(args, logger)
-    work = pipeline.WorkFolder(os.path.join(args.output, "work"))
+    work = pipeline.WorkFolder(os.path.join(args.output, "work"), args.views)
     # A continued run keeps the seed it started with, also when none was given.
     seed = common.resolve_seed(args.seed if args.seed is not None else
                                work.stored_settings().get("seed"), logger)
@@ -153,11 +155,12 @@ def main(args):
 
 def score_all(work, stems, model_dir, logger):
     from ..core import pipeline
-    ensemble = load_ensemble(model_dir)
+    ensemble = load_ensemble(model_dir, work.views)
+    views = f"{work.views} view" + ("s" if work.views > 1 else "")
     for i, stem in enumerate(stems, 1):
         scores = pipeline.score_micrograph(work, stem, ensemble)
-        logger.info(f"scored {i}/{len(stems)} {stem}: {len(scores)} candidates, "
-                    f"{int((scores > 0.5).sum())} with network score above 0.5")
+        logger.info(f"scored {i}/{len(stems)} {stem} ({views} each): {len(scores)} "
+                    f"candidates, {int((scores > 0.5).sum())} with network score above 0.5")
 
 
 def self_training_round(args, settings, work, inputs, number, model_dir, logger):
@@ -258,6 +261,8 @@ def threshold_value(text):
 def validate(args):
     if args.classic:
         args.picker_evidence, args.dedupe_radius = "none", 0.0
+    if args.views is None:
+        args.views = 1 if args.classic else DEFAULT_VIEWS
     if args.skip_training and not args.model:
         raise InputError("--skip-training needs --model DIR: a trained model to score with")
     if len(args.coordinates) < 2 and not args.skip_training:
@@ -453,9 +458,9 @@ def model_metadata(settings):
             "box_size": settings.box_size, "downsample_factor": settings.factor}
 
 
-def load_ensemble(model_dir):
+def load_ensemble(model_dir, views=1):
     from ..core.ensemble import Ensemble
-    return Ensemble.load(model_dir)
+    return Ensemble.load(model_dir, views)
 
 
 def final_scores(args, work, inputs, logger):

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from ..constants import DEEP_PARTICLE_SIZE
+from ..constants import DEEP_PARTICLE_SIZE, VIEW_CHOICES
 from ..errors import InputError
 
 MANIFEST = "manifest.json"
@@ -14,12 +14,16 @@ THRESHOLDS = np.arange(1000) / 1000.0   # the original's scan for the best-MCC t
 class Ensemble:
     """The members of a model folder, with its manifest (see ``training.train_ensemble``)."""
 
-    def __init__(self, models, manifest):
+    def __init__(self, models, manifest, views=1):
+        if views not in VIEW_CHOICES:
+            raise InputError(f"views {views}: use one of {', '.join(map(str, VIEW_CHOICES))}")
         self.models = list(models)
         self.manifest = manifest
+        self.views = views
 
     @classmethod
-    def load(cls, model_dir):
+    def load(cls, model_dir, views=1):
+        """The model folder's members; ``views``: mirror views each box is scored in."""
         import keras
         from . import fft_conv  # noqa: F401  (registers FFTConv2D for deserialisation)
         manifest_path = os.path.join(model_dir, MANIFEST)
@@ -33,7 +37,8 @@ class Ensemble:
             if not os.path.isfile(path):
                 raise InputError(f"model folder {model_dir} is incomplete: {os.path.basename(path)} "
                                  "is missing; train again or copy the whole folder")
-        return cls([keras.models.load_model(path, compile=False) for path in paths], manifest)
+        return cls([keras.models.load_model(path, compile=False) for path in paths], manifest,
+                   views)
 
     @property
     def n_models(self):
@@ -44,7 +49,8 @@ class Ensemble:
         return self.manifest.get("band")
 
     def score(self, boxes, batch_size=256):
-        """Mean P(particle) of the members, float32 in [0, 1], one per (128, 128) box."""
+        """Mean P(particle) of the members over the mirror views, float32 in [0, 1], one per
+        (128, 128) box."""
         boxes = np.asarray(boxes, dtype=np.float32)
         if boxes.ndim == 4 and boxes.shape[-1] == 1:
             boxes = boxes[..., 0]
@@ -57,11 +63,22 @@ class Ensemble:
         for start in range(0, len(boxes), batch_size):
             # Always the same batch shape, padded at the end: the graph is traced only once.
             n = len(boxes[start:start + batch_size])
-            batch[:n, ..., 0] = boxes[start:start + n]
             batch[n:] = 0
-            for model in self.models:
-                total[start:start + n] += np.asarray(model.predict_on_batch(batch))[:n, 1]
-        return (total / max(1, self.n_models)).astype(np.float32)
+            for view in mirror_views(boxes[start:start + n], self.views):
+                batch[:n, ..., 0] = view
+                for model in self.models:
+                    total[start:start + n] += np.asarray(model.predict_on_batch(batch))[:n, 1]
+        return (total / max(1, self.n_models * self.views)).astype(np.float32)
+
+
+def mirror_views(boxes, views):
+    """The (n, h, w) boxes as the first ``views`` of: as they are, flipped left-right,
+    up-down, both (a half turn), then the same four transposed (quarter turns and diagonal
+    mirrors): the symmetries of a square, which training's flips and quarter turns teach."""
+    for transposed in (False, True)[:max(1, views // 4)]:
+        seen = boxes.transpose(0, 2, 1) if transposed else boxes
+        for flip in ((), (2,), (1,), (1, 2))[:views]:
+            yield np.flip(seen, axis=flip) if flip else seen
 
 
 def evaluate_scores(labels, scores):

@@ -7,8 +7,10 @@ the (capped) training set.
 
     work/preprocessed/<mic>.mrc   downsampled, normalised, inverted (and phase-flipped) micrograph
     work/candidates/<mic>.npz     consensus candidates, votes, pickers' scores, negatives
-    work/scores/<mic>.npy         ensemble score of every candidate
+    work/scores/<mic>.npy         ensemble score of every candidate (one view of each box)
     work/scores_round<r>/<mic>.npy  the same after self-training round r
+    work/scores..._<v>views/      the same, each box scored in v mirror views: a run continued
+                                  with another number of views scores anew, never mixes them
 """
 import json
 import logging
@@ -63,14 +65,17 @@ class ScreenSettings:
 class WorkFolder:
     """The file layout of one screening run (see the module docstring)."""
 
-    def __init__(self, root, scores_folder="scores"):
-        self.root, self.scores_folder = root, scores_folder
-        for sub in ("preprocessed", "candidates", scores_folder):
+    def __init__(self, root, views=1, round_number=0):
+        self.root, self.views = root, views
+        self.scores_folder = f"scores_round{round_number}" if round_number else "scores"
+        if views != 1:
+            self.scores_folder += f"_{views}views"
+        for sub in ("preprocessed", "candidates", self.scores_folder):
             os.makedirs(os.path.join(root, sub), exist_ok=True)
 
     def for_round(self, number):
         """The same folder, with the scores of self-training round ``number`` (0: the first)."""
-        return WorkFolder(self.root, f"scores_round{number}" if number else "scores")
+        return WorkFolder(self.root, self.views, number)
 
     def preprocessed(self, stem):
         return os.path.join(self.root, "preprocessed", stem + ".mrc")
@@ -110,6 +115,12 @@ class WorkFolder:
     def load_candidates(self, stem):
         with np.load(self.candidates(stem)) as data:
             return {k: data[k] for k in data.files}
+
+    def scored_stems(self):
+        """The micrographs whose scores are written, sorted."""
+        folder = os.path.join(self.root, self.scores_folder)
+        return sorted(name[:-4] for name in os.listdir(folder)
+                      if name.endswith(".npy") and not name.endswith(".tmp.npy"))
 
     def load_scores(self, stem):
         path = self.scores(stem)

@@ -145,11 +145,9 @@ class XmippDeepConsensusViewer(ProtocolViewer):
         return self.protocol._work()
 
     def _scoredStems(self):
-        folder = self.protocol._getExtraPath("work", "scores")
-        if not os.path.isdir(folder):
+        if not os.path.isdir(self.protocol._getExtraPath("work")):
             return []
-        return sorted(name[:-4] for name in os.listdir(folder)
-                      if name.endswith(".npy") and not name.endswith(".tmp.npy"))
+        return self._work().scored_stems()
 
     def _plotPath(self, name):
         folder = self.protocol._getExtraPath("plots")
