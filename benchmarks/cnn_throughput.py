@@ -71,7 +71,7 @@ def main():
           "effective GFLOP/s Conv2D / FFT |")
     print("|---|---|---|---|---|---|")
     for band in args.bands:
-        fft, direct = build_network(band), build_network(band, fft=False)
+        fft, direct = build_network(band), build_network(band, fast=False)
         direct.set_weights(fft.get_weights())
         for task, train, batch, factor in (("train", True, 64, 3), ("score", False, 256, 1)):
             d_min, d_med = throughput(direct, train, batch, args.steps, args.repeats)

@@ -243,7 +243,7 @@ def _mark_kept(folder):
 def compact_models(folder, manifest):
     """Weights rounded to float16, no optimiser state, the archive deflated."""
     import keras
-    from xmipp3_deepcons.core import fft_conv  # noqa: F401  (registers FFTConv2D)
+    from xmipp3_deepcons.core import fast_layers, fft_conv  # noqa: F401  (registers our layers)
     for member in manifest["models"]:
         path = os.path.join(folder, member["file"])
         model = keras.models.load_model(path, compile=False)

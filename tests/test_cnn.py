@@ -8,7 +8,7 @@ import pytest
 
 from xmipp3_deepcons.core import training
 from xmipp3_deepcons.core.ensemble import Ensemble, evaluate_scores
-from xmipp3_deepcons.core.network import build_network, compile_network
+from xmipp3_deepcons.core.network import BANDS, build_network, compile_network
 from xmipp3_deepcons.core.training import (BalancedBatches, WeightedBoxes, augment, group_weights,
                                            keras_epochs, pool_groups, split_validation,
                                            train_ensemble)
@@ -21,13 +21,72 @@ def test_parameter_counts_of_the_original(band, count):
 
 
 def test_softmax_output_and_fft_equals_direct_convolution():
-    fft, direct = build_network("small"), build_network("small", fft=False)
+    fft, direct = build_network("small"), build_network("small", fast=False)
     direct.set_weights(fft.get_weights())
     x = np.random.default_rng(0).normal(size=(3, 128, 128, 1)).astype(np.float32)
     p = fft.predict_on_batch(x)
     assert p.shape == (3, 2)
     np.testing.assert_allclose(p.sum(axis=1), 1, atol=1e-6)
     np.testing.assert_allclose(direct.predict_on_batch(x), p, atol=1e-5)
+
+
+@pytest.mark.parametrize("band", ["small", "medium"])
+def test_fast_network_trains_as_plain_keras(band):
+    """Same weights: the same features, gradients and batch-norm statistics while training."""
+    import keras
+    import tensorflow as tf
+    keras.utils.set_random_seed(0)
+    fast, plain = build_network(band), build_network(band, fast=False)
+    assert len(fast.layers) > len(plain.layers)            # separable pools
+    fused = [layer.name for layer in fast.layers
+             if type(layer).__name__ == "FusedBatchNormalization"]
+    assert fused == [f"block{b}_bn" for b in range(1, 5) if 2 ** (BANDS.index(band) + b) >= 8]
+    plain.set_weights(fast.get_weights())
+    x = tf.constant(np.random.default_rng(2).normal(size=(4, 128, 128, 1)).astype(np.float32))
+    results = []
+    for model in (fast, plain):
+        features = keras.Model(model.input, model.get_layer("dense").output)
+        with tf.GradientTape() as tape:
+            out = features(x, training=True)
+            loss = tf.reduce_sum(tf.sin(out) * out)
+        grads = tape.gradient(loss, features.trainable_weights)
+        statistics = [w.numpy() for w in model.non_trainable_weights]
+        results.append((out.numpy(), [g.numpy() for g in grads], statistics))
+    (out, grads, stats), (out_plain, grads_plain, stats_plain) = results
+    np.testing.assert_allclose(out, out_plain, atol=1e-3 * np.abs(out_plain).max())
+    # (per tensor against the largest gradient: a bias before a batch norm has none but noise)
+    scale = max(np.abs(g).max() for g in grads_plain)
+    for g, g_plain in zip(grads, grads_plain):
+        np.testing.assert_allclose(g, g_plain, atol=1e-3 * scale)
+    for s, s_plain in zip(stats, stats_plain):                # moving mean and variance
+        np.testing.assert_allclose(s, s_plain, rtol=1e-3, atol=1e-5)
+    assert not np.allclose(stats[1], 1.0)                    # updated by the step
+
+
+def test_fused_batch_norm_is_keras_batch_norm():
+    """Outputs, gradients and moving statistics; on 2x4x4 values per channel the unbiased
+    variance the fused kernel returns would be 3 % off."""
+    import keras
+    import tensorflow as tf
+    from xmipp3_deepcons.core.fast_layers import FusedBatchNormalization
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(2, 3, size=(2, 4, 4, 8)).astype(np.float32))
+    layers = [FusedBatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)]
+    results = []
+    for layer in layers:
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 2, 8).astype(np.float32))
+        layer.beta.assign(np.linspace(-1, 1, 8).astype(np.float32))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.sin(y) * y)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([y.numpy()] + [g.numpy() for g in grads]
+                       + [layer.moving_mean.numpy(), layer.moving_variance.numpy(),
+                          layer(x, training=False).numpy()])
+    for fused, keras_bn in zip(*results):
+        np.testing.assert_allclose(fused, keras_bn, rtol=1e-5, atol=1e-5)
 
 
 def test_recompiling_sets_a_new_l2_factor():

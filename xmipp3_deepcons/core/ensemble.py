@@ -25,7 +25,7 @@ class Ensemble:
     def load(cls, model_dir, views=1):
         """The model folder's members; ``views``: mirror views each box is scored in."""
         import keras
-        from . import fft_conv  # noqa: F401  (registers FFTConv2D for deserialisation)
+        from . import fast_layers, fft_conv  # noqa: F401  (registers our layers for loading)
         manifest_path = os.path.join(model_dir, MANIFEST)
         if not os.path.isfile(manifest_path):
             raise InputError(f"{model_dir} is not a Deep Consensus model folder (no {MANIFEST}); "

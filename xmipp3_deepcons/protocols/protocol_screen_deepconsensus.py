@@ -56,7 +56,7 @@ from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_EPOCHS, DEFAULT_L2, DEFAULT
                          DEFAULT_MAX_VAL_ACC, DEFAULT_MODELS, DEFAULT_RADIUS, DEFAULT_THRESHOLD,
                          DEFAULT_TRAIN_SIZE, DEFAULT_DEDUPE_RADIUS, MIN_POSITIVES, SCORE_ATTRIBUTE,
                          SCORE_LABEL, SELF_TRAINING_MIN_ACCEPTED, SELF_TRAINING_NEGATIVE,
-                         SELF_TRAINING_POSITIVE, VIEW_CHOICES, size_band)
+                         SELF_TRAINING_POSITIVE, DEFAULT_VIEWS, VIEW_CHOICES, size_band)
 
 CITATION = "Sanchez-Garcia2018"   # key in bibtex.py
 MIN_VOTES = 2                 # pickers that must agree for a candidate to be a positive
@@ -195,14 +195,16 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                            "Skene, fitted once on the training micrographs and kept in "
                            "extra/evidence*.json). No: the network's score alone, as the "
                            "original (not in Xmipp's form).")
-        form.addParam('scoringViews', params.EnumParam, default=VIEW_CHOICES.index(4),
-                      choices=['1 (the original)', '4', '8'], display=params.EnumParam.DISPLAY_HLIST,
+        form.addParam('scoringViews', params.EnumParam,
+                      default=VIEW_CHOICES.index(DEFAULT_VIEWS),
+                      choices=['1 (the original)', '4', '8'],
+                      display=params.EnumParam.DISPLAY_HLIST,
                       label="Views scored per box", expertLevel=params.LEVEL_ADVANCED,
                       help="The network scores each box as it is (1), also flipped left-right, "
                            "up-down and both (4), and also transposed (8); the score is the "
                            "mean. Training shows the network these mirrors, so each view is "
-                           "as valid as the first and their mean ranks candidates better "
-                           "(measured: fewer wrong particles kept on real and simulated data). "
+                           "as valid as the first, and their mean ranks candidates better "
+                           "(measured: higher F1 on real and simulated data). "
                            "Each view costs one more scoring pass. A run continued with "
                            "another value scores anew (not in Xmipp's form).")
 
