@@ -1,4 +1,4 @@
-"""Training and scoring throughput of the network, FFT first block vs plain Conv2D, side by side.
+"""Training and scoring throughput of our network (fast layers) vs plain Keras, side by side.
 
 usage: python benchmarks/cnn_throughput.py [--bands small medium large] [--repeats 3]
 
@@ -67,15 +67,15 @@ def main():
     args = parser.parse_args()
     reference = matmul_gflops()
     print(f"float32 matrix product: {reference:.0f} GFLOP/s\n")
-    print("| band | task | Conv2D img/s (min/median) | FFT img/s (min/median) | speed-up | "
-          "effective GFLOP/s Conv2D / FFT |")
+    print("| band | task | Conv2D img/s (min/median) | ours img/s (min/median) | speed-up | "
+          "effective GFLOP/s Conv2D / ours |")
     print("|---|---|---|---|---|---|")
     for band in args.bands:
-        fft, direct = build_network(band), build_network(band, fast=False)
-        direct.set_weights(fft.get_weights())
+        ours, direct = build_network(band), build_network(band, fast=False)
+        direct.set_weights(ours.get_weights())
         for task, train, batch, factor in (("train", True, 64, 3), ("score", False, 256, 1)):
             d_min, d_med = throughput(direct, train, batch, args.steps, args.repeats)
-            f_min, f_med = throughput(fft, train, batch, args.steps, args.repeats)
+            f_min, f_med = throughput(ours, train, batch, args.steps, args.repeats)
             flops = forward_flops(band) * factor / 1e9
             print(f"| {band} | {task} | {d_min:.0f} / {d_med:.0f} | {f_min:.0f} / {f_med:.0f} | "
                   f"{f_med / d_med:.1f}x | {d_med * flops:.0f} / {f_med * flops:.0f} (of "
