@@ -63,6 +63,16 @@ def test_fast_network_trains_as_plain_keras(band):
     assert not np.allclose(stats[1], 1.0)                    # updated by the step
 
 
+def test_a_plain_saved_network_continues_in_the_fast_layers():
+    plain = build_network("small", fast=False)
+    fast = training._in_fast_layers(plain, "small")
+    assert len(fast.layers) > len(plain.layers)
+    x = np.random.default_rng(3).normal(size=(4, 128, 128, 1)).astype(np.float32)
+    np.testing.assert_allclose(fast.predict_on_batch(x), plain.predict_on_batch(x), atol=1e-5)
+    other = build_network("medium", fast=False)         # does not fit: continued as it is
+    assert training._in_fast_layers(other, "small") is other
+
+
 def test_fused_batch_norm_is_keras_batch_norm():
     """Outputs, gradients and moving statistics; on 2x4x4 values per channel the unbiased
     variance the fused kernel returns would be 3 % off."""
