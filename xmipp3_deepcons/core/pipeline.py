@@ -62,14 +62,19 @@ class ScreenSettings:
         return consensus_mod.merge_radius(self.box_size, self.radius)
 
 
+def per_views(name, views):
+    """The name of what is computed from scores of ``views`` mirror views (one view: the name
+    itself, as before views existed), so that scores of different views never mix."""
+    return name if views == 1 else f"{name}_{views}views"
+
+
 class WorkFolder:
     """The file layout of one screening run (see the module docstring)."""
 
     def __init__(self, root, views=1, round_number=0):
         self.root, self.views = root, views
-        self.scores_folder = f"scores_round{round_number}" if round_number else "scores"
-        if views != 1:
-            self.scores_folder += f"_{views}views"
+        self.scores_folder = per_views(f"scores_round{round_number}" if round_number
+                                       else "scores", views)
         for sub in ("preprocessed", "candidates", self.scores_folder):
             os.makedirs(os.path.join(root, sub), exist_ok=True)
 

@@ -866,9 +866,8 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
 
     def _evidencePath(self):
         """Fitted on the network's scores, so one per number of views, as the scores are."""
-        views = self._views()
-        return self._getExtraPath("evidence.json" if views == 1 else
-                                  "evidence_%dviews.json" % views)
+        from ..core.pipeline import per_views
+        return self._getExtraPath(per_views("evidence", self._views()) + ".json")
 
     def _fitEvidence(self, stems, ensemble):
         """Fit the evidence model once, on the training micrographs (without training, on the
