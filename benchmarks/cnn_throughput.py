@@ -4,7 +4,9 @@ usage: python benchmarks/cnn_throughput.py [--bands small medium large] [--repea
 
 For each size band, both versions get the same weights; each measurement is a few timed
 batches after a warm-up, repeated; the table shows images/s (min and median of the repeats), the
-speed-up, and effective GFLOP/s next to the machine's float32 matrix-product GFLOP/s.
+speed-up, and effective GFLOP/s next to the machine's float32 matrix-product GFLOP/s. Scoring is
+measured in one view and in the four mirror views `screen` scores by default (images = boxes x
+views: each is one pass through the network in plain Keras).
 """
 import argparse
 import os
@@ -17,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from xmipp3_deepcons.core.network import BLOCKS, build_network  # noqa: E402
+from xmipp3_deepcons.core.scoring import Scorer  # noqa: E402
 
 WIDTH = {"small": 0, "medium": 1, "large": 2}
 
@@ -46,17 +49,38 @@ def _timed(fn):
     return time.perf_counter() - start
 
 
-def throughput(model, train, batch, steps, repeats):
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(batch, 128, 128, 1)).astype(np.float32)
-    y = np.eye(2, dtype=np.float32)[rng.integers(0, 2, batch)]
-    step = (lambda: model.train_on_batch(x, y)) if train else (lambda: model.predict_on_batch(x))
+def throughput(step, images, repeats, steps):
+    """(min, median) images/s of ``step``, which computes ``images`` images, after a warm-up."""
     step()
     rates = []
     for _ in range(repeats):
         seconds = _timed(lambda: [step() for _ in range(steps)])
-        rates.append(batch * steps / seconds)
+        rates.append(images * steps / seconds)
     return min(rates), float(np.median(rates))
+
+
+def tasks(model, ours):
+    """(task, step, images per step, forward passes per image) of one network: training as
+    Keras does (64 boxes a batch), scoring as the ensemble does (256 box-views a batch): ours
+    through ``scoring.Scorer``, plain Keras by predicting each mirrored batch."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(256, 128, 128, 1)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[rng.integers(0, 2, 64)]
+    yield "train", lambda: model.train_on_batch(x[:64], y), 64, 3
+    for views in (1, 4):
+        boxes = x[:256 // views, ..., 0]
+        if ours:
+            scorer = Scorer(model, views)
+            step = lambda scorer=scorer, boxes=boxes: scorer(boxes)  # noqa: E731
+        else:
+            step = lambda boxes=boxes, views=views: [  # noqa: E731
+                model.predict_on_batch(np.ascontiguousarray(m)[..., None])
+                for m in mirrored(boxes, views)]
+        yield f"score, {views} view{'s' * (views > 1)}", step, 256, 1
+
+
+def mirrored(boxes, views):
+    return [boxes, boxes[:, :, ::-1], boxes[:, ::-1], boxes[:, ::-1, ::-1]][:views]
 
 
 def main():
@@ -73,9 +97,10 @@ def main():
     for band in args.bands:
         ours, direct = build_network(band), build_network(band, fast=False)
         direct.set_weights(ours.get_weights())
-        for task, train, batch, factor in (("train", True, 64, 3), ("score", False, 256, 1)):
-            d_min, d_med = throughput(direct, train, batch, args.steps, args.repeats)
-            f_min, f_med = throughput(ours, train, batch, args.steps, args.repeats)
+        for (task, d_step, images, factor), (_, f_step, _, _) in zip(tasks(direct, False),
+                                                                    tasks(ours, True)):
+            d_min, d_med = throughput(d_step, images, args.repeats, args.steps)
+            f_min, f_med = throughput(f_step, images, args.repeats, args.steps)
             flops = forward_flops(band) * factor / 1e9
             print(f"| {band} | {task} | {d_min:.0f} / {d_med:.0f} | {f_min:.0f} / {f_med:.0f} | "
                   f"{f_med / d_med:.1f}x | {d_med * flops:.0f} / {f_med * flops:.0f} (of "

@@ -20,6 +20,7 @@ class Ensemble:
         self.models = list(models)
         self.manifest = manifest
         self.views = views
+        self._scorers = None
 
     @classmethod
     def load(cls, model_dir, views=1):
@@ -48,9 +49,9 @@ class Ensemble:
     def band(self):
         return self.manifest.get("band")
 
-    def score(self, boxes, batch_size=256):
-        """Mean P(particle) of the members over the mirror views, float32 in [0, 1], one per
-        (128, 128) box."""
+    def score(self, boxes):
+        """Mean P(particle) of the members over the mirror views (``scoring.Scorer``), float32
+        in [0, 1], one per (128, 128) box."""
         boxes = np.asarray(boxes, dtype=np.float32)
         if boxes.ndim == 4 and boxes.shape[-1] == 1:
             boxes = boxes[..., 0]
@@ -58,27 +59,13 @@ class Ensemble:
             raise InputError(f"boxes to score have shape {boxes.shape}, the network needs (n, "
                              f"{DEEP_PARTICLE_SIZE}, {DEEP_PARTICLE_SIZE}); extract them at "
                              f"{DEEP_PARTICLE_SIZE} px")
+        if self._scorers is None:   # built once: each traces its graph on first use
+            from .scoring import Scorer
+            self._scorers = [Scorer(model, self.views) for model in self.models]
         total = np.zeros(len(boxes), np.float64)
-        batch = np.zeros((batch_size, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE, 1), np.float32)
-        for start in range(0, len(boxes), batch_size):
-            # Always the same batch shape, padded at the end: the graph is traced only once.
-            n = len(boxes[start:start + batch_size])
-            batch[n:] = 0
-            for view in mirror_views(boxes[start:start + n], self.views):
-                batch[:n, ..., 0] = view
-                for model in self.models:
-                    total[start:start + n] += np.asarray(model.predict_on_batch(batch))[:n, 1]
-        return (total / max(1, self.n_models * self.views)).astype(np.float32)
-
-
-def mirror_views(boxes, views):
-    """The (n, h, w) boxes as the first ``views`` of: as they are, flipped left-right,
-    up-down, both (a half turn), then the same four transposed (quarter turns and diagonal
-    mirrors): the symmetries of a square, which training's flips and quarter turns teach."""
-    for transposed in (False, True)[:max(1, views // 4)]:
-        seen = boxes.transpose(0, 2, 1) if transposed else boxes
-        for flip in ((), (2,), (1,), (1, 2))[:views]:
-            yield np.flip(seen, axis=flip) if flip else seen
+        for scorer in self._scorers:
+            total += scorer(boxes)
+        return (total / max(1, self.n_models)).astype(np.float32)
 
 
 def evaluate_scores(labels, scores):
