@@ -123,9 +123,9 @@ def test_balanced_batches_respect_weights():
     negatives = np.full((30, 128, 128), -1, np.float32)
     batches = BalancedBatches(WeightedBoxes(boxes, np.arange(40), probability),
                               WeightedBoxes(negatives, np.arange(30), np.full(30, 1 / 30)),
-                              seed=1, batches_per_epoch=60, augmented=False)
+                              seed=1, augmented=False)
     heavy = light = 0
-    for i in range(len(batches)):
+    for i in range(60):
         x, y = batches[i]
         assert x.shape == (64, 128, 128, 1) and y.shape == (64, 2)
         assert y[:, 1].sum() == 32 and y[:, 0].sum() == 32
@@ -142,10 +142,28 @@ def test_batches_are_reproducible_and_augmented():
     members = WeightedBoxes(boxes, np.arange(50), np.full(50, 0.02))
     first, again = (BalancedBatches(members, members, seed=[3, 0]) for _ in range(2))
     np.testing.assert_array_equal(first[2][0], again[2][0])
-    first.on_epoch_begin()
+    np.testing.assert_array_equal(first[52][0], again[52][0])   # asked for out of order
     np.testing.assert_array_equal(first[2][0], again[2][0])
-    first.on_epoch_begin()
-    assert not np.array_equal(first[2][0], again[2][0])
+    assert not np.array_equal(first[2][0], first[52][0])
+    assert not np.array_equal(first[2][0], BalancedBatches(members, members, seed=[3, 1])[2][0])
+
+
+def test_training_sees_every_batch_once_in_order():
+    """fit() over epochs draws one stream: batch numbers 0, 1, 2, ... never restarted."""
+    asked = []
+
+    class Recorded(BalancedBatches):
+        def __getitem__(self, number):
+            asked.append(number)
+            return super().__getitem__(number)
+
+    boxes = np.random.default_rng(0).normal(size=(40, 128, 128)).astype(np.float32)
+    members = WeightedBoxes(boxes, np.arange(40), np.full(40, 1 / 40))
+    labels = np.eye(2, dtype=np.float32)[np.zeros(10, int)]
+    build_network("small").fit(Recorded(members, members, seed=1).dataset(9), epochs=3,
+                               steps_per_epoch=3, validation_data=(boxes[:10, ..., None], labels),
+                               shuffle=False, verbose=0)
+    assert asked == list(range(9))
 
 
 def test_augmentation_flips_turns_and_rotates_slightly():

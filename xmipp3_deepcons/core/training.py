@@ -91,30 +91,22 @@ def augment(boxes, rng):
     return boxes
 
 
-class BalancedBatches(keras.utils.PyDataset):
+class BalancedBatches:
     """Batches of half positives, half negatives, drawn by weight, augmented.
 
     Each class is an endless stream of passes; a pass draws as many boxes as the class has
     (with replacement, by probability), so a batch is fully determined by the seed and its
-    number, whatever order Keras asks for it in.
+    number (``batches[number]``), whatever order it is asked for in.
     """
 
-    def __init__(self, positives, negatives, seed, batches_per_epoch=BATCHES_PER_KERAS_EPOCH,
-                 batch_size=BATCH_SIZE, augmented=True):
-        super().__init__()
+    def __init__(self, positives, negatives, seed, batch_size=BATCH_SIZE, augmented=True):
         self.classes = (negatives, positives)   # label 0, label 1
         self.seed = seed if isinstance(seed, (list, tuple)) else [seed]
-        self.batches_per_epoch, self.batch_size = batches_per_epoch, batch_size
+        self.batch_size = batch_size
         self.augmented = augmented
-        self.epoch = 0            # whose batches are served; Keras peeks at a few before fitting
-        self._epochs_begun = 0
         self._passes = {}
 
-    def __len__(self):
-        return self.batches_per_epoch
-
-    def __getitem__(self, index):
-        number = self.epoch * self.batches_per_epoch + index
+    def __getitem__(self, number):
         n_positive = self.batch_size // 2
         n_negative = self.batch_size - n_positive
         positive = self._draw(1, number * n_positive, n_positive)
@@ -127,9 +119,16 @@ class BalancedBatches(keras.utils.PyDataset):
         labels[n_positive:, 0] = 1
         return boxes[..., None], labels
 
-    def on_epoch_begin(self):
-        self.epoch = self._epochs_begun
-        self._epochs_begun += 1
+    def dataset(self, n_batches):
+        """Batches 0 .. n_batches - 1 as one stream for ``fit(steps_per_epoch=...)``, the next
+        batch made while the network trains on this one (see ``_without_autotune``)."""
+        import tensorflow as tf
+        size = (self.batch_size, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE, 1)
+        def batch(number):
+            boxes, labels = tf.numpy_function(lambda n: self[int(n)], [number],
+                                              (tf.float32, tf.float32), stateful=False)
+            return tf.ensure_shape(boxes, size), tf.ensure_shape(labels, (self.batch_size, 2))
+        return _without_autotune(tf.data.Dataset.range(n_batches).map(batch).prefetch(2))
 
     def _draw(self, label, start, count):
         """Boxes at positions start..start+count of the class's stream of passes."""
@@ -232,12 +231,12 @@ def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, lear
             model = compile_network(_in_fast_layers(initial.models[i], band), learning_rate, l2)
         else:
             model = build_network(band, l2, learning_rate)
-        batches = BalancedBatches(train_positives, train_negatives, seed=[seed, i],
-                                  batches_per_epoch=BATCHES_PER_KERAS_EPOCH)
+        batches = BalancedBatches(train_positives, train_negatives, seed=[seed, i])
         recorder = EpochRecorder(log, i + 1, n_models, n_epochs)
         path = os.path.join(model_dir, MODEL_FILE.format(i))
-        model.fit(batches, epochs=n_epochs, validation_data=validation,
-                  validation_batch_size=BATCH_SIZE, shuffle=False, verbose=0,
+        model.fit(batches.dataset(n_epochs * BATCHES_PER_KERAS_EPOCH), epochs=n_epochs,
+                  steps_per_epoch=BATCHES_PER_KERAS_EPOCH, validation_data=validation,
+                  shuffle=False, verbose=0,
                   callbacks=_callbacks(recorder, path, learning_rate, auto_stop))
         histories.append(recorder.history)
         best = int(np.argmax(recorder.history["val_accuracy"]))
@@ -279,11 +278,22 @@ def _callbacks(recorder, path, learning_rate, auto_stop):
 
 
 def _validation_set(positives, negatives):
+    import tensorflow as tf
     boxes = np.concatenate([positives, negatives])[..., None]
     labels = np.zeros((len(boxes), 2), np.float32)
     labels[:len(positives), 1] = 1
     labels[len(positives):, 0] = 1
-    return boxes, labels
+    return _without_autotune(tf.data.Dataset.from_tensor_slices((boxes, labels)).batch(BATCH_SIZE))
+
+
+def _without_autotune(dataset):
+    """The dataset without tf.data's autotuning, whose thread an iterator waits for when it is
+    deleted (measured: 10-40 s at the end of an epoch or of a network's training; Keras makes
+    new iterators every epoch). Ours is a plain sequence; nothing is left to tune."""
+    import tensorflow as tf
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def _initial_models(init_model_dir, band):
