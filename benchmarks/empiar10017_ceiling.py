@@ -172,7 +172,8 @@ def main():
     parser.add_argument("--out", default="bench_out")
     args = parser.parse_args()
     work, mics = load(args.out)
-    print("| selection (uses the reference's labels) | precision | recall | F1 |\n|---|---|---|---|")
+    print("| selection (uses the reference's labels) | precision | recall | F1 |\n"
+          "|---|---|---|---|")
     print("| crYOLO alone | %.3f | %.3f | %.3f |" % f1_of(mics, is_cryolo))
     evidence_ceiling(mics)
     image_ceiling(work, mics, args.out)

@@ -124,6 +124,7 @@ class BalancedBatches:
         batch made while the network trains on this one (see ``_without_autotune``)."""
         import tensorflow as tf
         size = (self.batch_size, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE, 1)
+
         def batch(number):
             boxes, labels = tf.numpy_function(lambda n: self[int(n)], [number],
                                               (tf.float32, tf.float32), stateful=False)
