@@ -33,7 +33,8 @@ def view_transforms(views):
 
 
 class Scorer:
-    """Mean P(particle) of one network over the mirror views of each box."""
+    """Mean P(particle) of one network over the mirror views of each box, with the weights the
+    network has when the scorer is made (batch norm is folded into copies)."""
 
     def __init__(self, model, views=1, batch_size=256):
         first = model.layers[1]
@@ -119,8 +120,9 @@ def inference_layers(layers):
 
 
 def _is_convolution(layer):
-    return hasattr(layer, "kernel") and hasattr(layer, "bias") and len(layer.kernel.shape) == 4 \
-        and getattr(layer, "activation", None) in (None, keras.activations.linear)
+    """A 2-D convolution with a bias and no activation: batch norm after it folds into it."""
+    return (getattr(layer, "bias", None) is not None and len(layer.kernel.shape) == 4
+            and getattr(layer, "activation", None) in (None, keras.activations.linear))
 
 
 def _folded(convolution, norm):
