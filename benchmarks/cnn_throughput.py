@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from xmipp3_deepcons.core.network import BLOCKS, build_network  # noqa: E402
-from xmipp3_deepcons.core.scoring import Scorer  # noqa: E402
+from xmipp3_deepcons.core.scoring import Scorer, mirror_views  # noqa: E402
 
 WIDTH = {"small": 0, "medium": 1, "large": 2}
 
@@ -75,12 +75,8 @@ def tasks(model, ours):
         else:
             step = lambda boxes=boxes, views=views: [  # noqa: E731
                 model.predict_on_batch(np.ascontiguousarray(m)[..., None])
-                for m in mirrored(boxes, views)]
+                for m in mirror_views(boxes, views)]
         yield f"score, {views} view{'s' * (views > 1)}", step, 256, 1
-
-
-def mirrored(boxes, views):
-    return [boxes, boxes[:, :, ::-1], boxes[:, ::-1], boxes[:, ::-1, ::-1]][:views]
 
 
 def main():

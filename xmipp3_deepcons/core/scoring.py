@@ -32,6 +32,14 @@ def view_transforms(views):
             for flip in _FLIPS[:views]]
 
 
+def mirror_views(boxes, views):
+    """The (n, h, w) boxes in each of the first ``views`` views, with numpy: what ``Scorer``
+    scores, for a network's own prediction to be compared with."""
+    for transposed, flip in view_transforms(views):
+        seen = boxes.transpose(0, 2, 1) if transposed else boxes
+        yield np.flip(seen, axis=flip) if flip else seen
+
+
 class Scorer:
     """Mean P(particle) of one network over the mirror views of each box, with the weights the
     network has when the scorer is made (batch norm is folded into copies)."""

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import keras
 import numpy as np
+import tensorflow as tf
 from scipy import ndimage
 
 from ..constants import (BATCH_SIZE, BATCHES_PER_KERAS_EPOCH, DEEP_PARTICLE_SIZE, MIN_POSITIVES,
@@ -122,7 +123,6 @@ class BalancedBatches:
     def dataset(self, n_batches):
         """Batches 0 .. n_batches - 1 as one stream for ``fit(steps_per_epoch=...)``, the next
         batch made while the network trains on this one (see ``_without_autotune``)."""
-        import tensorflow as tf
         size = (self.batch_size, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE, 1)
 
         def batch(number):
@@ -204,7 +204,6 @@ def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, lear
     deterministic = seed is not None
     seed = int(np.random.default_rng().integers(2 ** 31)) if seed is None else int(seed)
     if deterministic:
-        import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
 
     rng = np.random.default_rng(seed)
@@ -279,7 +278,6 @@ def _callbacks(recorder, path, learning_rate, auto_stop):
 
 
 def _validation_set(positives, negatives):
-    import tensorflow as tf
     boxes = np.concatenate([positives, negatives])[..., None]
     labels = np.zeros((len(boxes), 2), np.float32)
     labels[:len(positives), 1] = 1
@@ -291,7 +289,6 @@ def _without_autotune(dataset):
     """The dataset without tf.data's autotuning, whose thread an iterator waits for when it is
     deleted (measured: 10-40 s at the end of an epoch or of a network's training; Keras makes
     new iterators every epoch). Ours is a plain sequence; nothing is left to tune."""
-    import tensorflow as tf
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
