@@ -3,14 +3,14 @@
 Its width grows with the training set (small / medium / large bands). With ``fast=True`` (the
 default) it is computed the way a CPU runs it fastest, the same function with the same weights:
 the 15x15 convolutions of the first block through the FFT (``fft_conv.FFTConv2D``), batch norm
-through TensorFlow's fused kernel where it pays (``fast_layers``), the first block's 7x7 max
-pool over few channels as a 1x7 then a 7x1 pool. ``fast=False`` is plain Keras (the throughput
+as one fused computation (``fast_layers``), the first block's 7x7 max pool over few channels as
+a 1x7 then a 7x1 pool. ``fast=False`` is plain Keras (the throughput
 benchmark's reference).
 """
 import keras
 
 from ..constants import DEEP_PARTICLE_SIZE
-from .fast_layers import FUSED_MIN_CHANNELS, FusedBatchNormalization
+from .fast_layers import FusedBatchNormalization
 from .fft_conv import FFTConv2D
 
 BANDS = ("small", "medium", "large")
@@ -38,8 +38,7 @@ def build_network(band="medium", l2=1e-5, learning_rate=1e-4, fast=True):
         filters = 2 ** (width + block)
         x = _convolution(filters, kernel, "relu", l2, fast, f"block{block}_conv1")(x)
         x = _convolution(filters, kernel, None, l2, fast, f"block{block}_conv2")(x)
-        fused = fast and filters >= FUSED_MIN_CHANNELS
-        x = (FusedBatchNormalization if fused else keras.layers.BatchNormalization)(
+        x = (FusedBatchNormalization if fast else keras.layers.BatchNormalization)(
             momentum=BN_MOMENTUM, name=f"block{block}_bn")(x)
         x = keras.layers.Activation("relu", name=f"block{block}_relu")(x)
         if pool:
