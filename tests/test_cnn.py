@@ -8,7 +8,7 @@ import pytest
 
 from xmipp3_deepcons.core import training
 from xmipp3_deepcons.core.ensemble import Ensemble, evaluate_scores
-from xmipp3_deepcons.core.network import BANDS, build_network, compile_network
+from xmipp3_deepcons.core.network import build_network, compile_network
 from xmipp3_deepcons.core.training import (BalancedBatches, WeightedBoxes, augment, group_weights,
                                            keras_epochs, pool_groups, split_validation,
                                            train_ensemble)

@@ -4,8 +4,7 @@ Its width grows with the training set (small / medium / large bands). With ``fas
 default) it is computed the way a CPU runs it fastest, the same function with the same weights:
 the 15x15 convolutions of the first block through the FFT (``fft_conv.FFTConv2D``), batch norm
 as one fused computation (``fast_layers``), the first block's 7x7 max pool over few channels as
-a 1x7 then a 7x1 pool. ``fast=False`` is plain Keras (the throughput
-benchmark's reference).
+a 1x7 then a 7x1 pool. ``fast=False`` is plain Keras (the throughput benchmark's reference).
 """
 import keras
 
