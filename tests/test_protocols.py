@@ -126,6 +126,19 @@ class TestDeepConsensus(BaseTest):
         self.assertIn("Sanchez-Garcia", methods)
         self.assertIn("IUCrJ", methods)
 
+    def test_unlabeled_candidates_join_the_negatives_by_default(self):
+        prot = self.newRun
+        work = prot._work()
+        with open(prot.getLogPaths()[0]) as f:
+            log = f.read()
+        passes = prot._completedPasses()
+        self.assertGreater(len(passes), 0)
+        for trainingPass in passes:
+            expected = sum(int((work.load_candidates(stem)["votes"] < 2).sum())
+                           for stem in trainingPass["micrographs"])
+            self.assertGreater(expected, 0)
+            self.assertIn("unlabeled candidates as negatives: %d (weight 1)" % expected, log)
+
     def test_previous_run_skip_training_scores_identically(self):
         prot = self.deepConsensus("previous run, no training", modelInitialization=2,
                                   skipTraining=True, threshold=-1, dedupeRadius=0,
