@@ -91,8 +91,9 @@ def add_args(parser):
     g.add_argument("--self-training", type=int, default=0, metavar="ROUNDS",
                    help="after scoring, retrain on the run's own confident answers (score >= "
                         f"{SELF_TRAINING_POSITIVE}: positives, <= {SELF_TRAINING_NEGATIVE}: "
-                        "negatives, beside the background) and score again, ROUNDS times "
-                        "(default %(default)s)")
+                        "negatives, beside the background) and score again, ROUNDS times; a "
+                        f"round needs {SELF_TRAINING_MIN_ACCEPTED} confident acceptances, with "
+                        "fewer it keeps the model (default %(default)s)")
     g.add_argument("--train-size", type=int, default=DEFAULT_TRAIN_SIZE,
                    help="train on at most this many positives, -1 for all (default %(default)s)")
     g.add_argument("--training-batch", type=int, default=0, metavar="N",

@@ -309,8 +309,11 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                       help='Once trained, score the training micrographs, take the confident '
                            'acceptances (score >= %s, duplicates merged) as positives and the '
                            'confident rejections (<= %s) as extra negatives, and continue '
-                           'the model on them; that many times. 0: the original method.'
-                           % (SELF_TRAINING_POSITIVE, SELF_TRAINING_NEGATIVE))
+                           'the model on them; that many times. A round needs %d confident '
+                           'acceptances; with fewer (a small or hard set) it keeps the model '
+                           'as it is and says so in the log. 0: the original method.'
+                           % (SELF_TRAINING_POSITIVE, SELF_TRAINING_NEGATIVE,
+                              SELF_TRAINING_MIN_ACCEPTED))
         form.addParam('randomSeed', params.IntParam, default=-1,
                       label="Random seed", expertLevel=params.LEVEL_ADVANCED,
                       condition=trains,
