@@ -16,10 +16,11 @@ def test_fast_fft_length():
 
 
 @pytest.mark.parametrize("channels,filters,kernel,size", [(1, 4, 15, 40), (3, 2, 7, 33), (2, 3, 3, 16)])
-def test_same_output_and_gradients_as_conv2d(channels, filters, kernel, size):
+@pytest.mark.parametrize("activation", ["relu", None, "tanh"])   # fused, fused, after the layer
+def test_same_output_and_gradients_as_conv2d(channels, filters, kernel, size, activation):
     rng = np.random.default_rng(0)
-    direct = keras.layers.Conv2D(filters, kernel, padding="same", activation="relu")
-    fft = FFTConv2D(filters, kernel, activation="relu")
+    direct = keras.layers.Conv2D(filters, kernel, padding="same", activation=activation)
+    fft = FFTConv2D(filters, kernel, activation=activation)
     x = rng.normal(size=(3, size, size + 5, channels)).astype("float32")
     direct.build(x.shape)
     fft.build(x.shape)

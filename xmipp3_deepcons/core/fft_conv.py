@@ -58,11 +58,17 @@ class FFTConv2D(keras.layers.Layer):
     def call(self, inputs, training=None):
         if self._direct_inference and not training:
             outputs = tf.nn.conv2d(inputs, self.kernel, strides=1, padding="SAME")
-        else:
-            # The kernel as a tensor: the custom gradient hands its gradient back to the variable.
-            outputs = _fft_correlation(inputs, tf.convert_to_tensor(self.kernel),
-                                       self._fft_shape, (self._height, self._width))
-        return self.activation(outputs + self.bias)
+            return self.activation(outputs + self.bias)
+        relu = self.activation is keras.activations.relu
+        if not (relu or self.activation is keras.activations.linear):
+            return self.activation(self._correlate(inputs, relu=False))
+        return self._correlate(inputs, relu)
+
+    def _correlate(self, inputs, relu):
+        # The weights as tensors: the custom gradient hands theirs back to the variables.
+        return _fft_correlation(inputs, tf.convert_to_tensor(self.kernel),
+                                tf.convert_to_tensor(self.bias), relu, self._fft_shape,
+                                (self._height, self._width))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:3]) + (self.filters,)
@@ -77,30 +83,35 @@ class FFTConv2D(keras.layers.Layer):
         return config
 
 
-def _fft_correlation(inputs, kernel, fft_shape, size):
-    """'same' cross-correlation of (b, h, w, c) inputs with a (k, k, c, o) kernel, through
-    rFFTs of ``fft_shape`` (at least h + k - 1 by w + k - 1, so nothing wraps around).
+def _fft_correlation(inputs, kernel, bias, relu, fft_shape, size):
+    """'same' cross-correlation of (b, h, w, c) inputs with a (k, k, c, o) kernel, plus the
+    bias, then a ReLU if asked, through rFFTs of ``fft_shape`` (at least h + k - 1 by
+    w + k - 1, so nothing wraps around).
 
-    Forward: y = crop(irfft(X K)), K the spectrum of the flipped kernel. Backward, from the
-    spectrum G of the output gradient placed where y was cropped from: dx = irfft(G conj(K))
-    and dkernel = irfft(conj(X) G), summed over the batch; both exact for real signals.
+    Forward: y = crop(irfft(X K)) + bias, K the spectrum of the flipped kernel. Backward, from
+    the spectrum G of the output gradient placed where y was cropped from: dx = irfft(G conj(K))
+    and dkernel = irfft(conj(X) G), summed over the batch, both exact for real signals; dbias is
+    G's zero frequency. Bias and ReLU ride on the passes that crop and place the planes instead of
+    running as separate ops (training step per image, side by side: medium 2.55 -> 2.46 ms,
+    large 4.74 -> 4.52).
     """
     height, width = size
     k = kernel.shape[0]
     half = (k - 1) // 2
+    placement = [[0, 0], [0, 0], [half, fft_shape[0] - half - height],
+                 [half, fft_shape[1] - half - width]]
 
     @tf.custom_gradient
-    def correlate(inputs, kernel):
+    def correlate(inputs, kernel, bias):
         spectrum = tf.signal.rfft2d(tf.transpose(inputs, (0, 3, 1, 2)), fft_length=fft_shape)
         flipped = tf.transpose(tf.reverse(kernel, axis=[0, 1]), (2, 3, 0, 1))
         kernel_spectrum = tf.signal.rfft2d(flipped, fft_length=fft_shape)
-        outputs = _inverse_real(_mix_channels(spectrum, kernel_spectrum), half, size)
+        outputs = _inverse_real(_mix_channels(spectrum, kernel_spectrum), half, size, bias, relu)
 
         def gradient(upstream):
-            placed = tf.pad(tf.transpose(upstream, (0, 3, 1, 2)),
-                            [[0, 0], [0, 0], [half, fft_shape[0] - half - height],
-                             [half, fft_shape[1] - half - width]])
+            placed = _placed(upstream, outputs if relu else None, placement)
             upstream_spectrum = tf.signal.rfft2d(placed, fft_length=fft_shape)
+            d_bias = tf.reduce_sum(tf.math.real(upstream_spectrum[:, :, 0, 0]), axis=0)
             d_inputs = _inverse_real(
                 _mix_channels(upstream_spectrum, tf.math.conj(tf.transpose(kernel_spectrum,
                                                                            (1, 0, 2, 3)))),
@@ -109,11 +120,20 @@ def _fft_correlation(inputs, kernel, fft_shape, size):
                                           fft_length=fft_shape)
             d_kernel = tf.reverse(tf.transpose(d_flipped[:, :, :k, :k], (2, 3, 0, 1)),
                                   axis=[0, 1])
-            return d_inputs, d_kernel
+            return d_inputs, d_kernel, d_bias
 
         return outputs, gradient
 
-    return correlate(inputs, kernel)
+    return correlate(inputs, kernel, bias)
+
+
+@tf.function(jit_compile=True)
+def _placed(upstream, relu_outputs, placement):
+    """The output gradient (b, h, w, o), through the ReLU if ``relu_outputs`` are given, as
+    channels-first planes padded to the transform's size with the output where it was cropped."""
+    if relu_outputs is not None:
+        upstream = tf.where(relu_outputs > 0, upstream, tf.zeros_like(upstream))
+    return tf.pad(tf.transpose(upstream, (0, 3, 1, 2)), placement)
 
 
 # The per-frequency channel products, written as sums of elementwise products that XLA fuses
@@ -135,9 +155,9 @@ def _batch_products(spectrum, upstream_spectrum):
     return tf.reduce_sum(tf.math.conj(spectrum)[:, :, None] * upstream_spectrum[:, None], axis=0)
 
 
-def _inverse_real(spectra, start, size):
+def _inverse_real(spectra, start, size, bias=None, relu=False):
     """(b, n, H, W/2+1) half spectra of real planes -> the planes' (b, h, w, n) crop at
-    (start, start), channels last.
+    (start, start), channels last, plus ``bias`` (n,), through a ReLU if ``relu``.
 
     Two real planes a, b go through one complex inverse transform, of A + iB on the full grid
     (a = its real part, b = its imaginary part): measured 1.3-1.5x faster than TensorFlow's
@@ -146,8 +166,8 @@ def _inverse_real(spectra, start, size):
     n = spectra.shape[1]
     if n % 2:
         spectra = tf.concat([spectra, tf.zeros_like(spectra[:, :1])], axis=1)
-    planes = _unpack_pairs(tf.signal.ifft2d(_pack_pairs(spectra)), start, size)
-    return planes[..., :n]
+    return _unpack_pairs(tf.signal.ifft2d(_pack_pairs(spectra)), start, size, n,
+                         tf.zeros([n]) if bias is None else bias, relu)
 
 
 @tf.function(jit_compile=True)
@@ -167,10 +187,12 @@ def _pack_pairs(spectra):
 
 
 @tf.function(jit_compile=True)
-def _unpack_pairs(pairs, start, size):
-    """(b, m, H, W) complex planes -> (b, h, w, 2m): real and imaginary parts, cropped."""
+def _unpack_pairs(pairs, start, size, n, bias, relu):
+    """(b, m, H, W) complex planes -> (b, h, w, n <= 2m): real and imaginary parts, cropped,
+    plus the bias, through a ReLU if asked."""
     height, width = size
     pairs = pairs[:, :, start:start + height, start:start + width]
     planes = tf.stack([tf.math.real(pairs), tf.math.imag(pairs)], axis=-1)   # (b, m, h, w, 2)
     planes = tf.transpose(planes, (0, 2, 3, 1, 4))
-    return tf.reshape(planes, [-1, height, width, 2 * pairs.shape[1]])
+    planes = tf.reshape(planes, [-1, height, width, 2 * pairs.shape[1]])[..., :n] + bias
+    return tf.nn.relu(planes) if relu else planes
