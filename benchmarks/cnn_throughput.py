@@ -1,6 +1,6 @@
 """Training and scoring throughput of our network (fast layers) vs plain Keras, side by side.
 
-usage: python benchmarks/cnn_throughput.py [--bands small medium large] [--repeats 3]
+usage: python benchmarks/cnn_throughput.py [--bands small medium large] [--repeats 5] [--steps 8]
 
 For each size band, both versions get the same weights; each measurement is a few timed
 batches after a warm-up, repeated; the table shows images/s (min and median of the repeats), the
@@ -82,8 +82,8 @@ def tasks(model, ours):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bands", nargs="+", default=["small", "medium", "large"])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
     reference = matmul_gflops()
     print(f"float32 matrix product: {reference:.0f} GFLOP/s\n")
