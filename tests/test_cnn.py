@@ -37,7 +37,10 @@ def test_fast_network_trains_as_plain_keras(band):
     import tensorflow as tf
     keras.utils.set_random_seed(0)
     fast, plain = build_network(band), build_network(band, fast=False)
-    assert len(fast.layers) > len(plain.layers)            # separable pools
+    assert [layer.name for layer in fast.layers] == [layer.name for layer in plain.layers]
+    few = [layer.name for layer in fast.layers
+           if type(layer).__name__ == "FewChannelMaxPooling2D"]
+    assert few == {"small": ["block1_pool", "block2_pool"], "medium": ["block1_pool"]}[band]
     fused = [layer.name for layer in fast.layers
              if type(layer).__name__ == "FusedBatchNormalization"]
     assert fused == [f"block{b}_bn" for b in range(1, 5)]
@@ -66,11 +69,34 @@ def test_fast_network_trains_as_plain_keras(band):
 def test_a_plain_saved_network_continues_in_the_fast_layers():
     plain = build_network("small", fast=False)
     fast = training._in_fast_layers(plain, "small")
-    assert len(fast.layers) > len(plain.layers)
+    assert fast is not plain
+    assert type(fast.get_layer("block1_pool")).__name__ == "FewChannelMaxPooling2D"
     x = np.random.default_rng(3).normal(size=(4, 128, 128, 1)).astype(np.float32)
     np.testing.assert_allclose(fast.predict_on_batch(x), plain.predict_on_batch(x), atol=1e-5)
     other = build_network("medium", fast=False)         # does not fit: continued as it is
     assert training._in_fast_layers(other, "small") is other
+
+
+@pytest.mark.parametrize("shape,size", [((2, 128, 128, 4), 7), ((3, 33, 20, 3), 5)])
+def test_few_channel_max_pool_is_keras_max_pool(shape, size):
+    """Same maxima and the same gradient (distinct values: no ties), odd sizes included."""
+    import keras
+    import tensorflow as tf
+    from xmipp3_deepcons.core.fast_layers import FewChannelMaxPooling2D
+    x = tf.constant(np.random.default_rng(5).permutation(np.prod(shape)).reshape(shape)
+                    .astype(np.float32))
+    results = []
+    for pool in (FewChannelMaxPooling2D, keras.layers.MaxPooling2D):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = pool(size, strides=2, padding="same")(x)
+            weights = np.arange(1, 1 + y.shape.num_elements(), dtype=np.float32)  # exact sums
+            loss = tf.reduce_sum(y * weights.reshape(y.shape))
+        results.append((y.numpy(), tape.gradient(loss, x).numpy()))
+    (y, g), (y_keras, g_keras) = results
+    assert y.shape == y_keras.shape == (shape[0], (shape[1] + 1) // 2, (shape[2] + 1) // 2, shape[3])
+    np.testing.assert_array_equal(y, y_keras)
+    np.testing.assert_array_equal(g, g_keras)
 
 
 @pytest.mark.parametrize("channels", [4, 8])     # XLA, TensorFlow's fused kernel

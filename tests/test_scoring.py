@@ -66,9 +66,9 @@ def test_inference_layers_fold_batch_norm_and_pool_before_relu():
     kinds = [type(layer).__name__ for layer in layers]
     assert "BatchNormalization" not in kinds and "FusedBatchNormalization" not in kinds
     assert "Dropout" not in kinds
-    # block 1: convolution, its two 1-D pools, then the ReLU (block 1's first convolution is
-    # the shared one, outside these layers)
-    assert kinds[:4] == ["FFTConv2D", "MaxPooling2D", "MaxPooling2D", "Activation"]
+    # block 1: convolution, its pool, then the ReLU (block 1's first convolution is the shared
+    # one, outside these layers)
+    assert kinds[:3] == ["FFTConv2D", "FewChannelMaxPooling2D", "Activation"]
     assert len(layers) == len(model.layers) - 2 - 4 - 1          # 4 batch norms, 1 dropout
     # the original layers are untouched
     assert model.get_layer("block1_conv2").get_weights()[0].shape == (15, 15, 4, 4)

