@@ -169,8 +169,7 @@ def _inverse_real(spectra, start, size, bias=None, relu=False):
     n = spectra.shape[1]
     if n % 2:
         spectra = tf.concat([spectra, tf.zeros_like(spectra[:, :1])], axis=1)
-    return _unpack_pairs(tf.signal.ifft2d(_pack_pairs(spectra)), start, size, n,
-                         tf.zeros([n]) if bias is None else bias, relu)
+    return _unpack_pairs(tf.signal.ifft2d(_pack_pairs(spectra)), start, size, n, bias, relu)
 
 
 @tf.function(jit_compile=True)
@@ -192,10 +191,12 @@ def _pack_pairs(spectra):
 @tf.function(jit_compile=True)
 def _unpack_pairs(pairs, start, size, n, bias, relu):
     """(b, m, H, W) complex planes -> (b, h, w, n <= 2m): real and imaginary parts, cropped,
-    plus the bias, through a ReLU if asked."""
+    plus the bias if given, through a ReLU if asked."""
     height, width = size
     pairs = pairs[:, :, start:start + height, start:start + width]
     planes = tf.stack([tf.math.real(pairs), tf.math.imag(pairs)], axis=-1)   # (b, m, h, w, 2)
     planes = tf.transpose(planes, (0, 2, 3, 1, 4))
-    planes = tf.reshape(planes, [-1, height, width, 2 * pairs.shape[1]])[..., :n] + bias
+    planes = tf.reshape(planes, [-1, height, width, 2 * pairs.shape[1]])[..., :n]
+    if bias is not None:
+        planes += bias
     return tf.nn.relu(planes) if relu else planes
