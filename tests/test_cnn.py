@@ -8,7 +8,7 @@ import pytest
 
 from xmipp3_deepcons.core import training
 from xmipp3_deepcons.core.ensemble import Ensemble, evaluate_scores
-from xmipp3_deepcons.core.network import build_network, compile_network
+from xmipp3_deepcons.core.network import build_network, compile_network, in_fast_layers
 from xmipp3_deepcons.core.training import (BalancedBatches, WeightedBoxes, augment, group_weights,
                                            keras_epochs, pool_groups, split_validation,
                                            train_ensemble)
@@ -41,6 +41,10 @@ def test_fast_network_trains_as_plain_keras(band):
     few = [layer.name for layer in fast.layers
            if type(layer).__name__ == "FewChannelMaxPooling2D"]
     assert few == {"small": ["block1_pool", "block2_pool"], "medium": ["block1_pool"]}[band]
+    packed = [layer.name for layer in fast.layers
+              if type(layer).__name__ == "WidthPackedConv2D" and layer._pack > 1]
+    assert packed == {"small": [f"block{b}_conv{c}" for b in (2, 3) for c in (1, 2)],
+                      "medium": ["block2_conv1", "block2_conv2"]}[band]
     fused = [layer.name for layer in fast.layers
              if type(layer).__name__ == "FusedBatchNormalization"]
     assert fused == [f"block{b}_bn" for b in range(1, 5)]
@@ -67,14 +71,18 @@ def test_fast_network_trains_as_plain_keras(band):
 
 
 def test_a_plain_saved_network_continues_in_the_fast_layers():
+    import keras
     plain = build_network("small", fast=False)
-    fast = training._in_fast_layers(plain, "small")
+    fast = in_fast_layers(plain)
     assert fast is not plain
     assert type(fast.get_layer("block1_pool")).__name__ == "FewChannelMaxPooling2D"
+    assert type(fast.get_layer("block2_conv1")).__name__ == "WidthPackedConv2D"
     x = np.random.default_rng(3).normal(size=(4, 128, 128, 1)).astype(np.float32)
     np.testing.assert_allclose(fast.predict_on_batch(x), plain.predict_on_batch(x), atol=1e-5)
-    other = build_network("medium", fast=False)         # does not fit: continued as it is
-    assert training._in_fast_layers(other, "small") is other
+    assert in_fast_layers(fast) is fast                  # already fast
+    inputs = keras.Input((128, 128, 1))                   # not ours: continued as it is
+    other = keras.Model(inputs, keras.layers.Conv2D(2, 3, name="block1_conv1")(inputs))
+    assert in_fast_layers(other) is other
 
 
 @pytest.mark.parametrize("shape,size", [((2, 128, 128, 4), 7), ((3, 33, 20, 3), 5)])
@@ -97,6 +105,36 @@ def test_few_channel_max_pool_is_keras_max_pool(shape, size):
     assert y.shape == y_keras.shape == (shape[0], (shape[1] + 1) // 2, (shape[2] + 1) // 2, shape[3])
     np.testing.assert_array_equal(y, y_keras)
     np.testing.assert_array_equal(g, g_keras)
+
+
+@pytest.mark.parametrize("shape,filters,kernel,activation,pack", [
+    ((2, 20, 24, 1), 4, 15, "relu", 4), ((3, 9, 12, 3), 2, 7, None, 4),
+    ((2, 16, 10, 8), 8, 3, "tanh", 2), ((2, 8, 6, 2), 4, 5, "relu", 2),
+    ((2, 8, 7, 2), 4, 5, "relu", 1)])
+def test_width_packed_convolution_is_conv2d(shape, filters, kernel, activation, pack):
+    """Same outputs and gradients as Conv2D with the same weights, neighbouring columns taken
+    as channels (odd widths are convolved as they are)."""
+    import keras
+    import tensorflow as tf
+    from xmipp3_deepcons.core.fast_layers import WidthPackedConv2D
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(size=shape).astype(np.float32))
+    layers = [WidthPackedConv2D(filters, kernel, padding="same", activation=activation),
+              keras.layers.Conv2D(filters, kernel, padding="same", activation=activation)]
+    results = []
+    for layer in layers:
+        layer.build(x.shape)
+        layer.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in layer.weights]
+                          if not results else layers[0].get_weights())
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(tf.sin(y) * y)
+        results.append([y.numpy()] + [g.numpy() for g in tape.gradient(
+            loss, [x, layer.kernel, layer.bias])])
+    assert layers[0]._pack == pack
+    for packed, plain in zip(*results):
+        np.testing.assert_allclose(packed, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
 
 
 @pytest.mark.parametrize("channels", [4, 8])     # XLA, TensorFlow's fused kernel

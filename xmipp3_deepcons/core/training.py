@@ -19,7 +19,7 @@ from scipy import ndimage
 from ..constants import (BATCH_SIZE, BATCHES_PER_KERAS_EPOCH, DEEP_PARTICLE_SIZE, MIN_POSITIVES,
                          VALIDATION_FRACTION, size_band)
 from ..errors import InputError
-from .network import BANDS, build_network, compile_network
+from .network import BANDS, build_network, compile_network, in_fast_layers
 
 MANIFEST = "manifest.json"
 HISTORY = "history.json"
@@ -228,7 +228,7 @@ def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, lear
     for i in range(n_models):
         keras.utils.set_random_seed(seed + i)
         if initial and i < initial.n_models:
-            model = compile_network(_in_fast_layers(initial.models[i], band), learning_rate, l2)
+            model = compile_network(in_fast_layers(initial.models[i]), learning_rate, l2)
         else:
             model = build_network(band, l2, learning_rate)
         batches = BalancedBatches(train_positives, train_negatives, seed=[seed, i])
@@ -303,17 +303,6 @@ def _initial_models(init_model_dir, band):
         raise InputError(f"network size {band} differs from the model in {init_model_dir} "
                          f"({initial.band}); leave the size out to continue that model")
     return initial
-
-
-def _in_fast_layers(model, band):
-    """A saved network continues in today's layers (the shipped models were saved with plain
-    batch norms and pools: same weights, slower to train); one that does not fit them is
-    continued as it is."""
-    fast = build_network(band)
-    if [tuple(w.shape) for w in fast.weights] != [tuple(w.shape) for w in model.weights]:
-        return model
-    fast.set_weights(model.get_weights())
-    return fast
 
 
 def _normalised(probability):
