@@ -74,6 +74,24 @@ class FFTConv2D(keras.layers.Layer):
                                 tf.convert_to_tensor(self.bias), relu, self._fft_shape,
                                 (self._height, self._width))
 
+    @property
+    def scores_through_fft(self):
+        """Whether scoring (no training) goes through the FFT, and so can start from planes."""
+        return not self._direct_inference
+
+    def planes_padding(self):
+        """``tf.pad`` padding of (b, c, h, w) planes to this layer's transforms."""
+        return _origin_padding((self._height, self._width), self._fft_shape)
+
+    def call_on_planes(self, planes):
+        """Scoring from the inputs already as (b, c, H, W) planes zero-padded by
+        ``planes_padding``: whoever makes the inputs makes them so in the same pass."""
+        relu = self.activation is keras.activations.relu
+        outputs, _, _ = _planes_correlation(planes, tf.convert_to_tensor(self.kernel),
+                                            tf.convert_to_tensor(self.bias), relu,
+                                            self._fft_shape, (self._height, self._width))
+        return outputs if relu else self.activation(outputs)
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:3]) + (self.filters,)
 
@@ -102,17 +120,14 @@ def _fft_correlation(inputs, kernel, bias, relu, fft_shape, size):
     height, width = size
     k = kernel.shape[0]
     half = (k - 1) // 2
-    at_origin = [[0, 0], [0, 0], [0, fft_shape[0] - height], [0, fft_shape[1] - width]]
     where_cropped = [[0, 0], [0, 0], [half, fft_shape[0] - half - height],
                      [half, fft_shape[1] - half - width]]
 
     @tf.custom_gradient
     def correlate(inputs, kernel, bias):
-        spectrum = tf.signal.rfft2d(_padded_planes(inputs, None, at_origin),
-                                    fft_length=fft_shape)
-        flipped = tf.transpose(tf.reverse(kernel, axis=[0, 1]), (2, 3, 0, 1))
-        kernel_spectrum = tf.signal.rfft2d(flipped, fft_length=fft_shape)
-        outputs = _inverse_real(_mix_channels(spectrum, kernel_spectrum), half, size, bias, relu)
+        planes = _padded_planes(inputs, None, _origin_padding(size, fft_shape))
+        outputs, spectrum, kernel_spectrum = _planes_correlation(planes, kernel, bias, relu,
+                                                                 fft_shape, size)
 
         def gradient(upstream):
             placed = _padded_planes(upstream, outputs if relu else None, where_cropped)
@@ -131,6 +146,20 @@ def _fft_correlation(inputs, kernel, bias, relu, fft_shape, size):
         return outputs, gradient
 
     return correlate(inputs, kernel, bias)
+
+
+def _planes_correlation(planes, kernel, bias, relu, fft_shape, size):
+    """The forward pass from zero-padded planes: outputs, their spectrum, the kernel's."""
+    spectrum = tf.signal.rfft2d(planes, fft_length=fft_shape)
+    flipped = tf.transpose(tf.reverse(kernel, axis=[0, 1]), (2, 3, 0, 1))
+    kernel_spectrum = tf.signal.rfft2d(flipped, fft_length=fft_shape)
+    outputs = _inverse_real(_mix_channels(spectrum, kernel_spectrum), kernel.shape[0] // 2, size,
+                            bias, relu)
+    return outputs, spectrum, kernel_spectrum
+
+
+def _origin_padding(size, fft_shape):
+    return [[0, 0], [0, 0], [0, fft_shape[0] - size[0]], [0, fft_shape[1] - size[1]]]
 
 
 @tf.function(jit_compile=True)

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from ..constants import DEEP_PARTICLE_SIZE
 from .fast_layers import packing_factor, width_packed_convolution
+from .fft_conv import FFTConv2D
 from .network import in_fast_layers
 
 # Views share a first convolution up to this many output channels: oneDNN's cost per channel
@@ -73,16 +74,27 @@ class Scorer:
             scores[start:start + n] = self._score(batch).numpy()[:n]
         return scores
 
-    @tf.function(jit_compile=True)
-    def _as_batch(self, maps, bias):
-        """The views' first maps (bias and activation added), each seen in its view, as one
-        batch: one pass over them."""
+    def _views_of(self, maps, bias):
+        """The views' first maps (bias and activation added), each seen in its view."""
         per_view = []
         for group in maps:
             views = group.shape[-1] // bias.shape[0]
             per_view += tf.split(self._first.activation(group + tf.tile(bias, [views])), views,
                                  axis=-1)
-        return tf.concat([_seen(m, t, (1, 2)) for m, t in zip(per_view, self.transforms)], axis=0)
+        return [_seen(m, t, (1, 2)) for m, t in zip(per_view, self.transforms)]
+
+    @tf.function(jit_compile=True)
+    def _as_batch(self, maps, bias):
+        """The views' first maps as one batch, in one pass over them."""
+        return tf.concat(self._views_of(maps, bias), axis=0)
+
+    @tf.function(jit_compile=True)
+    def _as_planes(self, maps, bias, padding):
+        """The views' first maps as one batch of the zero-padded channels-first planes an FFT
+        layer transforms, in one pass over them (0.037 + 0.022 ms per box and view as a batch,
+        then planes)."""
+        return tf.concat([tf.pad(tf.transpose(m, (0, 3, 1, 2)), padding)
+                          for m in self._views_of(maps, bias)], axis=0)
 
     def _views_score(self, boxes):
         kernel, views = self._first.kernel, len(self.transforms)
@@ -93,8 +105,13 @@ class Scorer:
                    for start in range(0, views, together)]
         maps = [width_packed_convolution(boxes, k, packing_factor(boxes.shape[2], 1, k.shape[-1]))
                 for k in kernels]
-        x = self._as_batch(maps, tf.convert_to_tensor(self._first.bias))
-        for layer in self._rest:
+        bias, rest = tf.convert_to_tensor(self._first.bias), self._rest
+        if isinstance(rest[0], FFTConv2D) and rest[0].scores_through_fft:
+            x = rest[0].call_on_planes(self._as_planes(maps, bias, rest[0].planes_padding()))
+            rest = rest[1:]
+        else:
+            x = self._as_batch(maps, bias)
+        for layer in rest:
             x = layer(x, training=False)
         return tf.reduce_mean(tf.reshape(x[:, 1], (views, -1)), axis=0)
 
