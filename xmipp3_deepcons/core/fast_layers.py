@@ -123,7 +123,7 @@ def width_packed_convolution(inputs, kernel, pack, bias=None, relu=False):
     neighbouring columns become one column of pack x c channels (a reshape, free), the kernel
     the equivalent (k, t, pack c, pack o) one, zero where a column is out of another's reach,
     and the output is reshaped back. The same sums in another order. Measured per 64x64 image,
-    7x7 kernel, forward + backward: 4 -> 8 channels 0.32 -> 0.18 ms (pack 4), 8 -> 8 0.43 ->
+    7x7 kernel, forward + backward: 4 -> 8 channels 0.32 -> 0.22 ms (pack 2), 8 -> 8 0.43 ->
     0.28 (pack 2); per 128x128 image, 15x15, forward: 1 -> 4 channels 0.27 -> 0.12 ms (pack 4).
     """
     _, height, width, channels = inputs.shape

@@ -59,11 +59,10 @@ class FFTConv2D(keras.layers.Layer):
         self._pack = packing_factor(int(width), int(channels), self.filters)
 
     def call(self, inputs, training=None):
+        relu = self.activation is keras.activations.relu
         if self._direct_inference and not training:
-            relu = self.activation is keras.activations.relu
             outputs = width_packed_convolution(inputs, self.kernel, self._pack, self.bias, relu)
             return outputs if relu else self.activation(outputs)
-        relu = self.activation is keras.activations.relu
         if not (relu or self.activation is keras.activations.linear):
             return self.activation(self._correlate(inputs, relu=False))
         return self._correlate(inputs, relu)

@@ -4,13 +4,13 @@ on a CPU: the same function, in another order.
 - The views share the first convolution. A view of the box convolved with the kernel is the
   view of (the box convolved with the kernel seen in the inverse view), exactly, for 'same'
   padding and an odd kernel; oneDNN computes 1 -> 16 channels barely slower than 1 -> 4, so the
-  views' first layers are one convolution with their kernels side by side, and each view's
-  maps, seen in its view, go on through the network as one batch.
+  views' first layers are one convolution with their kernels side by side (width-packed when
+  few), and each view's maps, seen in its view, go on through the network as one batch, made in
+  the same pass as the padded planes of the FFT layer that follows.
 - Batch norm is folded into the convolution before it (at scoring time both are affine per
   channel), and each ReLU runs after the max pool that follows it (they commute, exactly), on a
   quarter of the pixels.
-Measured on the medium network, side by side with the network's own prediction of each view:
-1.1x faster in one view, 1.2-1.3x in four (benchmarks/cnn_throughput.py).
+Measured side by side with plain Keras' prediction of each view: README, "Speed and memory".
 """
 import keras
 import numpy as np
