@@ -137,6 +137,21 @@ def test_width_packed_convolution_is_conv2d(shape, filters, kernel, activation, 
         np.testing.assert_allclose(packed, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
 
 
+def test_width_packed_convolution_of_maps_of_any_size():
+    """A model built for any map size convolves unpacked (the width is unknown when built)."""
+    import keras
+    from xmipp3_deepcons.core.fast_layers import WidthPackedConv2D
+    inputs = keras.Input((None, None, 4))
+    layer = WidthPackedConv2D(8, 7, padding="same", activation="relu")
+    model = keras.Model(inputs, layer(inputs))
+    plain = keras.layers.Conv2D(8, 7, padding="same", activation="relu")
+    plain.build((None, None, None, 4))
+    plain.set_weights(model.get_weights())
+    x = np.random.default_rng(7).normal(size=(2, 20, 24, 4)).astype(np.float32)
+    assert layer._pack == 1
+    np.testing.assert_allclose(model(x).numpy(), plain(x).numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize("channels", [4, 8])     # XLA, TensorFlow's fused kernel
 def test_fused_batch_norm_is_keras_batch_norm(channels):
     """Outputs, gradients and moving statistics; on 2x4x4 values per channel the unbiased

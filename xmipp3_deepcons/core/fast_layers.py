@@ -112,7 +112,8 @@ def packing_factor(width, in_channels, out_channels):
     """How many neighbouring columns ``width_packed_convolution`` takes as one: a power of two
     that divides the width and keeps both sides within ``PACKED_CHANNELS`` (1: none)."""
     pack = 1
-    while 2 * pack * max(in_channels, out_channels) <= PACKED_CHANNELS and width % (2 * pack) == 0:
+    while (width and 2 * pack * max(in_channels, out_channels) <= PACKED_CHANNELS
+           and width % (2 * pack) == 0):
         pack *= 2
     return pack
 
@@ -137,7 +138,7 @@ def width_packed_convolution(inputs, kernel, pack, bias=None, relu=False):
         outputs = tf.nn.bias_add(outputs, tf.tile(bias, [pack]))
     if relu:                                  # oneDNN fuses convolution, bias and ReLU
         outputs = tf.nn.relu(outputs)
-    return tf.reshape(outputs, (-1, height, width, filters))
+    return tf.reshape(outputs, (-1, height, width, filters)) if pack > 1 else outputs
 
 
 def _packed_kernel_index(size, channels, filters, pack):
