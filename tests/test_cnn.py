@@ -107,13 +107,15 @@ def test_few_channel_max_pool_is_keras_max_pool(shape, size):
     np.testing.assert_array_equal(g, g_keras)
 
 
-@pytest.mark.parametrize("shape,filters,kernel,activation,pack", [
-    ((2, 20, 24, 1), 4, 15, "relu", 4), ((3, 9, 12, 3), 2, 7, None, 4),
-    ((2, 16, 10, 8), 8, 3, "tanh", 2), ((2, 8, 6, 2), 4, 5, "relu", 2),
-    ((2, 8, 7, 2), 4, 5, "relu", 1)])
-def test_width_packed_convolution_is_conv2d(shape, filters, kernel, activation, pack):
+@pytest.mark.parametrize("shape,filters,kernel,activation,packs", [
+    ((2, 20, 24, 1), 4, 15, "relu", (4, 8)), ((3, 9, 12, 3), 2, 7, None, (4, 4)),
+    ((2, 16, 10, 8), 8, 3, "tanh", (2, 2)), ((2, 8, 6, 2), 4, 5, "relu", (2, 2)),
+    ((2, 8, 7, 2), 4, 5, "relu", (1, 1)), ((2, 9, 16, 4), 8, 7, "relu", (2, 4)),
+    ((3, 8, 10, 8), 16, 7, None, (1, 2))])
+def test_width_packed_convolution_is_conv2d(shape, filters, kernel, activation, packs):
     """Same outputs and gradients as Conv2D with the same weights, neighbouring columns taken
-    as channels (odd widths are convolved as they are)."""
+    as channels (odd widths are convolved as they are), in the forward pass and, as many or
+    more at a time, in the gradients."""
     import keras
     import tensorflow as tf
     from xmipp3_deepcons.core.fast_layers import WidthPackedConv2D
@@ -132,7 +134,7 @@ def test_width_packed_convolution_is_conv2d(shape, filters, kernel, activation, 
             loss = tf.reduce_sum(tf.sin(y) * y)
         results.append([y.numpy()] + [g.numpy() for g in tape.gradient(
             loss, [x, layer.kernel, layer.bias])])
-    assert layers[0]._pack == pack
+    assert (layers[0]._pack, layers[0]._backward_pack) == packs
     for packed, plain in zip(*results):
         np.testing.assert_allclose(packed, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
 

@@ -15,7 +15,9 @@ def test_fast_fft_length():
     assert fast_fft_length(125) == 128     # 125 = 5^3, but the packed inverse needs even
 
 
-@pytest.mark.parametrize("channels,filters,kernel,size", [(1, 4, 15, 40), (1, 4, 15, 39), (3, 2, 7, 33), (2, 3, 3, 16)])
+@pytest.mark.parametrize("channels,filters,kernel,size", [
+    (1, 4, 15, 40), (1, 4, 15, 39), (3, 2, 7, 33), (2, 3, 3, 16),
+    (8, 8, 5, 17)])   # kernel gradient's batch products as matrix products
 @pytest.mark.parametrize("activation", ["relu", None, "tanh"])   # fused, fused, after the layer
 def test_same_output_and_gradients_as_conv2d(channels, filters, kernel, size, activation):
     rng = np.random.default_rng(0)

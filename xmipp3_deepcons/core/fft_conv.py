@@ -184,10 +184,27 @@ def _mix_channels(spectrum, kernel_spectrum):
     return total
 
 
+BATCH_PRODUCT_MIN_PAIRS = 64    # channel pairs from which _batch_products is a matrix product
+
+
 @tf.function(jit_compile=True)
 def _batch_products(spectrum, upstream_spectrum):
-    """(b, c, h, w), (b, o, h, w) -> (c, o, h, w): sum over the batch of conj(X) G."""
-    return tf.reduce_sum(tf.math.conj(spectrum)[:, :, None] * upstream_spectrum[:, None], axis=0)
+    """(b, c, h, w), (b, o, h, w) -> (c, o, h, w): sum over the batch of conj(X) G.
+
+    From 64 channel pairs on, as one matrix product per frequency (XLA's, transposes included):
+    XLA's sum over the batch slows down more than the pairs grow (per image, 144x144: 0.10 ms at
+    4 -> 4, 0.36 at 8 -> 8), the products do not (0.13, 0.27; 0.10 at 1 -> 8, against 0.05).
+    Large training step, side by side: 1.05x (two pairs of runs).
+    """
+    _, c, height, width = spectrum.shape
+    o = upstream_spectrum.shape[1]
+    if c * o < BATCH_PRODUCT_MIN_PAIRS:
+        return tf.reduce_sum(tf.math.conj(spectrum)[:, :, None] * upstream_spectrum[:, None],
+                             axis=0)
+    products = tf.einsum("bcf,bof->cof",
+                         tf.math.conj(tf.reshape(spectrum, (-1, c, height * width))),
+                         tf.reshape(upstream_spectrum, (-1, o, height * width)))
+    return tf.reshape(products, (c, o, height, width))
 
 
 def _inverse_real(spectra, start, size, bias=None, relu=False):
