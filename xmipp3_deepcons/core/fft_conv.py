@@ -1,6 +1,7 @@
 """Convolution through the FFT, for the network's large kernels.
 
-The first block's 15x15 convolutions at 128x128 cost most of the training time when computed
+The first block's second 15x15 convolution at 128x128 (the first, which passes no gradient back,
+trains faster directly: ``network._convolution``) costs most of the training time when computed
 directly on a CPU (measured: its backward pass is 6-9x slower than through the FFT). This layer
 computes exactly what ``keras.layers.Conv2D(filters, k, padding="same")`` computes, with the
 same weights (kernel (k, k, in, out) and bias), so models and checkpoints are interchangeable.
@@ -52,9 +53,10 @@ class FFTConv2D(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
         self._height, self._width = int(height), int(width)
         self._fft_shape = [fast_fft_length(int(height) + k - 1), fast_fft_length(int(width) + k - 1)]
-        # A thin layer (1 -> 8 channels) has few products per pixel but as many inverse
-        # transforms as outputs: without a backward pass, oneDNN's direct convolution is faster
-        # (measured 0.27 vs 0.76 ms per 128x128 image for 1 -> 8; 0.12 for 1 -> 4, width-packed).
+        # A thin layer (1 -> 8 channels; in the network, the small one's 2 -> 2) has few products
+        # per pixel but as many inverse transforms as outputs: without a backward pass, oneDNN's
+        # direct convolution is faster (measured 0.27 vs 0.76 ms per 128x128 image for 1 -> 8;
+        # 0.12 for 1 -> 4, width-packed).
         self._direct_inference = channels * self.filters < 2 * (channels + self.filters)
         self._pack = packing_factor(int(width), int(channels), self.filters)
 
