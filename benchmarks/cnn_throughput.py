@@ -3,10 +3,11 @@
 usage: python benchmarks/cnn_throughput.py [--bands small medium large] [--repeats 5] [--steps 8]
 
 For each size band, both versions get the same weights; each measurement is a few timed
-batches after a warm-up, repeated; the table shows images/s (min and median of the repeats), the
-speed-up, and effective GFLOP/s next to the machine's float32 matrix-product GFLOP/s. Scoring is
-measured in one view and in the four mirror views `screen` scores by default (images = boxes x
-views: each is one pass through the network in plain Keras).
+batches after a warm-up, repeated, the two versions in turn; the table shows images/s (min and
+median of the repeats), the speed-up (median of the per-repeat ratios), and effective GFLOP/s
+next to the machine's float32 matrix-product GFLOP/s. Scoring is measured in one view and in
+the four mirror views `screen` scores by default (images = boxes x views: each is one pass
+through the network in plain Keras).
 """
 import argparse
 import os
@@ -49,14 +50,18 @@ def _timed(fn):
     return time.perf_counter() - start
 
 
-def throughput(step, images, repeats, steps):
-    """(min, median) images/s of ``step``, which computes ``images`` images, after a warm-up."""
-    step()
-    rates = []
+def side_by_side(step_a, step_b, images, repeats, steps):
+    """Images/s of two steps that compute ``images`` images each, timed in turn (a, b, a, b,
+    ...) after a warm-up, so that the machine's drift during the run falls on both: (min, median)
+    of each, and the median of the per-repeat ratios b / a."""
+    step_a()
+    step_b()
+    rates = ([], [])
     for _ in range(repeats):
-        seconds = _timed(lambda: [step() for _ in range(steps)])
-        rates.append(images * steps / seconds)
-    return min(rates), float(np.median(rates))
+        for rate, step in zip(rates, (step_a, step_b)):
+            rate.append(images * steps / _timed(lambda: [step() for _ in range(steps)]))
+    ratio = float(np.median(np.array(rates[1]) / np.array(rates[0])))
+    return [(min(r), float(np.median(r))) for r in rates], ratio
 
 
 def tasks(model, ours):
@@ -95,11 +100,11 @@ def main():
         direct.set_weights(ours.get_weights())
         for (task, d_step, images, factor), (_, f_step, _, _) in zip(tasks(direct, False),
                                                                     tasks(ours, True)):
-            d_min, d_med = throughput(d_step, images, args.repeats, args.steps)
-            f_min, f_med = throughput(f_step, images, args.repeats, args.steps)
+            ((d_min, d_med), (f_min, f_med)), ratio = side_by_side(
+                d_step, f_step, images, args.repeats, args.steps)
             flops = forward_flops(band) * factor / 1e9
             print(f"| {band} | {task} | {d_min:.0f} / {d_med:.0f} | {f_min:.0f} / {f_med:.0f} | "
-                  f"{f_med / d_med:.1f}x | {d_med * flops:.0f} / {f_med * flops:.0f} (of "
+                  f"{ratio:.1f}x | {d_med * flops:.0f} / {f_med * flops:.0f} (of "
                   f"{reference:.0f}) |", flush=True)
 
 
