@@ -50,18 +50,18 @@ def _timed(fn):
     return time.perf_counter() - start
 
 
-def side_by_side(step_a, step_b, images, repeats, steps):
-    """Images/s of two steps that compute ``images`` images each, timed in turn (a, b, a, b,
-    ...) after a warm-up, so that the machine's drift during the run falls on both: (min, median)
-    of each, and the median of the per-repeat ratios b / a."""
-    step_a()
-    step_b()
-    rates = ([], [])
+def side_by_side(steps_to_time, images, repeats, steps):
+    """Images/s of steps that compute ``images`` images each, timed in turn (a, b, c, a, b, c,
+    ...) after a warm-up, so that the machine's drift during the run falls on all: (min, median)
+    of each, and the median of the per-repeat ratios of each to the first."""
+    for step in steps_to_time:
+        step()
+    rates = [[] for _ in steps_to_time]
     for _ in range(repeats):
-        for rate, step in zip(rates, (step_a, step_b)):
+        for rate, step in zip(rates, steps_to_time):
             rate.append(images * steps / _timed(lambda: [step() for _ in range(steps)]))
-    ratio = float(np.median(np.array(rates[1]) / np.array(rates[0])))
-    return [(min(r), float(np.median(r))) for r in rates], ratio
+    ratios = [float(np.median(np.array(rate) / np.array(rates[0]))) for rate in rates]
+    return [(min(r), float(np.median(r))) for r in rates], ratios
 
 
 def tasks(model, ours):
@@ -100,8 +100,8 @@ def main():
         direct.set_weights(ours.get_weights())
         for (task, d_step, images, factor), (_, f_step, _, _) in zip(tasks(direct, False),
                                                                     tasks(ours, True)):
-            ((d_min, d_med), (f_min, f_med)), ratio = side_by_side(
-                d_step, f_step, images, args.repeats, args.steps)
+            ((d_min, d_med), (f_min, f_med)), (_, ratio) = side_by_side(
+                [d_step, f_step], images, args.repeats, args.steps)
             flops = forward_flops(band) * factor / 1e9
             print(f"| {band} | {task} | {d_min:.0f} / {d_med:.0f} | {f_min:.0f} / {f_med:.0f} | "
                   f"{ratio:.1f}x | {d_med * flops:.0f} / {f_med * flops:.0f} (of "
