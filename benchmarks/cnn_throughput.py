@@ -64,6 +64,12 @@ def side_by_side(steps_to_time, images, repeats, steps):
     return [(min(r), float(np.median(r))) for r in rates], ratios
 
 
+def keras_scoring(model, boxes, views):
+    """Plain Keras' scoring step: a prediction of each mirrored batch of the (n, h, w) boxes."""
+    return lambda: [model.predict_on_batch(np.ascontiguousarray(m)[..., None])
+                    for m in mirror_views(boxes, views)]
+
+
 def tasks(model, ours):
     """(task, step, images per step, forward passes per image) of one network: training as
     Keras does (64 boxes a batch), scoring as the ensemble does (256 box-views a batch): ours
@@ -78,9 +84,7 @@ def tasks(model, ours):
             scorer = Scorer(model, views)
             step = lambda scorer=scorer, boxes=boxes: scorer(boxes)  # noqa: E731
         else:
-            step = lambda boxes=boxes, views=views: [  # noqa: E731
-                model.predict_on_batch(np.ascontiguousarray(m)[..., None])
-                for m in mirror_views(boxes, views)]
+            step = keras_scoring(model, boxes, views)
         yield f"score, {views} view{'s' * (views > 1)}", step, 256, 1
 
 

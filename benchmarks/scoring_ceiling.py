@@ -21,9 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from cnn_throughput import matmul_gflops, side_by_side  # noqa: E402
+from cnn_throughput import keras_scoring, matmul_gflops, side_by_side  # noqa: E402
 from xmipp3_deepcons.core.network import build_network  # noqa: E402
-from xmipp3_deepcons.core.scoring import Scorer, mirror_views  # noqa: E402
+from xmipp3_deepcons.core.scoring import Scorer  # noqa: E402
 
 
 def _free_rfft2d(planes, fft_length):
@@ -66,9 +66,8 @@ def main():
             with free_transforms():
                 free(boxes)                                  # traced with the stand-ins
             (plain_rate, ours_rate, free_rate), (_, ours_ratio, free_ratio) = side_by_side(
-                [lambda: [plain.predict_on_batch(np.ascontiguousarray(m)[..., None])
-                          for m in mirror_views(boxes, views)],
-                 lambda: scorer(boxes), lambda: free(boxes)], 256, args.repeats, args.steps)
+                [keras_scoring(plain, boxes, views), lambda: scorer(boxes), lambda: free(boxes)],
+                256, args.repeats, args.steps)
             print(f"| {band} | {views} | {plain_rate[1]:.0f} | {ours_rate[1]:.0f} "
                   f"({ours_ratio:.1f}x) | {free_rate[1]:.0f} ({free_ratio:.1f}x) |", flush=True)
 
