@@ -9,6 +9,7 @@ import sys
 from ..errors import InputError
 
 COMMANDS = ("screen", "train", "score", "demo", "scipion-demo")
+STAGE_MODULE = "stages"   # init, prepare, fit, predict, finish, evaluate
 
 
 def build_parser():
@@ -25,6 +26,12 @@ def build_parser():
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_args(p)
         p.set_defaults(func=module.main)
+    stages = importlib.import_module(f"{__name__}.{STAGE_MODULE}")
+    for name, summary in stages.DESCRIPTIONS.items():
+        p = sub.add_parser(name, help=summary, description=summary + ".\n\n" + stages.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        stages.add_args(p, name)
+        p.set_defaults(func=lambda args, name=name: stages.main(args, name))
     return parser
 
 

@@ -74,8 +74,24 @@ def add_training_args(parser):
                         "(<1500 small, <20000 medium, else large)")
     g.add_argument("--seed", type=int, help="random seed: the same inputs and seed give the "
                                             "same scores (default: drawn and logged)")
+    add_compute_args(parser)
+
+
+def add_compute_args(parser):
+    g = parser.add_argument_group("compute")
     g.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the network (default: all cores)")
+    g.add_argument("--gpu", metavar="IDS",
+                   help="GPUs to use, as CUDA_VISIBLE_DEVICES takes them ('0', '0,1'); "
+                        "'-1' or '': none (default: what the environment gives)")
+
+
+def set_compute(threads, gpu=None):
+    """GPUs and CPU threads, before TensorFlow starts in this process."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu.strip()
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    set_threads(threads)
 
 
 def add_views_arg(group, default):

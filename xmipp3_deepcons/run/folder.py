@@ -1,0 +1,381 @@
+"""The files of one run, one writer for them, and the readers that the viewer, the tests and
+users may rely on.
+
+    run.json                       the settings (``RunSettings``), fixed when the run starts
+    inputs/ledger.tsv              admitted micrographs in arrival order: stem, file, id, name
+    inputs/<stem>.npz              its picks per picker (and their scores, its CTF)
+    inputs/closed                  no micrograph will be admitted any more
+    additional/<name>.npy          extra training boxes (precompiled, custom) and test sets
+    work/preprocessed/<stem>.mrc   downsampled, normalised, inverted (phase-flipped) micrograph
+    work/candidates/<stem>.npz     consensus candidates, votes, pickers' scores, negatives, key
+    particles/<stem>.mrcs          128 px box of every candidate (when asked: Scipion's output)
+    initial_model/                 the start model copied (or replicated) for this run
+    training/pass_NNN/             one ensemble per training pass (done when manifest.json is)
+    model_round<r>/                after self-training round r
+    model/                         the final ensemble; evidence_<views>.json beside its weights
+    work/scores[_<v>views]/<stem>.npz   network score of every candidate, with its key
+
+Every product records the key of what it was made from (the micrograph's bytes, its picks,
+the settings that matter, the model), and a reader that finds another key, or a file it cannot
+read, reports it as missing: the stage that makes it then makes it again, and says why.
+Files are written to a temporary name in the same folder, then renamed, so a kill or a full
+disk never leaves a file that looks complete.
+"""
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from ..errors import InputError
+from .settings import RunSettings
+
+log = logging.getLogger("xmipp3_deepcons")
+SETTINGS_FILE = "run.json"
+
+
+def per_views(name, views):
+    """Scores of different numbers of mirror views never mix: one name per number (one view:
+    the name itself)."""
+    return name if views == 1 else f"{name}_{views}views"
+
+
+def file_digest(path, chunk=1 << 22):
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def arrays_digest(*parts):
+    digest = hashlib.sha1()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(str((part.dtype.str, part.shape)).encode())
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(repr(part).encode())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block ends
+    without error, removed otherwise."""
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    stem, ext = os.path.splitext(name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp" + ext, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path, content):
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(content, f, indent=1)
+
+
+def write_npz(path, **arrays):
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError) as error:
+        raise InputError(f"{path} cannot be read ({error}); remove it to make it again")
+
+
+def load_npz(path):
+    """The arrays of an .npz, or None when it is missing or unreadable (to be made again)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as error:   # truncated, not a zip, bad header: all mean "make it again"
+        log.warning(f"{path} is damaged ({type(error).__name__}: {error}); making it again")
+        return None
+
+
+def copy_folder(source, target):
+    """Replace ``target`` with a copy of ``source``, atomically for readers of ``target``."""
+    tmp = target + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+class RunFolder:
+    """One run's files (see the module docstring)."""
+
+    def __init__(self, root):
+        self.root = os.path.abspath(root)
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    # settings ---------------------------------------------------------------------------
+    def settings(self):
+        content = read_json(self.path(SETTINGS_FILE))
+        if content is None:
+            raise InputError(f"{self.root} is not a Deep Consensus run folder (no "
+                             f"{SETTINGS_FILE}); start one with `xmipp_deep_consensus init` "
+                             "or `screen`")
+        return RunSettings.from_json(content)
+
+    def has_settings(self):
+        return os.path.exists(self.path(SETTINGS_FILE))
+
+    def write_settings(self, settings):
+        """Start the run, or check that a stopped one continues with the same settings
+        (output options may change and are updated)."""
+        if self.has_settings():
+            settings.check_continues(self.settings(), self.root)
+        write_json(self.path(SETTINGS_FILE), settings.to_json())
+
+    # inputs -----------------------------------------------------------------------------
+    def ledger(self):
+        """[(stem, micrograph file, micrograph id, micrograph name)] in arrival order."""
+        path = self.path("inputs", "ledger.tsv")
+        entries = []
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    fields = line.rstrip("\n").split("\t")
+                    if len(fields) == 4 and os.path.exists(self.inputs_file(fields[0])):
+                        entries.append((fields[0], fields[1], int(fields[2]), fields[3]))
+        return entries
+
+    def stems(self):
+        return [entry[0] for entry in self.ledger()]
+
+    def inputs_file(self, stem):
+        return self.path("inputs", stem + ".npz")
+
+    def write_inputs(self, stem, picks, picker_scores=None, ctf=None):
+        """A micrograph's picks per picker (x, y in its pixels), their scores and its CTF."""
+        arrays = {f"picks_{i}": np.asarray(p, np.float64).reshape(-1, 2)
+                  for i, p in enumerate(picks)}
+        for i, scores in enumerate(picker_scores or []):
+            if scores is not None:
+                arrays[f"scores_{i}"] = np.asarray(scores, np.float64).reshape(-1)
+        if ctf is not None:
+            arrays["ctf"] = np.asarray(ctf, np.float64)
+        write_npz(self.inputs_file(stem), **arrays)
+
+    def admit(self, stem, micrograph, picks, picker_scores=None, ctf=None, mic_id=0,
+              mic_name=None):
+        """Streaming: save a micrograph's inputs, then append it to the ledger (a kill in
+        between leaves inputs that no ledger line points to: harmless)."""
+        self.write_inputs(stem, picks, picker_scores, ctf)
+        with open(self.path("inputs", "ledger.tsv"), "a") as f:
+            f.write(f"{stem}\t{os.path.abspath(micrograph)}\t{int(mic_id)}\t"
+                    f"{mic_name or os.path.basename(micrograph)}\n")
+
+    def replace_ledger(self, entries):
+        """The command line's inputs, all at once: the ledger is exactly these."""
+        os.makedirs(self.path("inputs"), exist_ok=True)
+        with atomic_path(self.path("inputs", "ledger.tsv")) as tmp, open(tmp, "w") as f:
+            for stem, micrograph, mic_id, name in entries:
+                f.write(f"{stem}\t{os.path.abspath(micrograph)}\t{int(mic_id)}\t{name}\n")
+
+    def micrograph_digest(self, stem, path):
+        """The micrograph's content digest, hashed again only when its size or modification
+        time changed (as make and git do: reading every micrograph on each call would cost
+        more than preparing it)."""
+        stat = os.stat(path)
+        cache_path = self.path("work", "digests", stem + ".json")
+        cached = read_json(cache_path) if os.path.exists(cache_path) else None
+        signature = [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
+        if cached and cached.get("signature") == signature:
+            return cached["sha1"]
+        digest = file_digest(path)
+        write_json(cache_path, {"signature": signature, "sha1": digest})
+        return digest
+
+    def load_inputs(self, stem):
+        with np.load(self.inputs_file(stem)) as data:
+            n = len([k for k in data.files if k.startswith("picks_")])
+            return {"picks": [data[f"picks_{i}"] for i in range(n)],
+                    "scores": [data[f"scores_{i}"] if f"scores_{i}" in data.files else None
+                               for i in range(n)],
+                    "ctf": data["ctf"] if "ctf" in data.files else None}
+
+    def close_inputs(self):
+        with open(self.path("inputs", "closed"), "w"):
+            pass
+
+    def inputs_closed(self):
+        return os.path.exists(self.path("inputs", "closed"))
+
+    # preparation ------------------------------------------------------------------------
+    def preprocessed(self, stem):
+        return self.path("work", "preprocessed", stem + ".mrc")
+
+    def candidates_file(self, stem):
+        return self.path("work", "candidates", stem + ".npz")
+
+    def particles(self, stem):
+        return self.path("particles", stem + ".mrcs")
+
+    def candidates(self, stem, key=None):
+        """The micrograph's candidate table: ``xy`` (micrograph pixels), ``votes``,
+        ``members`` (index of each picker's pick, -1 if none), ``picker_scores``,
+        ``negatives`` (background centres), ``factor`` and ``key``. None when not prepared,
+        or (``key`` given) prepared from other inputs."""
+        table = load_npz(self.candidates_file(stem))
+        if table is None or (key is not None and str(table.get("key")) != key):
+            return None
+        return table
+
+    load_candidates = candidates   # the name core.pipeline's box collectors read
+
+    def candidate_key(self, stem):
+        table = self.candidates(stem)
+        return None if table is None else str(table["key"])
+
+    def is_prepared(self, stem):
+        table = self.candidates(stem)
+        return (table is not None and os.path.exists(self.preprocessed(stem))
+                and (not self.settings().write_particles or not len(table["xy"])
+                     or os.path.exists(self.particles(stem))))
+
+    def positives(self, stem, min_votes):
+        return int((self.candidates(stem)["votes"] >= min_votes).sum())
+
+    # models -----------------------------------------------------------------------------
+    def pass_dir(self, number):
+        return self.path("training", "pass_%03d" % number)
+
+    def round_dir(self, number):
+        return self.path(f"model_round{number}")
+
+    def model_dir(self):
+        return self.path("model")
+
+    def initial_model_dir(self):
+        folder = self.path("initial_model")
+        return folder if os.path.exists(os.path.join(folder, "manifest.json")) else None
+
+    def has_model(self):
+        return os.path.exists(os.path.join(self.model_dir(), "manifest.json"))
+
+    def model_key(self, folder=None):
+        path = os.path.join(folder or self.model_dir(), "manifest.json")
+        return file_digest(path) if os.path.exists(path) else None
+
+    def passes(self):
+        """Finished training passes in order: number, folder, micrographs, the keys of their
+        candidates, positives used and mean validation accuracy."""
+        found, number = [], 1
+        while True:
+            manifest = read_json(os.path.join(self.pass_dir(number), "manifest.json"))
+            if manifest is None:
+                return found
+            extra = manifest.get("extra", {})
+            found.append({"number": number, "dir": self.pass_dir(number),
+                          "micrographs": list(extra.get("micrographs", [])),
+                          "keys": list(extra.get("candidate_keys", [])),
+                          "positives": int(extra.get("micrograph_positives", 0)),
+                          "mean_val_accuracy": float(manifest["mean_val_accuracy"])})
+            number += 1
+
+    def training_curves(self):
+        """Per pass (or the final model when it was not trained here): the per-network
+        histories, for the training-curve plot."""
+        folders = [p["dir"] for p in self.passes()] or [self.model_dir()]
+        return [h for h in (read_json(os.path.join(d, "history.json")) for d in folders) if h]
+
+    # scores -----------------------------------------------------------------------------
+    def scores_file(self, stem, views, source="final"):
+        folder = "scores" if source == "final" else f"scores_{source}"
+        return self.path("work", per_views(folder, views), stem + ".npz")
+
+    def network_scores(self, stem, views=None, source="final"):
+        """The network's score of every candidate of a micrograph, None when not scored (or
+        scored from other candidates or by another model)."""
+        views = views or self.settings().views
+        stored = load_npz(self.scores_file(stem, views, source))
+        if stored is None:
+            return None
+        model = self.model_dir() if source == "final" else self.path(source)
+        if (str(stored["candidate_key"]) != self.candidate_key(stem)
+                or str(stored["model_key"]) != self.model_key(model)):
+            return None
+        return stored["scores"]
+
+    def write_network_scores(self, stem, views, scores, source="final"):
+        model = self.model_dir() if source == "final" else self.path(source)
+        write_npz(self.scores_file(stem, views, source), scores=np.asarray(scores, np.float32),
+                  candidate_key=self.candidate_key(stem), model_key=self.model_key(model))
+
+    def scored_stems(self, views=None):
+        return [s for s in self.stems() if self.network_scores(s, views) is not None]
+
+    def evidence_file(self, views):
+        return os.path.join(self.model_dir(), per_views("evidence", views) + ".json")
+
+    def evidence(self, views=None):
+        return read_json(self.evidence_file(views or self.settings().views))
+
+    def final_scores(self, stem, settings=None):
+        """What the outputs carry: the network's score, or its combination with the pickers'
+        evidence (see ``stages.fit_evidence``). None before the micrograph is scored."""
+        from .keep import final_scores
+        settings = settings or self.settings()
+        network = self.network_scores(stem, settings.views)
+        if network is None:
+            return None
+        return final_scores(settings, self.evidence(settings.views), self.candidates(stem),
+                            network)
+
+    def threshold(self, settings=None, final=None):
+        """(threshold in use, suggested threshold): 'auto' takes the suggested one, the valley
+        of the histogram of every scored candidate's final score."""
+        from ..core.evidence import suggest_threshold
+        settings = settings or self.settings()
+        if final is None:
+            final = [s for s in (self.final_scores(stem, settings) for stem in self.stems())
+                     if s is not None]
+        suggested = suggest_threshold(np.concatenate([np.zeros(0)] + list(final)))
+        used = suggested if settings.threshold == "auto" else float(settings.threshold)
+        return used, suggested
+
+    def kept(self, stem, settings=None, threshold=None):
+        """Which candidates of a scored micrograph are output (see ``keep.keep_mask``)."""
+        from .keep import keep_mask
+        settings = settings or self.settings()
+        scores = self.final_scores(stem, settings)
+        if scores is None:
+            return None
+        if threshold is None:
+            threshold = (self.threshold(settings)[0] if settings.threshold == "auto"
+                         else float(settings.threshold))
+        return keep_mask(self.candidates(stem)["xy"], scores, settings.dedupe_radius_px,
+                         threshold)
+
+    def counts(self):
+        """{stem: (candidates, kept)} of the scored micrographs."""
+        settings, counts = self.settings(), {}
+        for stem in self.stems():
+            kept = self.kept(stem, settings)
+            if kept is not None:
+                counts[stem] = (len(kept), int(kept.sum()))
+        return counts

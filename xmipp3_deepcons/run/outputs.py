@@ -1,0 +1,61 @@
+"""The command line's outputs of a scored run: the kept particles as RELION and Xmipp
+coordinates, every candidate with its score, and the figures."""
+import logging
+import os
+
+import numpy as np
+
+from ..errors import InputError
+from .folder import atomic_path
+
+log = logging.getLogger("xmipp3_deepcons")
+
+
+def write_outputs(run, settings=None):
+    """Write the outputs into the run folder; returns the summary counts."""
+    from .. import plots
+    from ..core.consensus import suppress_duplicates
+    from ..io.coordinates import write_coordinates_star, write_pos
+    settings = settings or run.settings()
+    ledger = run.ledger()
+    missing = [stem for stem, *_ in ledger if run.network_scores(stem, settings.views) is None]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(ledger)} micrographs are not scored yet "
+                         f"(first: {missing[0]}); run `xmipp_deep_consensus predict {run.root}` "
+                         "on every shard first")
+    tables = [run.candidates(stem) for stem, *_ in ledger]
+    network = [run.network_scores(stem, settings.views) for stem, *_ in ledger]
+    final = [run.final_scores(stem, settings) for stem, *_ in ledger]
+    threshold, suggested = run.threshold(settings, final)
+    log.info(f"suggested threshold (valley of the score histogram): {suggested:.3f}")
+    pos_dir = run.path("coordinates")
+    os.makedirs(pos_dir, exist_ok=True)
+    names, unique, kept = [], [], []
+    for (stem, path, *_), table, scores in zip(ledger, tables, final):
+        is_unique = suppress_duplicates(table["xy"], scores, settings.dedupe_radius_px)
+        keep = is_unique & ((scores > threshold) if threshold >= 0 else True)
+        with atomic_path(os.path.join(pos_dir, stem + ".pos")) as tmp:
+            write_pos(tmp, table["xy"][keep], scores[keep])
+        names += [path] * len(scores)
+        unique.append(is_unique)
+        kept.append(keep)
+    cat = np.concatenate
+    empty2 = np.zeros((0, 2))
+    names = np.array(names, dtype=str)
+    xy = cat([empty2] + [t["xy"] for t in tables])
+    votes = cat([np.zeros(0, int)] + [t["votes"] for t in tables])
+    unique, kept = cat([np.zeros(0, bool)] + unique), cat([np.zeros(0, bool)] + kept)
+    score = cat([np.zeros(0, np.float32)] + final)
+    with atomic_path(run.path("coordinates.star")) as tmp:
+        write_coordinates_star(tmp, names[kept], xy[kept], score[kept])
+    with atomic_path(run.path("candidates.star")) as tmp:
+        write_coordinates_star(tmp, names, xy, score)
+    with atomic_path(run.path("candidates.npz")) as tmp:
+        np.savez(tmp, micrograph=names, xy=xy, score=score,
+                 network_score=cat([np.zeros(0, np.float32)] + network), votes=votes,
+                 duplicate=~unique, kept=kept, threshold=threshold,
+                 suggested_threshold=suggested)
+    plots.score_histogram(run.path("score_histogram.png"), score, threshold, votes=votes)
+    plots.training_curves_from_model(run.path("training_curves.png"), run.model_dir())
+    return {"kept": int(kept.sum()), "candidates": len(score),
+            "duplicates": int((~unique).sum()), "threshold": threshold}

@@ -1,0 +1,434 @@
+"""The stages of a run, each a function of a run folder: prepare micrographs, train, finalise
+the model (self-training, the pickers' evidence), predict, write the outputs.
+
+Both front ends run exactly these: ``xmipp_deep_consensus screen`` in one process, its stage
+subcommands one at a time (``prepare``, ``fit``, ``predict``, ``finish``: job arrays on a
+cluster), and the Scipion protocol through ``runJob``. Every stage skips what is already done
+with the same inputs, redoes what was made from other inputs, and may be stopped at any time.
+"""
+import logging
+import os
+import shutil
+import zlib
+
+import numpy as np
+
+from ..constants import (DEEP_PARTICLE_SIZE, MIN_POSITIVES, SELF_TRAINING_MIN_ACCEPTED)
+from ..errors import InputError
+from . import schedule
+from .folder import (RunFolder, arrays_digest, atomic_path, copy_folder, read_json,
+                     write_json, write_npz)
+from .keep import fit as fit_evidence_model
+
+log = logging.getLogger("xmipp3_deepcons")
+
+
+# ------------------------------------------------------------------------------ prepare
+def candidate_key(run, stem, settings):
+    """What a micrograph's preparation depends on: the bytes of its micrograph, its picks and
+    CTF, and the settings that change preprocessing or candidates."""
+    entry = {e[0]: e for e in run.ledger()}[stem]
+    with np.load(run.inputs_file(stem)) as data:
+        arrays = [data[k] for k in sorted(data.files)]
+    return arrays_digest(run.micrograph_digest(stem, entry[1]), settings.preparation_key(),
+                         *arrays)
+
+
+def prepare(run, stems, settings=None):
+    """Consensus candidates, background negatives and the preprocessed micrograph (and its
+    128 px boxes when the run writes particles) of each micrograph."""
+    from ..core import consensus
+    from ..core.extract import extract_boxes
+    from ..core.micrograph import preprocess_micrograph
+    from ..core.noise import pick_noise
+    from ..io.images import read_micrograph, write_mrc, write_stack
+    settings = settings or run.settings()
+    files = {e[0]: e[1] for e in run.ledger()}
+    labels = run_picker_labels(run, settings)
+    for i, stem in enumerate(stems, 1):
+        key = candidate_key(run, stem, settings)
+        table = run.candidates(stem, key)
+        if table is not None and run.is_prepared(stem):
+            continue
+        if run.candidates(stem) is not None:
+            log.info(f"{stem}: its micrograph, picks or settings changed; preparing it again")
+        inputs = run.load_inputs(stem)
+        image = read_micrograph(files[stem])
+        for picks, label in zip(inputs["picks"], labels):
+            check_inside(picks, image.shape, f"{label}, micrograph {stem}")
+        found = consensus.coordinate_consensus(inputs["picks"],
+                                               consensus.merge_radius(settings.box_size,
+                                                                      settings.radius))
+        # Seeded by the run seed and the micrograph name: the same whatever the arrival order.
+        rng = np.random.default_rng([settings.seed, zlib.crc32(stem.encode("utf-8"))])
+        negatives = pick_noise(image.shape, found.xy, settings.box_size, len(found), rng)
+        ctf = None
+        if settings.phase_flip:
+            from ..core.ctf import CTFParams
+            ctf = CTFParams(*[float(v) for v in inputs["ctf"]])
+        pre = preprocess_micrograph(image, settings.factor, invert=not settings.inverted,
+                                    ctf=ctf, pixel_size=settings.pixel_size)
+        del image
+        scores = [s if s is not None else np.full(len(p), np.nan)
+                  for s, p in zip(inputs["scores"], inputs["picks"])]
+        table = dict(xy=found.xy, votes=found.votes, members=found.members,
+                     picker_scores=found.member_values(scores), negatives=negatives,
+                     shape=np.array(pre.shape), factor=np.array(settings.factor),
+                     key=np.array(key))
+        with atomic_path(run.preprocessed(stem)) as tmp:
+            write_mrc(tmp, pre)
+        if settings.write_particles and len(found.xy):
+            boxes = extract_boxes(pre, found.xy / settings.factor, DEEP_PARTICLE_SIZE)
+            with atomic_path(run.particles(stem)) as tmp:
+                write_stack(tmp, boxes, (settings.pixel_size or 1.0) * settings.factor)
+        write_npz(run.candidates_file(stem), **table)   # last: it marks the micrograph done
+        by_votes = np.bincount(found.votes, minlength=settings.n_pickers + 1)[1:]
+        log.info(f"prepared {i}/{len(stems)} {stem}: {len(found)} candidates (by votes "
+                 f"{' '.join(map(str, by_votes))}), {len(negatives)} negatives")
+
+
+def run_picker_labels(run, settings):
+    labels = read_json(run.path("inputs", "pickers.json"))
+    return labels or [f"picker {i + 1}" for i in range(settings.n_pickers)]
+
+
+def check_inside(xy, shape, label):
+    """Picks outside the micrograph mean a wrong frame or binning: refuse them."""
+    rows, cols = shape
+    xy = np.asarray(xy).reshape(-1, 2)
+    outside = (xy[:, 0] < 0) | (xy[:, 0] >= cols) | (xy[:, 1] < 0) | (xy[:, 1] >= rows)
+    if outside.any():
+        x, y = xy[np.argmax(outside)]
+        raise InputError(f"{label}: {outside.sum()} coordinates lie outside the {cols}x{rows} px "
+                         f"micrograph (first at x={x:.0f}, y={y:.0f}); were they picked on "
+                         f"micrographs of another size or binning?")
+
+
+# ------------------------------------------------------------------------------ training
+def training_state(run, settings):
+    """(ledger, {stem: positives} of the prepared, valid finished passes). Passes that no
+    longer match the rule (their micrographs changed, or the ledger did) are removed, with
+    everything made after them."""
+    ledger = run.stems()
+    positives = {}
+    for stem in ledger:
+        if run.is_prepared(stem):
+            positives[stem] = run.positives(stem, settings.min_votes)
+    valid = []
+    for recorded in run.passes():
+        plan = schedule.next_pass(ledger, positives, valid, settings, run.inputs_closed())
+        keys = [run.candidate_key(s) for s in recorded["micrographs"]]
+        if (plan.action == schedule.TRAIN and plan.stems == recorded["micrographs"]
+                and keys == recorded["keys"]):
+            valid.append(recorded)
+            continue
+        log.info(f"training pass {recorded['number']} was made from other micrographs or "
+                 "picks than the run now has: training again from there")
+        discard_training_from(run, recorded["number"])
+        break
+    return ledger, positives, valid
+
+
+def discard_training_from(run, number):
+    """Remove pass ``number`` and every later pass, and the models made from them."""
+    while os.path.exists(run.pass_dir(number)):
+        shutil.rmtree(run.pass_dir(number))
+        number += 1
+    discard_final_model(run)
+
+
+def discard_final_model(run):
+    shutil.rmtree(run.model_dir(), ignore_errors=True)
+    number = 1
+    while os.path.exists(run.round_dir(number)):
+        shutil.rmtree(run.round_dir(number))
+        number += 1
+
+
+def plan_training(run, settings=None):
+    settings = settings or run.settings()
+    if settings.skip_training:
+        return schedule.Plan(schedule.FINALIZE, reason="scoring with the given model")
+    ledger, positives, passes = training_state(run, settings)
+    return schedule.next_pass(ledger, positives, passes, settings, run.inputs_closed())
+
+
+def train_pass(run, plan, settings=None):
+    """Train the pass the plan names, continuing the previous pass (or the start model)."""
+    from ..core.pipeline import collect_training_boxes
+    from ..core.training import train_ensemble
+    settings = settings or run.settings()
+    passes = training_state(run, settings)[2]
+    if len(passes) >= plan.number:
+        return
+    used = sum(p["positives"] for p in passes)
+    budget = settings.train_size - used if settings.train_size >= 0 else -1
+    positives, negatives = collect_training_boxes(run, plan.stems, settings.min_votes, budget,
+                                                  [settings.seed, plan.number])
+    if len(positives) < MIN_POSITIVES:
+        raise InputError(f"too few positives to train: {len(positives)} candidates have at "
+                         f"least {settings.min_votes} votes, {MIN_POSITIVES} are needed; add "
+                         "micrographs or pickers, lower the votes needed, or score with an "
+                         "existing model (--model DIR --skip-training)")
+    log.info(f"training pass {plan.number} on {len(plan.stems)} micrographs: "
+             f"{len(positives)} positives and {len(negatives)} background boxes")
+    positive_groups = [(positives, 1)] + additional_boxes(run, "positives",
+                                                          settings.positive_weight, plan.stems)
+    negative_groups = ([(negatives, 1)] + additional_boxes(run, "negatives",
+                                                           settings.negative_weight, plan.stems)
+                       + precompiled_negatives(settings) + unlabeled_negatives(run, settings,
+                                                                               plan.stems))
+    init = passes[-1]["dir"] if passes else run.initial_model_dir()
+    metadata = dict(model_metadata(settings), micrographs=list(plan.stems),
+                    candidate_keys=[run.candidate_key(s) for s in plan.stems],
+                    micrograph_positives=int(len(positives)), **{"pass": plan.number})
+    manifest = train_ensemble(
+        positive_groups, negative_groups, run.pass_dir(plan.number), n_models=settings.models,
+        epochs=settings.epochs, min_batches=settings.min_batches,
+        learning_rate=settings.learning_rate, l2=settings.l2, auto_stop=settings.auto_stop,
+        band=None if init else settings.network_size, seed=settings.seed + plan.number - 1,
+        init_model_dir=init, log=log.info, metadata=metadata)
+    log.info(f"training pass {plan.number} done: mean validation accuracy "
+             f"{manifest['mean_val_accuracy']:.4f}")
+
+
+def model_metadata(settings):
+    """What a model must be used with; ``screen --model`` refuses a mismatch."""
+    return {"phase_flip": settings.phase_flip, "inverted_input": settings.inverted,
+            "box_size": settings.box_size, "downsample_factor": settings.factor}
+
+
+def additional_boxes(run, kind, weight, stems):
+    """Extra training boxes the front end put in ``additional/``: ``<kind>_*.npy`` boxes, and
+    ``<kind>_coordinates.npz`` centres by micrograph name, boxed on this pass's micrographs."""
+    from ..core.extract import extract_boxes
+    from ..io.images import read_micrograph
+    folder, groups = run.path("additional"), []
+    if not os.path.isdir(folder):
+        return groups
+    for name in sorted(os.listdir(folder)):
+        if name.startswith(kind + "_") and name.endswith(".npy"):
+            boxes = np.load(os.path.join(folder, name))
+            groups.append((boxes, weight))
+            log.info(f"additional {kind}: {len(boxes)} boxes from {name} (weight {weight:g})")
+    coordinates = os.path.join(folder, kind + "_coordinates.npz")
+    if os.path.exists(coordinates):
+        names = {e[0]: e[3] for e in run.ledger()}
+        boxes = []
+        with np.load(coordinates) as data:
+            index = {str(n): f"mic_{i}" for i, n in enumerate(data["names"])}
+            for stem in stems:
+                key = index.get(names[stem])
+                if key is not None:
+                    factor = float(run.candidates(stem)["factor"])
+                    boxes.append(extract_boxes(read_micrograph(run.preprocessed(stem)),
+                                               data[key] / factor, DEEP_PARTICLE_SIZE))
+        if boxes:
+            boxes = np.concatenate(boxes)
+            groups.append((boxes, weight))
+            log.info(f"additional {kind} coordinates on these micrographs: {len(boxes)} "
+                     f"(weight {weight:g})")
+    return groups
+
+
+def precompiled_negatives(settings):
+    """The shipped negatives for this preprocessing, weighted as the run's own (as the
+    original's 'Precompiled' additional data)."""
+    if not settings.precompiled_negatives:
+        return []
+    from .. import resources
+    path = resources.negatives_path(settings.phase_flip)
+    if path is None:
+        log.warning(f"no precompiled negatives are installed in {resources.models_dir()}: "
+                    "training without them")
+        return []
+    boxes = resources.load_negatives(path)
+    log.info(f"precompiled negatives: {len(boxes)} boxes from {path} (weight 1)")
+    return [(boxes, 1)]
+
+
+def unlabeled_negatives(run, settings, stems):
+    """The candidates too few pickers found: unlabeled, mostly junk, harder than background."""
+    if not settings.unlabeled_negatives:
+        return []
+    from ..core.pipeline import unlabeled_boxes
+    boxes = unlabeled_boxes(run, stems, settings.min_votes)
+    log.info(f"unlabeled candidates as negatives: {len(boxes)} boxes (weight 1)")
+    return [(boxes, 1)]
+
+
+def fit(run, settings=None):
+    """All of training, for a run whose inputs are closed: every pass the rule gives, then
+    the final model. Returns False when it must wait for more micrographs (streaming)."""
+    settings = settings or run.settings()
+    while True:
+        plan = plan_training(run, settings)
+        if plan.action == schedule.WAIT:
+            if run.inputs_closed():
+                raise InputError(f"training cannot start: {plan.reason}; run `prepare` on "
+                                 "every micrograph first, and check the coordinates")
+            log.info(f"training waits: {plan.reason}")
+            return False
+        if plan.action == schedule.FINALIZE:
+            finalize(run, plan.reason, settings)
+            return True
+        train_pass(run, plan, settings)
+
+
+# ------------------------------------------------------------------------------ final model
+def finalize(run, reason="", settings=None):
+    """The final model (the last pass after self-training, or the given model), and the
+    pickers' evidence fitted with it."""
+    settings = settings or run.settings()
+    if not settings.skip_training:
+        passes = training_state(run, settings)[2]
+        if not passes:
+            raise InputError("no training pass finished: nothing to finalise")
+        source = self_train(run, passes, settings)
+        origin = {"source": os.path.relpath(source, run.root),
+                  "source_key": run.model_key(source)}
+    else:
+        source = run.initial_model_dir()
+        origin = {"source": settings.start_model, "source_key": run.model_key(source)}
+    if read_json(os.path.join(run.model_dir(), "origin.json")) != origin:
+        if reason:
+            log.info(f"training ends: {reason}")
+        copy_folder(source, run.model_dir())
+        write_json(os.path.join(run.model_dir(), "origin.json"), origin)
+        log.info(f"final model: {origin['source']}")
+    fit_evidence(run, settings)
+
+
+def self_train(run, passes, settings):
+    """Continue the last pass on its own confident answers on the training micrographs, round
+    after round; returns the last round's folder. Network scores, not the combined ones:
+    labels learnt from the pickers' evidence would count that evidence twice."""
+    from ..core.ensemble import Ensemble
+    from ..core.pipeline import score_candidates, self_training_boxes
+    from ..core.training import train_ensemble
+    source = passes[-1]["dir"]
+    stems = [s for p in passes for s in p["micrographs"]]
+    for number in range(1, settings.self_training + 1):
+        target = run.round_dir(number)
+        manifest = read_json(os.path.join(target, "manifest.json"))
+        if manifest is None or manifest.get("extra", {}).get("source_key") != run.model_key(source):
+            ensemble = Ensemble.load(source, settings.views)
+            scores = [(s, score_candidates(run, s, ensemble)) for s in stems]
+            positives, rejected, background = self_training_boxes(run, scores,
+                                                                  settings.dedupe_radius_px)
+            if 0 <= settings.train_size < len(positives):
+                pick = np.random.default_rng([settings.seed, 1000 + number]).choice(
+                    len(positives), settings.train_size, replace=False)
+                positives = positives[np.sort(pick)]
+            if len(positives) < SELF_TRAINING_MIN_ACCEPTED:
+                log.info(f"self-training round {number}: only {len(positives)} confident "
+                         f"acceptances (< {SELF_TRAINING_MIN_ACCEPTED}), keeping the model")
+                break
+            log.info(f"self-training round {number} on {len(stems)} micrographs: "
+                     f"{len(positives)} confident acceptances, {len(rejected)} confident "
+                     f"rejections, {len(background)} background boxes")
+            train_ensemble([(positives, 1)], [(background, 1), (rejected, 1)], target,
+                           n_models=settings.models, epochs=settings.epochs,
+                           min_batches=settings.min_batches,
+                           learning_rate=settings.learning_rate, l2=settings.l2,
+                           auto_stop=settings.auto_stop, seed=settings.seed + 1000 * number,
+                           init_model_dir=source, log=log.info,
+                           metadata=dict(model_metadata(settings), self_training_round=number,
+                                         source_key=run.model_key(source)),
+                           min_positives=SELF_TRAINING_MIN_ACCEPTED)
+        source = target
+    return source
+
+
+def fit_evidence(run, settings=None):
+    """Fit the pickers' evidence on the training micrographs (without training, on the first
+    training batch of the ledger), with the final model's scores. Kept in the model folder
+    with the keys of those micrographs: a run scoring the same inputs with this model (a
+    PreviousRun without training) reuses it, and so keeps exactly what this run kept."""
+    settings = settings or run.settings()
+    if not settings.uses_evidence:
+        if settings.picker_evidence != "none":
+            log.info("one picker: the pickers' evidence says nothing; scores are the network's")
+        return
+    path = run.evidence_file(settings.views)
+    current = {s: run.candidate_key(s) for s in run.stems()}
+    stored = read_json(path)
+    if (stored and stored.get("mode") == settings.picker_evidence
+            and stored.get("micrographs")
+            and all(current.get(s) == k for s, k in stored["micrographs"].items())):
+        return
+    stems = schedule.evidence_micrographs(run.stems(), run.passes(), settings)
+    missing = [s for s in stems if not run.is_prepared(s)]
+    if missing:
+        raise InputError(f"the pickers' evidence needs micrograph {missing[0]} prepared first")
+    predict(run, stems, settings)
+    tables = [run.candidates(s) for s in stems]
+    evidence = fit_evidence_model(settings.picker_evidence, tables,
+                                  [run.network_scores(s, settings.views) for s in stems],
+                                  settings.n_pickers)
+    evidence["micrographs"] = {s: current[s] for s in stems}
+    write_json(path, evidence)
+    log.info(f"pickers' evidence fitted on {len(stems)} micrographs: prior "
+             f"{evidence['model']['prior']:.3f}")
+
+
+# ------------------------------------------------------------------------------ scoring
+def predict(run, stems, settings=None, source="final"):
+    """The network score of every candidate of these micrographs, with the final model (or
+    ``source``: a training pass's folder relative to the run, for preliminary outputs)."""
+    from ..core.ensemble import Ensemble
+    from ..core.pipeline import score_candidates
+    settings = settings or run.settings()
+    todo = [s for s in stems if run.network_scores(s, settings.views, source) is None]
+    if not todo:
+        return
+    model = run.model_dir() if source == "final" else run.path(source)
+    ensemble = Ensemble.load(model, settings.views)
+    views = f"{settings.views} view" + ("s" if settings.views > 1 else "")
+    for i, stem in enumerate(todo, 1):
+        if not run.is_prepared(stem):
+            raise InputError(f"micrograph {stem} is not prepared; run `prepare` first")
+        scores = score_candidates(run, stem, ensemble)
+        run.write_network_scores(stem, settings.views, scores, source)
+        log.info(f"scored {i}/{len(todo)} {stem} ({views} each): {len(scores)} candidates, "
+                 f"{int((scores > 0.5).sum())} with network score above 0.5")
+
+
+def evaluate(run, settings=None):
+    """Accuracy, ROC-AUC and the best-MCC threshold of the final model on the test sets in
+    ``additional/test_true.npy`` and ``test_false.npy``."""
+    from ..core.ensemble import Ensemble, evaluate_scores
+    settings = settings or run.settings()
+    positives = np.load(run.path("additional", "test_true.npy"))
+    negatives = np.load(run.path("additional", "test_false.npy"))
+    scores = Ensemble.load(run.model_dir(), settings.views).score(
+        np.concatenate([positives, negatives]))
+    labels = np.r_[np.ones(len(positives), int), np.zeros(len(negatives), int)]
+    metrics = evaluate_scores(labels, scores)
+    metrics.update(n_positive=int(len(positives)), n_negative=int(len(negatives)))
+    with atomic_path(run.path("testPredictions.txt")) as tmp:
+        np.savetxt(tmp, np.c_[labels, scores], fmt=["%d", "%.6f"], header="label score")
+    write_json(run.path("testing.json"), metrics)
+    log.info(f"testing on {len(positives)} particles and {len(negatives)} non-particles: "
+             f"accuracy at 0.5 {metrics['accuracy_at_0.5']:.4f}, ROC-AUC "
+             f"{metrics['roc_auc']:.4f}; at the best threshold {metrics['best_threshold']:.3f}: "
+             f"precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}, MCC "
+             f"{metrics['mcc']:.4f}")
+    return metrics
+
+
+def start_model(run, settings):
+    """Copy the model to start from into the run (replicated to every member for a
+    one-network pretrained model), so that the run does not depend on it changing."""
+    if not settings.start_model or run.initial_model_dir():
+        return
+    from .. import resources
+    target = run.path("initial_model")
+    if settings.replicate_start and not settings.skip_training:
+        resources.replicate_model(settings.start_model, target, settings.models)
+    else:
+        copy_folder(settings.start_model, target)
+
+
+__all__ = ["RunFolder", "prepare", "plan_training", "train_pass", "fit", "finalize",
+           "fit_evidence", "predict", "evaluate", "start_model"]
