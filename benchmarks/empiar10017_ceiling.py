@@ -31,7 +31,7 @@ from xmipp3_deepcons.core.consensus import suppress_duplicates  # noqa: E402
 from xmipp3_deepcons.core.evidence import picker_ranks  # noqa: E402
 from xmipp3_deepcons.core.metrics import (match_to_reference, precision_recall_f1,  # noqa: E402
                                           ranking_quality)
-from xmipp3_deepcons.core.pipeline import WorkFolder  # noqa: E402
+from xmipp3_deepcons.run.folder import RunFolder  # noqa: E402
 
 MATCH_RADIUS, BOX, DEDUPE = 54, 180, 0.3 * 180
 THRESHOLDS = np.arange(0.05, 0.96, 0.05)
@@ -40,10 +40,10 @@ THRESHOLDS = np.arange(0.05, 0.96, 0.05)
 def load(out):
     """Per micrograph: candidates, the screen's network scores and the reference labels."""
     screened = os.path.join(out, "screen")
-    with open(os.path.join(screened, "work", "settings.json")) as f:
-        settings = json.load(f)
-    work = WorkFolder(os.path.join(screened, "work"), views=DEFAULT_VIEWS)
-    cryolo = [os.path.basename(folder) for folder in settings["coordinates"]].index("crYOLO")
+    work = RunFolder(screened)
+    with open(work.path("inputs", "pickers.json")) as f:
+        labels = json.load(f)
+    cryolo = [os.path.basename(label.rstrip("/")) for label in labels].index("crYOLO")
     mics = []
     for stem in work.scored_stems():
         table = work.load_candidates(stem)
@@ -51,7 +51,7 @@ def load(out):
                            delimiter=",", skiprows=1)
         mics.append({"stem": stem, "table": table, "truth": truth,
                      "crYOLO": table["members"][:, cryolo] >= 0,
-                     "network": work.load_scores(stem),
+                     "network": work.network_scores(stem, DEFAULT_VIEWS),
                      "label": match_to_reference(table["xy"], truth, MATCH_RADIUS)})
     if len(mics) != 4:
         sys.exit(f"{screened}: run benchmarks/empiar10017.py --out {out} first (found "

@@ -56,22 +56,16 @@ def scored_items(output):
 
 def run_scores(prot, network=False):
     """{micrograph stem: scores of all its candidates}: those the outputs carry, or the
-    network's (kept in the run's work folder)."""
-    work = prot._work()
-    return {stem: work.load_scores(stem) if network else prot._finalScores(stem)
-            for stem in work.scored_stems()}
+    network's, through the run folder's public readers."""
+    run = prot.runFolder()
+    return {stem: run.network_scores(stem) if network else run.final_scores(stem)
+            for stem in run.scored_stems()}
 
 
-def kept_by_rule(prot, threshold):
-    """How many candidates the protocol should output: duplicates merged at its duplicate
-    radius, then scores above the threshold (all with -1)."""
-    from xmipp3_deepcons.core.consensus import suppress_duplicates
-    work, kept = prot._work(), 0
-    radius = prot.dedupeRadius.get() * BOX
-    for stem, scores in run_scores(prot).items():
-        unique = suppress_duplicates(work.load_candidates(stem)["xy"], scores, radius)
-        kept += int((unique & ((scores > threshold) if threshold >= 0 else True)).sum())
-    return kept
+def kept_by_rule(prot):
+    """How many candidates the protocol should output, by the engine's keep rule."""
+    run = prot.runFolder()
+    return sum(int(run.kept(stem).sum()) for stem in run.scored_stems())
 
 
 def wait_for(condition, timeout, step=1.0):

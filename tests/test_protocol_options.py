@@ -140,7 +140,7 @@ class TestDeepConsensusOptions(BaseTest):
         return cls.launchProtocol(prot).outputParticles
 
     def test_micrographs_are_phase_flipped_with_their_own_ctf(self):
-        work = self.screen._work()
+        work = self.screen.runFolder()
         for stem in ("mic_000", "mic_003"):
             done = read_micrograph(work.preprocessed(stem))
             np.testing.assert_allclose(done, self.preprocessed(stem), atol=1e-4)
@@ -169,7 +169,7 @@ class TestDeepConsensusOptions(BaseTest):
             with open(self.screen._getExtraPath(*path, "manifest.json")) as f:
                 return json.load(f)
         round1 = manifest("model_round1")
-        self.assertEqual(round1["continued_from"], os.path.abspath(self.screen._passDir(1)))
+        self.assertEqual(round1["continued_from"], os.path.abspath(self.screen.runFolder().pass_dir(1)))
         self.assertEqual(manifest("model")["created"], round1["created"])
         with open(self.screen.getLogPaths()[0]) as f:
             self.assertIn("self-training round 1 on %d micrographs" % N_MICROGRAPHS, f.read())

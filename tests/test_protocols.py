@@ -76,18 +76,18 @@ class TestDeepConsensus(BaseTest):
         scores = run_scores(prot)
         self.assertEqual(len(scores), N_MICROGRAPHS)          # every micrograph scored
         allScores = np.concatenate(list(scores.values()))
-        kept = kept_by_rule(prot, THRESHOLD)
+        kept = kept_by_rule(prot)
         self.assertLessEqual(kept, int((allScores > THRESHOLD).sum()))
         self.assertGreater(len(allScores), 500)
         self.assertTrue(((allScores >= 0) & (allScores <= 1)).all())
         self.assertTrue(0 < kept < len(allScores))
         # the outputs carry the score combined with who picked (fitted on the training micrographs)
-        with open(prot._evidencePath()) as f:
-            evidence = json.load(f)
-        self.assertEqual(evidence["micrographs"],
-                         [s for p in prot._completedPasses() for s in p["micrographs"]])
-        self.assertTrue(0 < evidence["prior"] < 1)
-        self.assertEqual(len(evidence["witnesses"]), len(PICKERS) + 1)
+        run = prot.runFolder()
+        evidence = run.evidence()
+        self.assertEqual(list(evidence["micrographs"]),
+                         [s for p in run.passes() for s in p["micrographs"]])
+        self.assertTrue(0 < evidence["model"]["prior"] < 1)
+        self.assertEqual(len(evidence["model"]["witnesses"]), len(PICKERS) + 1)
         network = np.concatenate(list(run_scores(prot, network=True).values()))
         self.assertGreater(np.abs(allScores - network).max(), 0.01)
 
@@ -105,7 +105,7 @@ class TestDeepConsensus(BaseTest):
 
         # Coordinates in the original frame: each kept item lies on a candidate of its
         # micrograph (the consensus centres, in original pixels), over the whole micrograph.
-        work = prot._work()
+        work = prot.runFolder()
         names = {m.getObjId(): os.path.splitext(m.getMicName())[0] for m in self.mics}
         for (micId, x, y) in list(items)[:100]:
             centres = work.load_candidates(names[micId])["xy"]
@@ -126,36 +126,58 @@ class TestDeepConsensus(BaseTest):
         self.assertIn("Sanchez-Garcia", methods)
         self.assertIn("IUCrJ", methods)
 
+    def test_command_line_screen_gives_the_same_particles(self):
+        """The same inputs, seed and settings through `screen` and through the protocol (New
+        model, all inputs at once): the same candidates, scores and kept particles."""
+        from xmipp3_deepcons.cli import main
+        out = tempfile.mkdtemp(prefix="deepcons_cli_")
+        argv = ["screen", "--micrographs", os.path.join(self.data, "micrographs", "*.mrc"),
+                "--box-size", str(BOX), "--sampling", str(SAMPLING), "--epochs", "1",
+                "--min-batches", "0", "--models", "1", "--train-size", "1000", "--seed", "11",
+                "--threshold", str(THRESHOLD), "--training-batch", "3", "--threads", "2",
+                "-o", out]
+        for picker in PICKERS:
+            argv += ["--coordinates", os.path.join(self.data, "pos", picker)]
+        self.assertEqual(main(argv), 0)
+        cli = np.load(os.path.join(out, "candidates.npz"))
+        stems = np.array([os.path.splitext(os.path.basename(m))[0] for m in cli["micrograph"]])
+        run = self.newRun.runFolder()
+        self.assertEqual(sorted(set(stems)), sorted(run.stems()))
+        for stem in run.stems():
+            mine = stems == stem
+            np.testing.assert_array_equal(cli["xy"][mine], run.candidates(stem)["xy"])
+            np.testing.assert_allclose(cli["score"][mine], run.final_scores(stem), atol=1e-5)
+            np.testing.assert_array_equal(cli["kept"][mine], run.kept(stem))
+        self.assertEqual(int(cli["kept"].sum()), self.newRun.outputCoordinates.getSize())
+
     def test_unlabeled_candidates_join_the_negatives_by_default(self):
         prot = self.newRun
-        work = prot._work()
+        work = prot.runFolder()
         with open(prot.getLogPaths()[0]) as f:
             log = f.read()
-        passes = prot._completedPasses()
+        passes = work.passes()
         self.assertGreater(len(passes), 0)
         for trainingPass in passes:
             expected = sum(int((work.load_candidates(stem)["votes"] < 2).sum())
                            for stem in trainingPass["micrographs"])
             self.assertGreater(expected, 0)
-            self.assertIn("unlabeled candidates as negatives: %d (weight 1)" % expected, log)
+            self.assertIn("unlabeled candidates as negatives: %d boxes (weight 1)" % expected, log)
 
-    def test_previous_run_skip_training_scores_identically(self):
-        prot = self.deepConsensus("previous run, no training", modelInitialization=2,
-                                  skipTraining=True, threshold=-1, dedupeRadius=0,
-                                  extractingBatch=3, launch=False)
+    def test_previous_run_skip_training_keeps_what_that_run_kept(self):
+        prot = self.deepConsensus("previous run, no training", launch=False,
+                                  **dict(FAST, modelInitialization=2, skipTraining=True,
+                                         extractingBatch=3))
         prot.continueRun.set(self.newRun)
         prot = self.launchProtocol(prot)
-        # the network's scores (a run without training fits the combination on its first batch)
         mine, reference = run_scores(prot, network=True), run_scores(self.newRun, network=True)
         self.assertEqual(set(mine), set(reference))
         for stem in reference:
             np.testing.assert_allclose(mine[stem], reference[stem], atol=1e-6)
-        total = sum(len(s) for s in reference.values())
-        self.assertEqual(prot.outputCoordinates.getSize(), total)      # -1, radius 0: all
         self.assertFalse(os.path.exists(prot._getExtraPath("training", "pass_001")))
-        kept = scored_items(self.newRun.outputCoordinates)
-        everything = scored_items(prot.outputCoordinates)
-        self.assertTrue(set(kept) <= set(everything))
+        # The same model, the same inputs: the same particles, with the same scores (the
+        # pickers' evidence comes with the model, fitted on the same micrographs).
+        self.assertSameOutputs(prot, self.newRun)
+        self.assertEqual(prot.runFolder().evidence(), self.newRun.runFolder().evidence())
 
     # --------------------------------------------------- viewer and subsets
     def test_viewer_writes_figures(self):
@@ -294,7 +316,7 @@ class TestDeepConsensus(BaseTest):
 
         scores = run_scores(prot)
         self.assertEqual(len(scores), N_MICROGRAPHS)
-        kept = kept_by_rule(prot, THRESHOLD)
+        kept = kept_by_rule(prot)
         for name in ("outputCoordinates", "outputParticles"):
             output = getattr(prot, name)
             self.assertTrue(output.isStreamClosed(), name)

@@ -11,7 +11,7 @@ from xmipp3_deepcons.cli import main
 from xmipp3_deepcons.constants import DEFAULT_VIEWS
 from xmipp3_deepcons.core.consensus import coordinate_consensus
 from xmipp3_deepcons.core.metrics import match_to_reference, precision_recall_f1, ranking_quality
-from xmipp3_deepcons.core.pipeline import WorkFolder
+from xmipp3_deepcons.run.folder import RunFolder
 from xmipp3_deepcons.io.coordinates import find_coordinate_file, read_coordinates
 
 PICKERS = [name for name, *_ in synthetic.PICKERS]
@@ -33,8 +33,12 @@ def screened(tmp_path_factory):
     return data, out, argv
 
 
-def scores_file(out, stem, round_number=0, views=DEFAULT_VIEWS):
-    return WorkFolder(os.path.join(out, "work"), views, round_number).scores(stem)
+def scores_file(out, stem, views=DEFAULT_VIEWS):
+    return RunFolder(out).scores_file(stem, views)
+
+
+def network_scores(out, stems, views=DEFAULT_VIEWS):
+    return np.concatenate([RunFolder(out).network_scores(s, views) for s in stems])
 
 
 def truth(data, stem):
@@ -145,7 +149,7 @@ def test_output_settings_apply_without_retraining(screened):
     # the original scored one view: the same model scores again into its own folder, and the
     # defaults' mean of four mirror views differs from it
     stems = sorted({os.path.splitext(os.path.basename(m))[0] for m in classic["micrograph"]})
-    one_view = np.concatenate([np.load(scores_file(out, s, views=1)) for s in stems])
+    one_view = network_scores(out, stems, views=1)
     np.testing.assert_array_equal(classic["network_score"], one_view)
     assert np.abs(one_view - candidates["network_score"]).max() > 0.01
     assert np.corrcoef(one_view, candidates["network_score"])[0, 1] > 0.8
@@ -165,18 +169,18 @@ def test_training_in_passes_stops_on_validation_accuracy(tmp_path):
     # never accurate enough: both passes run, the second continuing the first
     out = str(tmp_path / "two_passes")
     assert main(base + ["--max-val-acc", "1.01", "-o", out]) == 0
-    second = json.load(open(os.path.join(out, "model_pass2", "manifest.json")))
-    assert second["continued_from"] == os.path.abspath(os.path.join(out, "model_pass1"))
+    second = json.load(open(os.path.join(out, "training", "pass_002", "manifest.json")))
+    assert second["continued_from"] == os.path.join(out, "training", "pass_001")
     final = json.load(open(os.path.join(out, "model", "manifest.json")))
     assert final["n_positives"] == second["n_positives"] and final["created"] == second["created"]
 
     # accurate enough after the first pass: training stops there
     out = str(tmp_path / "one_pass")
     assert main(base + ["--max-val-acc", "0.0", "-o", out]) == 0
-    assert os.path.exists(os.path.join(out, "model_pass1", "manifest.json"))
-    assert not os.path.exists(os.path.join(out, "model_pass2"))
+    assert os.path.exists(os.path.join(out, "training", "pass_001", "manifest.json"))
+    assert not os.path.exists(os.path.join(out, "training", "pass_002"))
     log = open(os.path.join(out, "screen.log")).read()
-    assert "training done after pass 1" in log and "scored 8/8" in log
+    assert "training ends: mean validation accuracy" in log and "scored 4/4" in log
 
 
 def test_unlabeled_negatives_and_self_training(tmp_path):
@@ -197,15 +201,14 @@ def test_unlabeled_negatives_and_self_training(tmp_path):
     assert (f"unlabeled candidates as negatives: {(candidates['votes'] < 2).sum()} boxes"
             in log)
     round1 = json.load(open(os.path.join(out, "model_round1", "manifest.json")))
-    assert round1["continued_from"] == os.path.abspath(os.path.join(out, "model"))
-    assert "self-training round 1:" in log and log.count("scored 4/4") == 2
+    assert round1["continued_from"] == os.path.join(out, "training", "pass_001")
+    assert "self-training round 1 on 4 micrographs:" in log
     # the output follows the retrained model, not the first one
+    final = json.load(open(os.path.join(out, "model", "manifest.json")))
+    assert final["created"] == round1["created"]
     stems = sorted({os.path.splitext(os.path.basename(m))[0] for m in candidates["micrograph"]})
-    first = np.concatenate([np.load(scores_file(out, s, views=1)) for s in stems])
-    last = np.concatenate([np.load(scores_file(out, s, 1, views=1))
-                           for s in stems])
-    np.testing.assert_array_equal(candidates["network_score"], last)
-    assert not np.array_equal(first, last)
+    np.testing.assert_array_equal(candidates["network_score"],
+                                  network_scores(out, stems, views=1))
     matched = sum(int(match_to_reference(candidates["xy"][candidates["kept"] & (
         np.char.find(candidates["micrograph"], s) >= 0)], truth(data, s), MATCH).sum())
         for s in stems)
@@ -216,7 +219,7 @@ def test_unlabeled_negatives_and_self_training(tmp_path):
     # stopped while scoring the second round: continues without retraining, same outputs
     before = open(os.path.join(out, "coordinates.star")).read()
     model_time = os.path.getmtime(os.path.join(out, "model_round1", "model_0.keras"))
-    os.remove(scores_file(out, stems[1], 1, views=1))
+    os.remove(scores_file(out, stems[1], views=1))
     os.remove(os.path.join(out, "coordinates.star"))
     assert main(argv) == 0
     assert open(os.path.join(out, "coordinates.star")).read() == before

@@ -16,6 +16,7 @@ with <flip> ``noPhaseFlip`` or ``phaseFlip`` and <size> ``small``, ``medium`` or
 """
 import glob
 import os
+import sys
 
 import pwem
 
@@ -49,6 +50,12 @@ class Plugin(pwem.Plugin):
             environ.update({"CUDA_VISIBLE_DEVICES": str(gpu_id)},
                            position=pwutils.Environ.REPLACE)
         return environ
+
+    @classmethod
+    def getProgram(cls):
+        """The command line that runs the engine's stages, with the interpreter that has this
+        package (Scipion's own, or the environment it was pip-installed into)."""
+        return "%s -m xmipp3_deepcons" % sys.executable
 
     @classmethod
     def getModelsDir(cls, *paths):

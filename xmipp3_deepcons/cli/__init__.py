@@ -43,8 +43,20 @@ def main(argv=None):
     try:
         return args.func(args) or 0
     except InputError as error:
-        print(f"xmipp_deep_consensus {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(args, error)
+    except KeyboardInterrupt:
+        print(f"xmipp_deep_consensus {args.command}: interrupted; run the same command again "
+              "to continue where it stopped", file=sys.stderr)
+        return 130
+    except OSError as error:   # a full disk, a folder that cannot be written: no traceback
+        where = f"{error.filename}: " if error.filename else ""
+        return _fail(args, f"{where}{error.strerror or error}; free space or choose a "
+                           "writable folder, then run the same command again")
+
+
+def _fail(args, message):
+    print(f"xmipp_deep_consensus {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

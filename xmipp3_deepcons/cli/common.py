@@ -28,18 +28,16 @@ def setup_logging(log_file=None, quiet=False):
 
 
 def set_threads(threads):
-    """Cap the CPU threads of numpy/scipy FFTs and TensorFlow; must run before TF starts."""
+    """Cap the CPU threads of numpy/scipy FFTs and TensorFlow. TensorFlow takes them when
+    it starts (``core.tf_runtime``), so the refusal of a bad option never waits for it."""
     if not threads or threads <= 0:
         return
-    for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+    for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "DEEPCONS_THREADS"):
         os.environ[var] = str(threads)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    try:
-        import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except (ImportError, RuntimeError):
-        pass  # TensorFlow already running: the environment variables still hold for children
+    if "tensorflow" in sys.modules:
+        from ..core.tf_runtime import apply_threads
+        apply_threads()
 
 
 def resolve_seed(seed, logger):

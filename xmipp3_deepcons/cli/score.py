@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from ..constants import DEFAULT_VIEWS, SCORE_LABEL
+from ..errors import InputError
 from . import common
 
 
@@ -21,16 +22,21 @@ def add_args(parser):
     parser.add_argument("-o", "--output", required=True, metavar="XMD")
     parser.add_argument("--test-positives", metavar="XMD")
     parser.add_argument("--test-negatives", metavar="XMD")
-    parser.add_argument("--threads", type=int, default=0)
+    common.add_compute_args(parser)
     common.add_views_arg(parser, DEFAULT_VIEWS)
 
 
 def main(args):
     from ..core.ensemble import Ensemble, evaluate_scores
     from ..io.metadata import load_images, read_particles_xmd, write_particles_xmd
+    for name, path in (("-i", args.input), ("--test-positives", args.test_positives),
+                       ("--test-negatives", args.test_negatives)):
+        if path and os.path.exists(args.output) and os.path.samefile(path, args.output):
+            raise InputError(f"-o {args.output} is the {name} file: give another output "
+                             "file, inputs are never overwritten")
     out_dir = os.path.dirname(os.path.abspath(args.output))
     logger = common.setup_logging(os.path.join(out_dir, "score.log"))
-    common.set_threads(args.threads)
+    common.set_compute(args.threads, args.gpu)
     ensemble = Ensemble.load(args.model, args.views)
     columns = read_particles_xmd(args.input)
     columns[SCORE_LABEL] = ensemble.score(load_images(args.input))

@@ -129,6 +129,7 @@ def init_run(args):
     micrographs = find_micrographs(args.micrographs)
     pickers = [picker_files(folder) for folder in args.coordinates]
     labels = [f"--coordinates {folder}" for folder in args.coordinates]
+    check_distinct_pickers(args.coordinates, pickers)
     ctf = read_ctf(args)
     size = pixel_size(args, micrographs)
     run = RunFolder(args.output)
@@ -265,6 +266,27 @@ def picker_files(folder):
     if not files:
         raise InputError(f"--coordinates {folder}: no .pos, .star or .box files in the folder")
     return files
+
+
+def check_distinct_pickers(folders, pickers):
+    """The same picks twice would make every one of them a two-vote positive: the screen
+    would then keep everything it was given."""
+    real = [os.path.realpath(f) for f in folders]
+    for i, folder in enumerate(folders):
+        for j in range(i):
+            if real[i] == real[j]:
+                raise InputError(f"--coordinates {folder} is given twice (as {folders[j]}); "
+                                 "give each picker once")
+            if pickers[i].keys() == pickers[j].keys() and all(
+                    _same_file(pickers[i][s], pickers[j][s]) for s in pickers[i]):
+                raise InputError(f"--coordinates {folder} and --coordinates {folders[j]} hold "
+                                 "identical coordinate files: they are one picker; give each "
+                                 "picker once")
+
+
+def _same_file(a, b):
+    with open(a, "rb") as f, open(b, "rb") as g:
+        return f.read() == g.read()
 
 
 def picker_scales(args):

@@ -62,6 +62,9 @@ def main(args, stage):
     started = time.time()
     if stage != "finish":
         common.set_compute(args.threads, args.gpu)
+        logger.info(f"{stage} {run.root}: CUDA_VISIBLE_DEVICES="
+                    f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(not set)')}, CPU threads "
+                    f"{args.threads or 'all'}")
     if stage in ("prepare", "predict"):
         stems = selected(run, args)
         if stage == "prepare":

@@ -1,43 +1,23 @@
 """Deep Consensus screening of particle picks, as a streaming Scipion protocol.
 
 A drop-in for Xmipp's ``XmippProtScreenDeepConsensus``: same class name, same form (attribute
-names, types, enum values, defaults, conditions, expert levels), same outputs; the work is done
-in process by this package's engine instead of Xmipp programs.
+names, types, enum values, defaults, conditions, expert levels), same outputs. The heavy work
+runs as the original's did, through ``runJob``: the stage commands of ``xmipp_deep_consensus``
+(``prepare``, ``fit``, ``predict``, ``evaluate``) on the run folder ``extra/``, the same engine
+and the same rules as the command line's ``screen``. So Scipion's queue can send each stage to
+a cluster, the GPU list reaches it the Scipion way, and a crash in TensorFlow fails a step, not
+the protocol.
 
-How the run is organised (the method's data flow, one micrograph at a time):
-
-    inputs   several SetOfCoordinates (one per picker), growing or closed
-    admit    a micrograph is taken when every picker has delivered its picks for it (or has
-             closed its stream); its picks are saved and it is appended to the ledger
-    prepare  consensus candidates, negatives, preprocessed micrograph, 128 px boxes
-    train    passes of ``trainingBatch`` micrographs, each continuing the previous model, until
-             the expected number of positives or the validation accuracy is reached, or the
-             inputs end; then the last pass becomes the final model
-    score    every candidate of every micrograph, once, with the final model; kept candidates
-             (score above the threshold) are appended to the outputs, which stay open until
-             the inputs are closed and all work is done
-
-Files are the authority on progress, so that *Continue* finishes exactly as an uninterrupted
-run would: Scipion forgets the dynamically inserted steps of a stopped run, and the scheduler
-rebuilds them from what is on disk::
-
-    extra/settings.json        fixed at the first step: box, downsampling, seed, warnings
-    extra/micrographs.tsv      the ledger: admitted micrographs in arrival order
-    extra/inputs/<mic>.npz     a micrograph's picks, one array per coordinate set
-    extra/work/                engine work folder: preprocessed/, candidates/, scores/
-    extra/particles/<mic>.mrcs 128 px box of every candidate (outputParticles point here)
-    extra/training/pass_NNN/   one trained ensemble per pass (complete when manifest.json is)
-    extra/model/               the final ensemble (what PreviousRun reuses)
-    extra/counts.tsv           candidates and kept particles per scored micrograph
-    extra/testing.json         test-set metrics (and testPredictions.txt)
-
-Outputs are deduplicated by micrograph against the output sets themselves, so a micrograph
-is never appended twice even when a run was killed between two writes.
+This class keeps the form, validation, summary, the reading of the input streams and the
+output sets. The run folder (``xmipp3_deepcons.run.folder``) is the authority on progress, so
+that *Continue* finishes exactly as an uninterrupted run would: Scipion forgets the dynamically
+inserted steps of a stopped run, and the scheduler rebuilds them from what is on disk. Outputs
+are deduplicated by micrograph against the output sets themselves, so a micrograph is never
+appended twice, even when a run was killed between two writes.
 """
 import json
 import os
-import re
-import shutil
+import sys
 import time
 
 import numpy as np
@@ -56,7 +36,11 @@ from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_EPOCHS, DEFAULT_L2, DEFAULT
                          DEFAULT_MAX_VAL_ACC, DEFAULT_MODELS, DEFAULT_RADIUS, DEFAULT_THRESHOLD,
                          DEFAULT_TRAIN_SIZE, DEFAULT_DEDUPE_RADIUS, MIN_POSITIVES, SCORE_ATTRIBUTE,
                          SCORE_LABEL, SELF_TRAINING_MIN_ACCEPTED, SELF_TRAINING_NEGATIVE,
-                         SELF_TRAINING_POSITIVE, DEFAULT_VIEWS, VIEW_CHOICES, size_band)
+                         SELF_TRAINING_POSITIVE, DEFAULT_VIEWS, VIEW_CHOICES)
+from ..run import schedule
+from ..run.folder import RunFolder, read_json, write_json
+from ..run.streaming import Admission, Queued, next_work, stem_for
+from . import screen_inputs
 
 CITATION = "Sanchez-Garcia2018"   # key in bibtex.py
 MIN_VOTES = 2                 # pickers that must agree for a candidate to be a positive
@@ -106,11 +90,13 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
     ADD_DATA_TRAIN_CUSTOM_OPT_PARTS = 0
     ADD_DATA_TRAIN_CUSTOM_OPT_COORS = 1
 
+
     def __init__(self, **kwargs):
         ProtParticlePicking.__init__(self, **kwargs)
-        self._runtime = None       # per-process scheduler state, built on first use
-        self._ensembleCache = None
-        self._evidenceCache = None
+        self._admission = None     # per-process state of the scheduler, built on first use
+        self._queued = Queued()
+        self._dynamicSteps, self._trainStep = [], None
+        self._positives, self._prepared, self._published = {}, set(), {}
 
     # -------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
@@ -156,7 +142,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                            'preprocessed the same way (same CTF phase flipping and contrast).')
         form.addParam('skipTraining', params.BooleanParam, default=False,
                       condition='modelInitialization!=%d' % self.ADD_MODEL_TRAIN_NEW,
-                      label='Skip training and score directly with pretrained model?',
+                      label='Skip training?',
                       help='*Yes*: score the candidates with the pretrained or previous '
                            'networks as they are; one coordinate set is then enough.\n'
                            '*No*: train them further on these picks first.')
@@ -372,7 +358,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                       help='Additional particles (128 px, prepared as described in '
                            'Preprocess).')
         form.addParam('trainTrueSetOfCoords', params.PointerParam,
-                      label="Positive coordinates(optional)",
+                      label="Positive coordinates (optional)",
                       pointerClass='SetOfCoordinates', allowsNull=True,
                       condition="%s and trainingDataType==%d"
                                 % (custom, self.ADD_DATA_TRAIN_CUSTOM_OPT_COORS),
@@ -391,7 +377,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                       help='Additional non-particles (128 px, prepared as described in '
                            'Preprocess).')
         form.addParam('trainFalseSetOfCoords', params.PointerParam,
-                      label="Negative coordinates(optional)",
+                      label="Negative coordinates (optional)",
                       pointerClass='SetOfCoordinates', allowsNull=True,
                       condition="%s and trainingDataType==%d"
                                 % (custom, self.ADD_DATA_TRAIN_CUSTOM_OPT_COORS),
@@ -426,6 +412,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                            'micrographs when needed to reach the %d particles (candidates '
                            'of at least two pickers) that training needs.' % MIN_POSITIVES)
 
+
     # -------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
         init = self._insertFunctionStep(self.initializeStep, needsGPU=False)
@@ -435,204 +422,92 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
 
     def _stepsCheck(self):
         """Every few seconds while the run is alive: read what arrived, queue the work."""
-        if not os.path.exists(self._settingsFile()):
-            return
-        state = self._state()
-        if state.closing:
+        if not self.runFolder().has_settings() or self._queued is None:
             return
         try:
-            self._pollInputs(state)
+            self._pollInputs()
         except Exception as error:   # an input database busy being written: try next time
             self.warning("could not read the inputs now (%s); trying again" % error)
             return
-        self._admitReadyMicrographs(state)
-        self._queueWork(state)
+        self._admitReadyMicrographs()
+        self._queueWork()
 
     # -------------------------- STEPS functions -----------------------------
     def initializeStep(self):
-        """Folders and the fixed settings of the run; the starting model when one is reused."""
-        for folder in ("inputs", "particles", "training", "additional"):
-            pwutils.makePath(self._getExtraPath(folder))
-        settings = self._readSettings() or {}
-        warnings = []
-        if not settings.get("seed"):
-            seed = self.randomSeed.get()
-            if seed is None or seed < 0:
-                seed = int.from_bytes(os.urandom(4), "little") & 0x3FFFFFFF
-            settings["seed"] = int(seed)
-        coords = self.inputCoordinates[0].get()
-        mics = coords.getMicrographs()
-        box = int(coords.getBoxSize())
-        settings.update(box_size=box, factor=box / float(DEEP_PARTICLE_SIZE),
-                        pixel_size=float(mics.getSamplingRate()),
-                        phase_flip=not self.ignoreCTF.get(),
-                        inverted=bool(self.skipInvert.get()),
-                        radius=float(self.consensusRadius.get()))
+        """The run's settings (the continue check), the model to start from, and the extra
+        training data read from Scipion sets."""
+        run = self.runFolder()
+        settings = self._runSettings(run)
+        run.write_settings(settings)
         self.info("box %d px, micrographs downsampled by %.3f to %d px boxes; seed %d"
-                  % (box, settings["factor"], DEEP_PARTICLE_SIZE, settings["seed"]))
-
-        if self._justPredict():
-            self._finalizeModel(self._startingModel())
-        elif self.modelInitialization.get() == self.ADD_MODEL_TRAIN_PRETRAIN:
-            # As the original: every member of the ensemble starts from the pretrained network.
-            from .. import resources
-            resources.replicate_model(self._startingModel(), self._getExtraPath("initial_model"),
-                                      max(1, self.nModels.get()))
-        elif self.modelInitialization.get() != self.ADD_MODEL_TRAIN_NEW:
-            self._copyModel(self._startingModel(), self._getExtraPath("initial_model"))
-
-        if self._trains():
-            if self.addTrainingData.get() == self.ADD_DATA_TRAIN_PRECOMP:
-                negatives = self._precompiledNegatives()
-                if negatives is None:
-                    warnings.append("Additional training data is Precompiled, but no "
-                                    "precompiled negative particles are installed (%s): "
-                                    "trained without them."
-                                    % self._deepconsPlugin().getModelsDir())
-                else:
-                    self._cacheParticles(negatives, "precompiled_negatives")
+                  % (settings.box_size, settings.factor, DEEP_PARTICLE_SIZE, settings.seed))
+        from ..run.stages import start_model
+        start_model(run, settings)
+        warnings = []
+        if not settings.skip_training:
+            if settings.precompiled_negatives and self._precompiledNegatives() is None:
+                warnings.append("Additional training data is Precompiled, but no precompiled "
+                                "negative particles are installed (%s): trained without them."
+                                % self._deepconsPlugin().getModelsDir())
             elif self.addTrainingData.get() == self.ADD_DATA_TRAIN_CUST:
-                self._cacheCustomTrainingData()
+                screen_inputs.cache_custom_training_data(self, run)
             if self.doTesting.get():
-                self._cacheParticleSet(self.testTrueSetOfParticles.get(), "test_true")
-                self._cacheParticleSet(self.testFalseSetOfParticles.get(), "test_false")
+                for pointer, name in ((self.testTrueSetOfParticles, "test_true"),
+                                      (self.testFalseSetOfParticles, "test_false")):
+                    screen_inputs.cache_particles(pointer.get(), run.path("additional",
+                                                                          name + ".npy"))
         for message in warnings:
             self.warning(message)
-        settings["warnings"] = warnings
-        _writeJson(self._settingsFile(), settings)
+        write_json(run.path("warnings.json"), warnings)
 
     def prepareStep(self, stems):
         """Consensus, negatives, preprocessing and 128 px boxes of a batch of micrographs."""
-        from ..core import pipeline
-        from ..io.images import read_micrograph, write_stack
-        from ..core.extract import extract_boxes
-        work = self._work()
-        settings = self._readSettings()
-        for stem in stems:
-            mic = self._micrographInput(stem)
-            screen = self._screenSettings(settings, stem)
-            started = time.time()
-            table = pipeline.prepare_micrograph(mic, screen, work, self._pickerLabels())
-            stack = self._stackFile(stem)
-            if len(table["xy"]) and not os.path.exists(stack):
-                boxes = extract_boxes(read_micrograph(work.preprocessed(stem)),
-                                      table["xy"] / float(table["factor"]), DEEP_PARTICLE_SIZE)
-                tmp = stack + ".tmp.mrcs"
-                write_stack(tmp, boxes, settings["pixel_size"] * settings["factor"])
-                os.replace(tmp, stack)
-            votes = np.bincount(table["votes"], minlength=len(self.inputCoordinates) + 1)[1:]
-            self.info("prepared %s: %d candidates (by number of pickers: %s), %d negatives "
-                      "(%.1f s)" % (stem, len(table["votes"]), " ".join(map(str, votes)),
-                                    len(table["negatives"]), time.time() - started))
+        self._runStage("prepare", "--micrographs", *stems, gpu=False)
 
-    def trainStep(self, number, stems):
-        """One training pass on a batch of micrographs, continuing the previous pass."""
-        self._setupComputeDevice()
-        from ..core.pipeline import collect_training_boxes, unlabeled_boxes
-        from ..core.training import train_ensemble
-        from ..errors import InputError
-        settings = self._readSettings()
-        passes = [p for p in self._completedPasses() if p["number"] < number]
-        used = sum(p["positives"] for p in passes)
-        target = self.toTrainDataSize.get()
-        budget = max(target - used, 0) if target >= 0 else -1
-        seed = settings["seed"] + number
-        positives, negatives = collect_training_boxes(self._work(), stems, MIN_VOTES,
-                                                      budget, seed)
-        self.info("training pass %d on %d micrographs (%s): %d particles, %d background boxes"
-                  % (number, len(stems), ", ".join(stems), len(positives), len(negatives)))
-        posGroups, negGroups = [(positives, 1)], [(negatives, 1)]
-        self._addTrainingExtras(posGroups, negGroups, stems)
-        if self.unlabeledNegatives.get():
-            unlabeled = unlabeled_boxes(self._work(), stems, MIN_VOTES)
-            negGroups.append((unlabeled, 1))
-            self.info("unlabeled candidates as negatives: %d (weight 1)" % len(unlabeled))
-        init = passes[-1]["dir"] if passes else self._initialModelDir()
-        passDir = self._passDir(number)
-        try:
-            manifest = train_ensemble(
-                posGroups, negGroups, passDir, n_models=self._numberOfModels(init),
-                epochs=self.nEpochs.get(), min_batches=self.minBatches.get() or 0,
-                learning_rate=self.learningRate.get(),
-                l2=self.l2RegStrength.get(), auto_stop=self.auto_stopping.get(),
-                band=None, seed=seed, init_model_dir=init,
-                log=self.info, metadata={"pass": number, "micrographs": list(stems),
-                                         "micrograph_positives": int(len(positives))})
-        except InputError as error:
-            raise InputError("training pass %d (%d micrographs) cannot train: %s. Training "
-                             "needs candidates picked by at least %d pickers: add "
-                             "micrographs or pickers, raise 'Training batch size', or score "
-                             "with an existing model (PreviousRun with skip training)."
-                             % (number, len(stems), error, MIN_VOTES)) from error
-        self.info("training pass %d done: mean validation accuracy %.4f"
-                  % (number, manifest["mean_val_accuracy"]))
-        record = self._completedPasses()[-1]
-        if self._trainingReachedGoal(record, used + record["positives"]):
-            self._finalizeModel(passDir)
+    def trainStep(self, number):
+        """Training pass ``number`` (or the final model, when the rule ends training)."""
+        self._runStage("fit", "--one-pass")
 
-    def finalizeModelStep(self, source):
-        self._finalizeModel(source)
+    def finalizeModelStep(self):
+        """The final model: self-training rounds, the pickers' evidence."""
+        self._runStage("fit", "--one-pass")
 
     def preliminaryOutputStep(self, number):
         """Score everything prepared so far with a pass that did not end training."""
-        if self._hasFinalModel() or not os.path.exists(os.path.join(self._passDir(number),
-                                                                     "manifest.json")):
+        run = self.runFolder()
+        source = os.path.relpath(run.pass_dir(number), run.root)
+        if run.has_model() or not os.path.exists(os.path.join(run.pass_dir(number),
+                                                               "manifest.json")):
             return
-        self._setupComputeDevice()
-        from ..core.ensemble import Ensemble
-        from ..io.images import read_stack
-        ensemble = Ensemble.load(self._passDir(number), self._views())
-        work = self._work()
-        scored = {}
-        for stem in self._state().ledger:
-            if work.is_prepared(stem) and os.path.exists(self._stackFile(stem)):
-                scored[stem] = ensemble.score(read_stack(self._stackFile(stem)))
+        stems = [s for s in run.stems() if run.is_prepared(s)]
+        self._runStage("predict", "--model-pass", str(number), "--micrographs", *stems)
+        settings = run.settings()
         with self._lock:
             for name in (PRELIMINARY_COORDINATES, PRELIMINARY_PARTICLES):
                 pwutils.cleanPath(self._getPath(OUTPUT_FILES[name]))
             coords = self._openOutput(PRELIMINARY_COORDINATES)
             parts = self._openOutput(PRELIMINARY_PARTICLES)
-            kept = 0
-            for stem, scores in scored.items():
-                kept += self._appendMicrograph(stem, scores, coords, parts)
+            kept = total = 0
+            for stem in stems:
+                from ..run.keep import keep_mask
+                scores = run.network_scores(stem, settings.views, source)
+                keep = keep_mask(run.candidates(stem)["xy"], scores, settings.dedupe_radius_px,
+                                 settings.threshold)
+                kept += self._appendMicrograph(stem, scores, keep, coords, parts)
+                total += len(scores)
             self._defineOutput(PRELIMINARY_COORDINATES, coords, pwobj.Set.STREAM_CLOSED)
             self._defineOutput(PRELIMINARY_PARTICLES, parts, pwobj.Set.STREAM_CLOSED)
         self.info("preliminary outputs of pass %d: %d of %d candidates above the threshold"
-                  % (number, kept, sum(len(s) for s in scored.values())))
+                  % (number, kept, total))
 
     def scoreStep(self, stems):
         """Final scores of a batch of micrographs, appended to the outputs."""
-        from ..core.pipeline import score_micrograph
-        ensemble = self._finalEnsemble()
-        work = self._work()
-        for stem in stems:
-            score_micrograph(work, stem, ensemble)
-        self._fitEvidence(stems, ensemble)
-        for stem in stems:
-            scores = self._finalScores(stem)
-            self.info("scored %s: %d candidates, %d above the threshold"
-                      % (stem, len(scores), int(self._keep(stem, scores).sum())))
+        self._runStage("predict", "--micrographs", *stems)
         self._publish(stems)
 
     def testingStep(self):
         """Accuracy, ROC-AUC and precision/recall of the final model on the test sets."""
-        from ..core.ensemble import evaluate_scores
-        ensemble = self._finalEnsemble()
-        positives = np.load(self._getExtraPath("additional", "test_true.npy"))
-        negatives = np.load(self._getExtraPath("additional", "test_false.npy"))
-        scores = ensemble.score(np.concatenate([positives, negatives]))
-        labels = np.r_[np.ones(len(positives), int), np.zeros(len(negatives), int)]
-        metrics = evaluate_scores(labels, scores)
-        metrics.update(n_positive=int(len(positives)), n_negative=int(len(negatives)))
-        np.savetxt(self._getExtraPath("testPredictions.txt"), np.c_[labels, scores],
-                   fmt=["%d", "%.6f"], header="label score")
-        _writeJson(self._getExtraPath("testing.json"), metrics)
-        self.info("testing on %d particles and %d non-particles: accuracy at 0.5 %.4f, "
-                  "ROC-AUC %.4f; at the best threshold %.3f: precision %.4f, recall %.4f, "
-                  "accuracy %.4f, MCC %.4f"
-                  % (len(positives), len(negatives), metrics["accuracy_at_0.5"],
-                     metrics["roc_auc"], metrics["best_threshold"], metrics["precision"],
-                     metrics["recall"], metrics["accuracy"], metrics["mcc"]))
+        self._runStage("evaluate")
 
     def closeStep(self):
         """Inputs closed and every micrograph scored: close the output streams."""
@@ -644,200 +519,155 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                   % (len(counts), sum(c[0] for c in counts.values()),
                      sum(c[1] for c in counts.values())))
 
+    def _runStage(self, stage, *arguments, gpu=True):
+        """One stage of the engine as a job: ``xmipp_deep_consensus STAGE extra/ ...``, with
+        this run's threads and (``%(GPU)s``, filled in by Scipion's executor) GPUs."""
+        args = [stage, self._getExtraPath()] + list(arguments)
+        args += ["--threads", str(max(1, self.numberOfThreads.get() or 1))]
+        if gpu:
+            args += ["--gpu", "%(GPU)s" if self.useGpu.get() else "-1"]
+        self.runJob(self._deepconsPlugin().getProgram(),
+                    " ".join(pwutils.quoteStr(a) if " " in a else a for a in args),
+                    env=self._deepconsPlugin().getEnviron(), numberOfThreads=1)
+
     # -------------------------- Scheduler -----------------------------------
-    def _state(self):
-        if self._runtime is None:
-            self._runtime = _Runtime(self)
-        return self._runtime
+    def runFolder(self):
+        """The engine's run folder of this protocol (``xmipp3_deepcons.run.folder``): its
+        readers give the candidates, scores, kept particles, passes and model."""
+        return RunFolder(self._getExtraPath())
 
-    def _pollInputs(self, state):
-        for path, reader in state.micReaders.items():
-            reader.poll(lambda mic, path=path: state.addMicrograph(path, mic))
-        for i, reader in enumerate(state.coordReaders):
-            reader.poll(lambda coord, i=i: state.addPick(i, coord),
-                        reset=lambda i=i: state.resetPicks(i))
-        if state.ctfReader is not None:
-            state.ctfReader.poll(state.addCTF)
+    def _pollInputs(self):
+        if self._admission is None:
+            self._admission, self._readers = screen_inputs.open_streams(self)
+            known = {entry[3] for entry in self.runFolder().ledger()}
+            self._admission.admitted.update(known)
+            if known:
+                self.info("continuing: %d micrographs already admitted" % len(known))
+        screen_inputs.poll_streams(self._admission, self._readers)
 
-    def _admitReadyMicrographs(self, state):
-        """Ledger every micrograph whose picks are complete: every picker delivered or closed."""
-        ready, scales = [], state.scales()
-        state.dropUnknown(self.warning)
-        for name in state.pendingNames():
-            if name in state.ledgerNames:
-                state.dropPicks(name)
-                continue
-            ref = state.refMics.get(name)
-            if ref is None:
-                if state.refReader.closed:
-                    self._skip(state, name, "it is not among the micrographs of the first "
-                                            "coordinate set")
-                continue
-            if not all(state.coordReaders[i].closed or state.hasPicks(i, name)
-                       for i in range(len(state.coordReaders))):
-                continue
-            ctf = None
-            if state.ctfReader is not None:
-                ctf = state.ctfs.get(name)
-                if ctf is None:
-                    if state.ctfReader.closed:
-                        self._skip(state, name, "no CTF was estimated for it")
-                    continue
-            ready.append((ref[0], name, ctf))
-        for micId, name, ctf in sorted(ready):
-            picks = [state.picksOf(i, name) * scales[i] for i in range(len(state.coordReaders))]
-            state.admit(name, picks, ctf)
+    def _admitReadyMicrographs(self):
+        run = self.runFolder()
+        stems = set(run.stems())
+        for micId, name, path, picks, ctf in self._admission.ready(self.warning):
+            stem = stem_for(name, micId, stems)
+            if os.path.splitext(path)[1].lower() not in ENGINE_FORMATS:
+                path = screen_inputs.convert_micrograph(path, run.path("inputs", stem + ".mrc"))
+            run.admit(stem, path, picks, ctf=ctf, mic_id=micId, mic_name=name)
+            stems.add(stem)
+        if self._admission.inputs_done() and not run.inputs_closed():
+            run.close_inputs()
 
-    def _skip(self, state, name, reason):
-        if name not in state.skipped:
-            self.warning("micrograph %s is left out: %s" % (name, reason))
-            state.skipped.add(name)
-        state.dropPicks(name)
-
-    def _queueWork(self, state):
-        work = self._work()
-        inputsDone = state.inputsDone()
-        batch = max(1, self.extractingBatch.get())
-
-        # Prepare: batches of extractingBatch micrographs (the rest once the inputs end).
-        toPrepare = []
-        for stem in state.ledger:
-            if stem not in state.queued["prepare"]:
-                if work.is_prepared(stem) and self._stackReady(stem):
-                    state.queued["prepare"].add(stem)     # done by an earlier process
-                else:
-                    toPrepare.append(stem)
-        while toPrepare and (len(toPrepare) >= batch or inputsDone):
-            chunk, toPrepare = toPrepare[:batch], toPrepare[batch:]
-            state.queued["prepare"].update(chunk)
-            self._queueStep(state, self.prepareStep, chunk)
-
-        # Train, pass by pass, until the model is final.
-        if not self._hasFinalModel() and not state.busy("train") and self._trains():
-            self._queueTraining(state, inputsDone)
-
-        # Score with the final model, in arrival order.
-        if self._hasFinalModel():
-            toScore = [s for s in state.ledger if s not in state.queued["score"]
-                       and state.isPrepared(s, work)]
-            size = min(batch, SCORE_BATCH_MAX)
-            for start in range(0, len(toScore), size):
-                chunk = toScore[start:start + size]
-                state.queued["score"].update(chunk)
-                self._queueStep(state, self.scoreStep, chunk)
-            if (self._trains() and self.doTesting.get() and not state.queued["testing"]
-                    and not os.path.exists(self._getExtraPath("testing.json"))):
-                state.queued["testing"] = True
-                self._queueStep(state, self.testingStep)
-
-        # Close when nothing can come any more and everything queued is done.
-        if (inputsDone and not state.pendingSteps()
-                and all(s in state.queued["score"] for s in state.ledger)
-                and (self._hasFinalModel() or not state.ledger)):
-            if not state.ledger:
+    def _queueWork(self):
+        run, settings = self.runFolder(), None
+        ledger = run.stems()
+        for stem in ledger:
+            if stem not in self._prepared and run.is_prepared(stem):
+                self._prepared.add(stem)
+        hasModel = run.has_model()
+        trainBusy = (self._trainStep is not None
+                     and not self._steps[self._trainStep - 1].isFinished())
+        self._queued.training = trainBusy
+        plan = None
+        if not hasModel and not trainBusy:
+            from ..run.stages import plan_training
+            settings = run.settings()
+            plan = plan_training(run, settings, self._positives)
+        pending = any(not self._steps[i - 1].isFinished() for i in self._dynamicSteps)
+        work = next_work(ledger, self._prepared, hasModel, plan, self._queued,
+                         run.inputs_closed(), max(1, self.extractingBatch.get()),
+                         SCORE_BATCH_MAX, testing=bool(self.doTesting.get())
+                         and not (settings or run.settings()).skip_training,
+                         tested=os.path.exists(run.path("testing.json")), steps_pending=pending)
+        for chunk in work.prepare:
+            self._queued.prepare.update(chunk)
+            self._queueStep(self.prepareStep, chunk, needsGPU=False)
+        if work.train is not None:
+            if work.train.action == schedule.TRAIN:
+                self._trainStep = self._queueStep(self.trainStep, work.train.number,
+                                                  after=self._trainStep)
+                if self.doPreliminarPredictions.get():
+                    self._queueStep(self.preliminaryOutputStep, work.train.number,
+                                    after=self._trainStep)
+            else:
+                self._trainStep = self._queueStep(self.finalizeModelStep, after=self._trainStep)
+        for chunk in work.score:
+            self._queued.score.update(chunk)
+            self._queueStep(self.scoreStep, chunk)
+        if work.test:
+            self._queued.testing = True
+            self._queueStep(self.testingStep)
+        if work.close:
+            if not ledger:
                 self.warning("no micrograph had picks: the outputs are empty")
-            state.closing = True
-            close = self._steps[self._closeStepIndex() - 1]
-            close.addPrerequisites(*state.dynamicSteps)
+            self._queued = None          # nothing more is queued
+            close = self._steps[1]
+            close.addPrerequisites(*self._dynamicSteps)
             close.setStatus(STATUS_NEW)
             self.updateSteps()
 
-    def _queueTraining(self, state, inputsDone):
-        passes = self._completedPasses()
-        used = sum(p["positives"] for p in passes)
-        if passes and self._trainingReachedGoal(passes[-1], used):
-            return self._queueFinalize(state, passes[-1]["dir"])
-        target = self.toTrainDataSize.get()
-        if passes and target >= 0 and target - used < MIN_POSITIVES:
-            return self._queueFinalize(state, passes[-1]["dir"])
-        trained = set()
-        for p in passes:
-            trained.update(p["micrographs"])
-        work = self._work()
-        chosen, positives = [], 0
-        for stem in state.ledger:
-            if stem in trained:
-                continue
-            if not state.isPrepared(stem, work):
-                return None          # passes follow the ledger order: wait for this one
-            chosen.append(stem)
-            positives += state.positives(stem, work)
-            if len(chosen) >= self.trainingBatch.get() and positives >= MIN_POSITIVES:
-                break
-        else:
-            if not inputsDone:
-                return None
-            if passes and positives < MIN_POSITIVES:
-                if chosen:
-                    self.info("the last %d micrographs (%d particles) are too few for "
-                              "another training pass" % (len(chosen), positives))
-                return self._queueFinalize(state, passes[-1]["dir"])
-            if not chosen:
-                return None
-        number = len(passes) + 1
-        self._queueStep(state, self.trainStep, number, chosen, kind="train")
-        if self.doPreliminarPredictions.get():
-            self._queueStep(state, self.preliminaryOutputStep, number, kind="train")
-        return None
-
-    def _queueFinalize(self, state, source):
-        self._queueStep(state, self.finalizeModelStep, source, kind="train")
-
-    def _queueStep(self, state, func, *args, kind=None):
-        previous = state.lastStep.get(kind) if kind else None
-        prerequisites = [self._initStepIndex()] + ([previous] if previous else [])
+    def _queueStep(self, func, *args, after=None, needsGPU=True):
+        prerequisites = [1] + ([after] if after else [])   # 1: initializeStep
         index = self._insertFunctionStep(func, *args, prerequisites=prerequisites,
-                                         needsGPU=func.__name__ != "prepareStep")
-        state.dynamicSteps.append(index)
-        if kind:
-            state.lastStep[kind] = index
+                                         needsGPU=needsGPU)
+        self._dynamicSteps.append(index)
         self.updateSteps()
         return index
-
-    def _initStepIndex(self):
-        return 1
-
-    def _closeStepIndex(self):
-        return 2
 
     # -------------------------- Outputs -------------------------------------
     def _publish(self, stems):
         """Append the kept candidates of scored micrographs, once per micrograph and output."""
-        state = self._state()
+        run = self.runFolder()
+        settings = run.settings()
         with self._lock:
             coords = self._openOutput(OUTPUT_COORDINATES)
             parts = self._openOutput(OUTPUT_PARTICLES)
-            have = {name: state.publishedIds(name, output)
+            have = {name: self._publishedIds(name, output)
                     for name, output in ((OUTPUT_COORDINATES, coords),
                                          (OUTPUT_PARTICLES, parts))}
-            work = self._work()
+            info = self._ledgerInfo()
+            counts = self._counts()
             for stem in stems:
-                micId = state.ledgerInfo[stem]["micId"]
-                scores = self._finalScores(stem)
+                micId = info[stem][0]
+                scores = run.final_scores(stem, settings)
+                keep = run.kept(stem, settings)
                 kept = self._appendMicrograph(
-                    stem, scores, None if micId in have[OUTPUT_COORDINATES] else coords,
+                    stem, scores, keep, None if micId in have[OUTPUT_COORDINATES] else coords,
                     None if micId in have[OUTPUT_PARTICLES] else parts)
                 for name in have:
                     have[name].add(micId)
-                state.recordCounts(stem, len(scores), kept)
+                self.info("scored %s: %d candidates, %d kept" % (stem, len(scores), kept))
+                if stem not in counts:
+                    with open(self._getExtraPath("counts.tsv"), "a") as f:
+                        f.write("%s\t%d\t%d\n" % (stem, len(scores), kept))
             self._defineOutput(OUTPUT_COORDINATES, coords, pwobj.Set.STREAM_OPEN)
             self._defineOutput(OUTPUT_PARTICLES, parts, pwobj.Set.STREAM_OPEN)
 
-    def _appendMicrograph(self, stem, scores, coords, parts):
-        """Append the candidates of one micrograph scoring above the threshold; returns
-        how many were kept. ``coords`` or ``parts`` None: that output already has them."""
-        info = self._state().ledgerInfo[stem]
-        table = self._work().load_candidates(stem)
-        keep = np.flatnonzero(self._keep(stem, scores, table))
-        stack = self._stackFile(stem)
+    def _publishedIds(self, name, output):
+        """Micrograph ids already in an output (read from the set once per process)."""
+        if name not in self._published:
+            self._published[name] = (set(output.getUniqueValues("_micId"))
+                                     if output.getSize() else set())
+        return self._published[name]
+
+    def _ledgerInfo(self):
+        return {stem: (micId, name) for stem, _, micId, name in self.runFolder().ledger()}
+
+    def _appendMicrograph(self, stem, scores, keep, coords, parts):
+        """Append the kept candidates of one micrograph; returns how many. ``coords`` or
+        ``parts`` None: that output already has them."""
+        run = self.runFolder()
+        micId, micName = self._ledgerInfo()[stem]
+        table = run.candidates(stem)
+        stack = run.particles(stem)
         sampling = self._particleSampling()
-        for index in keep:
+        kept = np.flatnonzero(keep)
+        for index in kept:
             x, y = (int(v) for v in np.rint(table["xy"][index]))
             score = float(scores[index])
             coord = emobj.Coordinate()
             coord.setPosition(x, y)
-            coord.setMicId(info["micId"])
-            coord.setMicName(info["micName"])
+            coord.setMicId(micId)
+            coord.setMicName(micName)
             setattr(coord, SCORE_ATTRIBUTE, pwobj.Float(score))
             if coords is not None:
                 coords.append(coord)
@@ -847,63 +677,10 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                 particle.setSamplingRate(sampling)
                 coord.cleanObjId()
                 particle.setCoordinate(coord)
-                particle.setMicId(info["micId"])
+                particle.setMicId(micId)
                 setattr(particle, SCORE_ATTRIBUTE, pwobj.Float(score))
                 parts.append(particle)
-        return len(keep)
-
-    def _finalScores(self, stem):
-        """What the outputs carry: the network's score, or (Combine with who picked) the
-        posterior given it and who picked the candidate; None before the micrograph is scored.
-        Scipion's coordinate sets carry no picker scores, so the evidence is presence only."""
-        scores = self._work().load_scores(stem)
-        path = self._evidencePath()
-        if scores is None or not self.pickerEvidence.get() or not os.path.exists(path):
-            return scores     # (a run made before this option has no evidence model)
-        from ..core.evidence import apply_evidence
-        if self._evidenceCache is None:
-            with open(path) as f:
-                self._evidenceCache = json.load(f)
-        return apply_evidence(self._evidenceCache, self._whoPicked(stem),
-                              scores).astype(np.float32)
-
-    def _evidencePath(self):
-        """Fitted on the network's scores, so one per number of views, as the scores are."""
-        from ..core.pipeline import per_views
-        return self._getExtraPath(per_views("evidence", self._views()) + ".json")
-
-    def _fitEvidence(self, stems, ensemble):
-        """Fit the evidence model once, on the training micrographs (without training, on the
-        first scored batch); later batches reuse it, so a micrograph's score never depends on
-        what arrived after it, nor on the batch sizes."""
-        path = self._evidencePath()
-        if not self.pickerEvidence.get() or os.path.exists(path):
-            return
-        from ..core.evidence import fit_evidence
-        from ..core.pipeline import score_micrograph
-        work = self._work()
-        stems = [s for p in self._completedPasses() for s in p["micrographs"]] or list(stems)
-        scores = [score_micrograph(work, stem, ensemble) for stem in stems]
-        model = fit_evidence(np.concatenate([self._whoPicked(s) for s in stems]),
-                             np.concatenate(scores))
-        model["micrographs"] = stems
-        _writeJson(path, model)
-        self.info("evidence model fitted on %d micrographs: prior %.3f"
-                  % (len(stems), model["prior"]))
-
-    def _whoPicked(self, stem):
-        from ..core.evidence import presence_ranks
-        return presence_ranks(self._work().load_candidates(stem)["members"])
-
-    def _keep(self, stem, scores, table=None):
-        """Which candidates of a micrograph are output: one per particle (duplicates merged),
-        scoring above the threshold (any score with -1)."""
-        from ..core.consensus import suppress_duplicates
-        table = self._work().load_candidates(stem) if table is None else table
-        radius = (self.dedupeRadius.get() or 0) * self.inputCoordinates[0].get().getBoxSize()
-        keep = suppress_duplicates(table["xy"], scores, radius)
-        threshold = self.threshold.get()
-        return keep if threshold < 0 else keep & (scores > threshold)
+        return len(kept)
 
     def _openOutput(self, name):
         """The output set of that name, opened for appending (created when absent)."""
@@ -954,78 +731,51 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                 self._defineSourceRelation(pointer, getattr(self, name))
 
     def _particleSampling(self):
-        settings = self._readSettings()
-        return settings["pixel_size"] * settings["factor"]
+        settings = self.runFolder().settings()
+        return (settings.pixel_size or 1.0) * settings.factor
 
-    # -------------------------- Models --------------------------------------
+    # -------------------------- Run settings --------------------------------
+    def _runSettings(self, run):
+        """The engine's settings from the form (the seed of a continued run is kept)."""
+        from ..run.settings import RunSettings
+        coords = self.inputCoordinates[0].get()
+        mode = self.modelInitialization.get()
+        seed = run.settings().seed if run.has_settings() else self.randomSeed.get()
+        if seed is None or seed < 0:
+            seed = int.from_bytes(os.urandom(4), "little") & 0x3FFFFFFF
+        start = self._startingModel()
+        models = max(1, self.nModels.get() or 1)
+        if mode == self.ADD_MODEL_TRAIN_PREVRUN and start:
+            models = int(read_json(os.path.join(start, "manifest.json"))["n_models"])
+        weights = [self.trainPosWeight.get() or 1, self.trainNegWeight.get() or 1]
+        return RunSettings(
+            box_size=int(coords.getBoxSize()), n_pickers=len(self.inputCoordinates),
+            pixel_size=float(coords.getMicrographs().getSamplingRate()),
+            radius=float(self.consensusRadius.get()), min_votes=MIN_VOTES,
+            inverted=bool(self.skipInvert.get()), phase_flip=not self.ignoreCTF.get(),
+            seed=int(seed), start_model=os.path.abspath(start) if start else None,
+            replicate_start=mode == self.ADD_MODEL_TRAIN_PRETRAIN,
+            skip_training=self._justPredict(), models=models, network_size=None,
+            epochs=float(self.nEpochs.get()), min_batches=self.minBatches.get() or 0,
+            learning_rate=float(self.learningRate.get()), l2=float(self.l2RegStrength.get()),
+            auto_stop=bool(self.auto_stopping.get()),
+            train_size=int(self.toTrainDataSize.get()),
+            training_batch=max(1, self.trainingBatch.get()),
+            max_val_acc=float(self.maxValAcc.get()),
+            precompiled_negatives=self.addTrainingData.get() == self.ADD_DATA_TRAIN_PRECOMP,
+            unlabeled_negatives=bool(self.unlabeledNegatives.get()),
+            self_training=self.selfTrainingRounds.get() or 0,
+            positive_weight=float(weights[0]), negative_weight=float(weights[1]),
+            write_particles=True, views=VIEW_CHOICES[self.scoringViews.get()],
+            threshold=float(self.threshold.get()), dedupe_radius=self.dedupeRadius.get() or 0.0,
+            picker_evidence="votes" if self.pickerEvidence.get() else "none")
+
     def _justPredict(self):
         return (self.modelInitialization.get() != self.ADD_MODEL_TRAIN_NEW
                 and bool(self.skipTraining.get()))
 
     def _trains(self):
         return not self._justPredict()
-
-    def _hasFinalModel(self):
-        return os.path.exists(self._getExtraPath("model", "manifest.json"))
-
-    def _finalizeModel(self, source):
-        """The final model: a copy of the last training pass (or of the reused model), after
-        the self-training rounds if any."""
-        if self._hasFinalModel():
-            return
-        if self._trains():
-            source = self._selfTrain(source)
-        self._copyModel(source, self._getExtraPath("model"))
-        self.info("final model: %s" % source)
-
-    def _selfTrain(self, source):
-        """Continue ``source`` on its own confident answers on the training micrographs, round
-        after round; returns the last round's model. A finished round is not redone."""
-        from ..core.ensemble import Ensemble
-        from ..core.pipeline import score_candidates, self_training_boxes
-        from ..core.training import train_ensemble
-        passes = self._completedPasses()
-        stems = [stem for p in passes for stem in p["micrographs"]]
-        work, settings = self._work(), self._readSettings()
-        radius = (self.dedupeRadius.get() or 0) * self.inputCoordinates[0].get().getBoxSize()
-        for number in range(1, (self.selfTrainingRounds.get() or 0) + 1):
-            target = self._getExtraPath("model_round%d" % number)
-            if not os.path.exists(os.path.join(target, "manifest.json")):
-                ensemble = Ensemble.load(source, self._views())
-                scores = [(stem, score_candidates(work, stem, ensemble)) for stem in stems]
-                positives, rejected, background = self_training_boxes(work, scores, radius)
-                if len(positives) < SELF_TRAINING_MIN_ACCEPTED:
-                    self.info("self-training round %d: only %d confident acceptances, keeping "
-                              "the model as it is" % (number, len(positives)))
-                    break
-                self.info("self-training round %d on %d micrographs: %d confident "
-                          "acceptances, %d confident rejections, %d background boxes"
-                          % (number, len(stems), len(positives), len(rejected), len(background)))
-                train_ensemble([(positives, 1)], [(background, 1), (rejected, 1)], target,
-                               n_models=self._numberOfModels(source), epochs=self.nEpochs.get(),
-                               min_batches=self.minBatches.get() or 0,
-                               learning_rate=self.learningRate.get(),
-                               l2=self.l2RegStrength.get(), auto_stop=self.auto_stopping.get(),
-                               seed=settings["seed"] + 1000 * number, init_model_dir=source,
-                               log=self.info, metadata={"self_training_round": number},
-                               min_positives=SELF_TRAINING_MIN_ACCEPTED)
-            source = target
-        return source
-
-    @staticmethod
-    def _copyModel(source, target):
-        tmp = target + ".tmp"
-        pwutils.cleanPath(tmp)
-        shutil.copytree(source, tmp)
-        pwutils.cleanPath(target)
-        os.replace(tmp, target)
-
-    def _finalEnsemble(self):
-        if self._ensembleCache is None:
-            self._setupComputeDevice()
-            from ..core.ensemble import Ensemble
-            self._ensembleCache = Ensemble.load(self._getExtraPath("model"), self._views())
-        return self._ensembleCache
 
     def _startingModel(self):
         """Folder of the model reused by Pretrained or PreviousRun (None for New)."""
@@ -1039,160 +789,8 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                 not self.ignoreCTF.get(), resources.pretrained_size(self.toTrainDataSize.get()))
         return None
 
-    def _initialModelDir(self):
-        folder = self._getExtraPath("initial_model")
-        return folder if os.path.exists(os.path.join(folder, "manifest.json")) else None
-
-    def _networkSize(self):
-        size = self.toTrainDataSize.get()
-        return size_band(size) if size and size > 0 else None
-
-    def _numberOfModels(self, init):
-        if init and self.modelInitialization.get() == self.ADD_MODEL_TRAIN_PREVRUN:
-            with open(os.path.join(init, "manifest.json")) as f:
-                return int(json.load(f)["n_models"])
-        return max(1, self.nModels.get())
-
-    def _completedPasses(self):
-        """Finished training passes, in order: their micrographs and positives."""
-        passes = []
-        number = 1
-        while os.path.exists(os.path.join(self._passDir(number), "manifest.json")):
-            with open(os.path.join(self._passDir(number), "manifest.json")) as f:
-                manifest = json.load(f)
-            extra = manifest.get("extra", {})
-            passes.append({"number": number, "dir": self._passDir(number),
-                           "micrographs": extra.get("micrographs", []),
-                           "positives": int(extra.get("micrograph_positives", 0)),
-                           "mean_val_accuracy": float(manifest["mean_val_accuracy"])})
-            number += 1
-        return passes
-
-    def _trainingReachedGoal(self, record, used):
-        target = self.toTrainDataSize.get()
-        if record["mean_val_accuracy"] > self.maxValAcc.get():
-            self.info("mean validation accuracy %.4f is above %.4f: training ends"
-                      % (record["mean_val_accuracy"], self.maxValAcc.get()))
-            return True
-        if 0 <= target <= used:
-            self.info("%d particles used for training (expected %d): training ends"
-                      % (used, target))
-            return True
-        return False
-
-    def _passDir(self, number):
-        return self._getExtraPath("training", "pass_%03d" % number)
-
-    def _setupComputeDevice(self):
-        """GPU choice and CPU threads, set before TensorFlow starts in this process."""
-        if getattr(self, "_deviceReady", False):
-            return
-        if self.useGpu.get():
-            gpus = self.getGpuList()
-            device = str(gpus[0]) if gpus else "0"
-        else:
-            device = "-1"
-        os.environ["CUDA_VISIBLE_DEVICES"] = device
-        os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
-        from ..cli.common import set_threads
-        threads = max(1, self.numberOfThreads.get() or 1)
-        set_threads(threads)
-        try:
-            import tensorflow as tf
-            visible = [d.name for d in tf.config.list_physical_devices("GPU")]
-        except (ImportError, RuntimeError):
-            visible = []
-        self.info("CUDA_VISIBLE_DEVICES=%s, GPUs seen by TensorFlow: %s, CPU threads %d"
-                  % (device, ", ".join(visible) or "none", threads))
-        self._deviceReady = True
-
-    # -------------------------- Additional data -----------------------------
     def _precompiledNegatives(self):
         return self._deepconsPlugin().getPrecompiledNegatives(not self.ignoreCTF.get())
-
-    def _cacheCustomTrainingData(self):
-        if self.trainingDataType.get() == self.ADD_DATA_TRAIN_CUSTOM_OPT_PARTS:
-            for pointer, name in ((self.trainTrueSetOfParticles, "train_true"),
-                                  (self.trainFalseSetOfParticles, "train_false")):
-                if pointer.get() is not None:
-                    self._cacheParticleSet(pointer.get(), name)
-        else:
-            for pointer, name in ((self.trainTrueSetOfCoords, "coords_true"),
-                                  (self.trainFalseSetOfCoords, "coords_false")):
-                if pointer.get() is not None:
-                    self._cacheCoordinates(pointer.get(), name)
-
-    def _cacheParticleSet(self, particles, name):
-        """The images of a particle set as one (n, 128, 128) array."""
-        from pwem.emlib.image import ImageHandler
-        handler = ImageHandler()
-        images = [np.asarray(handler.read(p.getLocation()).getData(), dtype=np.float32)
-                  for p in particles.iterItems()]
-        boxes = np.stack(images) if images else np.zeros((0, DEEP_PARTICLE_SIZE,
-                                                          DEEP_PARTICLE_SIZE), np.float32)
-        np.save(self._getExtraPath("additional", name + ".npy"), boxes.reshape(
-            (-1, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE)))
-        self.info("%s: %d particles from %s" % (name, len(boxes), particles.getFileName()))
-
-    def _cacheParticles(self, path, name):
-        from .. import resources
-        boxes = resources.load_negatives(path)
-        np.save(self._getExtraPath("additional", name + ".npy"), boxes)
-        self.info("%s: %d boxes from %s" % (name, len(boxes), path))
-
-    def _cacheCoordinates(self, coordSet, name):
-        """Additional coordinates by micrograph name, in the first input set's pixels."""
-        refSampling = self.inputCoordinates[0].get().getMicrographs().getSamplingRate()
-        scale = coordSet.getMicrographs().getSamplingRate() / refSampling
-        names = {m.getObjId(): m.getMicName() for m in coordSet.getMicrographs().iterItems()}
-        byMic = {}
-        for coord in coordSet.iterItems():
-            micName = names.get(coord.getMicId(), coord.getMicName())
-            byMic.setdefault(micName, []).append((coord.getX() * scale, coord.getY() * scale))
-        np.savez(self._getExtraPath("additional", name + ".npz"),
-                 **{"mic_%d" % i: np.array(xy) for i, xy in enumerate(byMic.values())},
-                 names=np.array(list(byMic.keys())))
-        self.info("%s: %d coordinates on %d micrographs" % (
-            name, sum(len(v) for v in byMic.values()), len(byMic)))
-
-    def _addTrainingExtras(self, posGroups, negGroups, stems):
-        """Custom particles or coordinates, and precompiled negatives, with their weights."""
-        from ..core.extract import extract_boxes
-        from ..io.images import read_micrograph
-        folder = self._getExtraPath("additional")
-        weights = {"true": self.trainPosWeight.get() or 1, "false": self.trainNegWeight.get() or 1}
-        for kind, groups in (("true", posGroups), ("false", negGroups)):
-            particles = os.path.join(folder, "train_%s.npy" % kind)
-            if os.path.exists(particles):
-                boxes = np.load(particles)
-                groups.append((boxes, weights[kind]))
-                self.info("additional %s particles: %d (weight %s)"
-                          % ("positive" if kind == "true" else "negative", len(boxes),
-                             weights[kind]))
-            coordinates = os.path.join(folder, "coords_%s.npz" % kind)
-            if os.path.exists(coordinates):
-                state, work = self._state(), self._work()
-                with np.load(coordinates) as data:
-                    index = {str(n): "mic_%d" % i for i, n in enumerate(data["names"])}
-                    boxes = []
-                    for stem in stems:
-                        key = index.get(state.ledgerInfo[stem]["micName"])
-                        if key is None:
-                            continue
-                        factor = float(work.load_candidates(stem)["factor"])
-                        boxes.append(extract_boxes(read_micrograph(work.preprocessed(stem)),
-                                                   data[key] / factor, DEEP_PARTICLE_SIZE))
-                if boxes:
-                    boxes = np.concatenate(boxes)
-                    groups.append((boxes, weights[kind]))
-                    self.info("additional %s coordinates on these micrographs: %d (weight %s)"
-                              % ("positive" if kind == "true" else "negative", len(boxes),
-                                 weights[kind]))
-        precompiled = os.path.join(folder, "precompiled_negatives.npy")
-        if os.path.exists(precompiled):
-            boxes = np.load(precompiled)
-            negGroups.append((boxes, 1))
-            self.info("precompiled negatives: %d (weight 1)" % len(boxes))
 
     # -------------------------- INFO functions ------------------------------
     def _validate(self):
@@ -1208,6 +806,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                           "on downsampled micrographs? Use coordinates on the original "
                           "micrographs, with the box size in their pixels."
                           % (box, DEEP_PARTICLE_SIZE))
+        errors += self._numberErrors()
         if (self.selfTrainingRounds.get() or 0) < 0:
             errors.append("'Self-training rounds' is %d: give 0 (off) or a number of rounds."
                           % self.selfTrainingRounds.get())
@@ -1251,7 +850,7 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                               "run or the New model type." % previous.getRunName())
             else:
                 errors += self._phaseFlipErrors(previous._getExtraPath("model"),
-                                                previous._getExtraPath("settings.json"))
+                                                previous._getExtraPath("run.json"))
         elif mode == self.ADD_MODEL_TRAIN_PRETRAIN:
             if self._startingModel() is None:
                 from .. import resources
@@ -1277,6 +876,34 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                               "choose a positive or a negative set, or set Additional "
                               "training data to None."
                               % ("particles" if usesParticles else "coordinates"))
+        return errors
+
+    def _numberErrors(self):
+        """Numbers the form cannot bound by itself: a wrong one would give a quiet wrong run."""
+        import math
+        errors = []
+        threshold = self.threshold.get()
+        if threshold is None or not (threshold == -1 or 0 <= threshold <= 1):
+            errors.append("'Tolerance threshold' is %s: give a score between 0 and 1, or -1 "
+                          "to keep every candidate." % threshold)
+        if self._trains():
+            for name, label, low in (("learningRate", "Learning rate", 0),
+                                     ("nEpochs", "Number of epochs", 0),
+                                     ("l2RegStrength", "Regularization strength", -1e-300)):
+                value = getattr(self, name).get()
+                if value is None or not math.isfinite(value) or value <= low:
+                    errors.append("'%s' is %s: give a positive number." % (label, value))
+            accuracy = self.maxValAcc.get()
+            if accuracy is None or not 0 < accuracy <= 1:
+                errors.append("'Training mean val_acc threshold' is %s: give a fraction "
+                              "between 0 and 1." % accuracy)
+            if (self.nModels.get() or 0) < 1:
+                errors.append("'Number of models for ensemble' is %s: give at least 1."
+                              % self.nModels.get())
+        radius = self.consensusRadius.get()
+        if radius is None or not 0 < radius < 1:
+            errors.append("'Relative Radius' is %s: give a fraction of the box between 0 and "
+                          "1 (default %g)." % (radius, DEFAULT_RADIUS))
         return errors
 
     def _phaseFlipErrors(self, modelDir, settingsFile=None):
@@ -1319,54 +946,53 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
             parent = self.getMapper().getParent(coords) if coords is not None else None
             summary.append("Data source %d: %s" % (
                 i + 1, parent.getRunName() if parent is not None else pointer.getExtended()))
-        settings = self._readSettings()
-        if settings:
-            summary.append("Relative radius %g (%.0f px); box %d px, downsampled by %.3f"
-                           % (settings["radius"], settings["radius"] * settings["box_size"],
-                              settings["box_size"], settings["factor"]))
-            summary.extend("WARNING: %s" % w for w in settings.get("warnings", []))
+        run = self.runFolder()
+        if not run.has_settings():
+            return summary
+        settings = run.settings()
+        summary.append("Relative radius %g (%.0f px); box %d px, downsampled by %.3f"
+                       % (settings.radius, settings.radius * settings.box_size,
+                          settings.box_size, settings.factor))
+        summary.extend("WARNING: %s" % w for w in read_json(run.path("warnings.json")) or [])
         counts = self._counts()
         if counts:
-            threshold = self.threshold.get()
             summary.append("%d micrographs scored: %d candidates, %d kept %s"
                            % (len(counts), sum(c[0] for c in counts.values()),
                               sum(c[1] for c in counts.values()),
-                              "(all, threshold -1)" if threshold < 0
-                              else "with a score above %g" % threshold))
-        passes = self._completedPasses()
+                              "(all, threshold -1)" if settings.threshold < 0
+                              else "with a score above %g" % settings.threshold))
+        passes = run.passes()
         if passes:
             summary.append("Training: %d pass(es) on %d micrographs, %d particles; mean "
                            "validation accuracy reached %.4f (stop at %g)"
                            % (len(passes), sum(len(p["micrographs"]) for p in passes),
                               sum(p["positives"] for p in passes),
-                              passes[-1]["mean_val_accuracy"], self.maxValAcc.get()))
-        if self._hasFinalModel():
-            with open(self._getExtraPath("model", "manifest.json")) as f:
-                manifest = json.load(f)
+                              passes[-1]["mean_val_accuracy"], settings.max_val_acc))
+        manifest = read_json(os.path.join(run.model_dir(), "manifest.json"))
+        if manifest:
             if not passes:
                 summary.append("Scored with a reused model (no training); its mean "
                                "validation accuracy was %.4f" % manifest["mean_val_accuracy"])
             summary.append("Final model: %d %s network(s)" % (manifest["n_models"],
                                                              manifest.get("band")))
-        testing = self._getExtraPath("testing.json")
-        if os.path.exists(testing):
-            with open(testing) as f:
-                m = json.load(f)
+        m = read_json(run.path("testing.json"))
+        if m:
             summary.append("Testing: accuracy %.3f, ROC-AUC %.3f; at threshold %.3f "
                            "precision %.3f, recall %.3f"
                            % (m["accuracy_at_0.5"], m["roc_auc"], m["best_threshold"],
                               m["precision"], m["recall"]))
-        summary.append("Each output item has its score in _xmipp_%s; Analyze Results shows "
-                       "the histogram and the best and worst particles." % SCORE_LABEL)
+        summary.append("Each output item carries its score (Xmipp label %s); Analyze Results "
+                       "shows the histogram and the best and worst particles." % SCORE_LABEL)
         return summary
 
     def _citations(self):
         return [CITATION]
 
     def _methods(self):
-        settings = self._readSettings()
-        if not settings:
+        run = self.runFolder()
+        if not run.has_settings():
             return []
+        settings = run.settings()
         counts = self._counts()
         methods = [
             "The picks of %d particle pickers were screened with Deep Consensus [%s]: picks "
@@ -1374,15 +1000,14 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
             "at least two pickers were used as particles and random background positions as "
             "non-particles to train an ensemble of convolutional networks on 128 px boxes "
             "(micrographs downsampled by %.2f%s), which scored every candidate."
-            % (len(self.inputCoordinates), CITATION, settings["radius"],
-               settings["box_size"], settings["factor"],
-               ", phase-flipped" if settings.get("phase_flip") else "")]
+            % (len(self.inputCoordinates), CITATION, settings.radius, settings.box_size,
+               settings.factor, ", phase-flipped" if settings.phase_flip else "")]
         if counts:
-            threshold = self.threshold.get()
             methods.append("%d of %d candidates were kept%s."
                            % (sum(c[1] for c in counts.values()),
                               sum(c[0] for c in counts.values()),
-                              "" if threshold < 0 else " (score above %g)" % threshold))
+                              "" if settings.threshold < 0
+                              else " (score above %g)" % settings.threshold))
         return methods
 
     # -------------------------- UTILS functions -----------------------------
@@ -1402,63 +1027,6 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
         from ..scipion_plugin import Plugin
         return Plugin
 
-    def _settingsFile(self):
-        return self._getExtraPath("settings.json")
-
-    def _readSettings(self):
-        path = self._settingsFile()
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
-
-    def _work(self):
-        from ..core.pipeline import WorkFolder
-        return WorkFolder(self._getExtraPath("work"), self._views())
-
-    def _views(self):
-        return VIEW_CHOICES[self.scoringViews.get()]
-
-    def _stackFile(self, stem):
-        return self._getExtraPath("particles", stem + ".mrcs")
-
-    def _stackReady(self, stem):
-        return (os.path.exists(self._stackFile(stem))
-                or len(self._work().load_candidates(stem)["xy"]) == 0)
-
-    def _pickerLabels(self):
-        return ["coordinate set %d (%s)" % (i + 1, p.getExtended() or "")
-                for i, p in enumerate(self.inputCoordinates)]
-
-    def _micrographInput(self, stem):
-        """The engine's view of a ledgered micrograph: its file and each picker's picks."""
-        from ..core.pipeline import MicrographInput
-        from ..io.coordinates import Coordinates
-        info = self._state().ledgerInfo[stem]
-        path = info["path"]
-        if os.path.splitext(path)[1].lower() not in ENGINE_FORMATS:
-            from pwem.emlib.image import ImageHandler
-            converted = self._getTmpPath(stem + ".mrc")
-            if not os.path.exists(converted):
-                ImageHandler().convert(path, converted)
-            path = converted
-        with np.load(self._getExtraPath("inputs", stem + ".npz")) as data:
-            picks = [Coordinates(data["picks_%d" % i], None)
-                     for i in range(len(self.inputCoordinates))]
-        return MicrographInput(stem=stem, path=path, picks=picks)
-
-    def _screenSettings(self, settings, stem):
-        from ..core.pipeline import ScreenSettings
-        ctf = None
-        if settings["phase_flip"]:
-            from ..core.ctf import CTFParams
-            with np.load(self._getExtraPath("inputs", stem + ".npz")) as data:
-                ctf = {stem: CTFParams(*[float(v) for v in data["ctf"]])}
-        return ScreenSettings(box_size=settings["box_size"], radius=settings["radius"],
-                              min_votes=MIN_VOTES, inverted=settings["inverted"], ctf=ctf,
-                              pixel_size=settings["pixel_size"],
-                              train_size=self.toTrainDataSize.get(), seed=settings["seed"])
-
     def _counts(self):
         """{stem: (candidates, kept)} of every published micrograph."""
         path = self._getExtraPath("counts.tsv")
@@ -1470,236 +1038,3 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                     if len(parts) == 3:
                         counts[parts[0]] = (int(parts[1]), int(parts[2]))
         return counts
-
-
-class _Runtime:
-    """What the scheduler knows in this process: the inputs read so far, the ledger, and the
-    steps it queued. Rebuilt from the files when a stopped run continues."""
-
-    def __init__(self, protocol):
-        self.protocol = protocol
-        self.closing = False
-        self.queued = {"prepare": set(), "score": set(), "testing": False}
-        self.dynamicSteps = []
-        self.lastStep = {}
-        self.skipped = set()
-        self._positives = {}
-        self._prepared = set()
-        self._published = {}
-        self._counted = set(protocol._counts())
-
-        pointers = list(protocol.inputCoordinates)
-        coordSets = [p.get() for p in pointers]
-        micSets = [c.getMicrographs() for c in coordSets]
-        refSampling = micSets[0].getSamplingRate()
-        self._scales = [m.getSamplingRate() / refSampling for m in micSets]
-        self.micReaders, self.micNames, self.micIds, self._setOfMics = {}, {}, {}, []
-        for mics in micSets:
-            path = mics.getFileName()
-            if path not in self.micReaders:
-                self.micReaders[path] = _StreamReader(emobj.SetOfMicrographs, path)
-                self.micNames[path], self.micIds[path] = {}, {}
-            self._setOfMics.append(path)
-        self.refReader = self.micReaders[self._setOfMics[0]]
-        self.refMics = {}              # micName -> (micId, absolute path) in the first set
-        self.coordReaders = [_StreamReader(emobj.SetOfCoordinates, c.getFileName())
-                             for c in coordSets]
-        self.picks = [{} for _ in coordSets]   # per set: micId -> list of (x, y)
-        self.ctfReader, self.ctfs = None, {}
-        if not protocol.ignoreCTF.get() and protocol.ctfRelations.get() is not None:
-            self.ctfReader = _StreamReader(emobj.SetOfCTF, protocol.ctfRelations.get().getFileName())
-            acquisition = micSets[0].getAcquisition()
-            self._acquisition = (acquisition.getVoltage(), acquisition.getSphericalAberration(),
-                                 acquisition.getAmplitudeContrast())
-
-        self.ledger, self.ledgerInfo, self.ledgerNames = [], {}, set()
-        ledgerPath = protocol._getExtraPath("micrographs.tsv")
-        if os.path.exists(ledgerPath):
-            with open(ledgerPath) as f:
-                for line in f:
-                    fields = line.rstrip("\n").split("\t")
-                    if len(fields) == 4 and os.path.exists(
-                            protocol._getExtraPath("inputs", fields[0] + ".npz")):
-                        self._remember(fields[0], int(fields[1]), fields[2], fields[3])
-            protocol.info("continuing: %d micrographs already admitted" % len(self.ledger))
-
-    # inputs ------------------------------------------------------------------
-    def addMicrograph(self, setPath, mic):
-        micId, name = mic.getObjId(), mic.getMicName()
-        self.micNames[setPath][micId] = name
-        self.micIds[setPath][name] = micId
-        if setPath == self._setOfMics[0]:
-            self.refMics[name] = (micId, os.path.abspath(mic.getFileName()))
-
-    def scales(self):
-        return self._scales
-
-    def _micName(self, setIndex, micId):
-        return self.micNames[self._setOfMics[setIndex]].get(micId)
-
-    def addPick(self, setIndex, coord):
-        micId = coord.getMicId()
-        name = self._micName(setIndex, micId)
-        if name is not None and name in self.ledgerNames:
-            return             # late picks of a micrograph already taken
-        self.picks[setIndex].setdefault(micId, []).append((coord.getX(), coord.getY()))
-
-    def resetPicks(self, setIndex):
-        self.picks[setIndex].clear()
-
-    def addCTF(self, ctf):
-        try:
-            name = ctf.getMicrograph().getMicName()
-        except AttributeError:
-            name = None
-        if name is None:
-            name = self.micNames[self._setOfMics[0]].get(ctf.getObjId())
-        phase = ctf.getPhaseShift()
-        self.ctfs[name] = (ctf.getDefocusU(), ctf.getDefocusV(), ctf.getDefocusAngle(),
-                           *self._acquisition, float(phase) if phase else 0.0)
-
-    def pendingNames(self):
-        names = set()
-        for i, picks in enumerate(self.picks):
-            for micId in picks:
-                name = self._micName(i, micId)
-                if name is not None:
-                    names.add(name)
-        return names
-
-    def hasPicks(self, setIndex, name):
-        micId = self.micIds[self._setOfMics[setIndex]].get(name)
-        return micId is not None and micId in self.picks[setIndex]
-
-    def picksOf(self, setIndex, name):
-        micId = self.micIds[self._setOfMics[setIndex]].get(name)
-        xy = self.picks[setIndex].get(micId, [])
-        return np.array(xy, dtype=float).reshape(-1, 2)
-
-    def dropPicks(self, name):
-        for i, picks in enumerate(self.picks):
-            micId = self.micIds[self._setOfMics[i]].get(name)
-            picks.pop(micId, None)
-
-    def dropUnknown(self, warn):
-        """Picks on micrographs that their (closed) micrograph set does not have."""
-        for i, picks in enumerate(self.picks):
-            reader = self.micReaders[self._setOfMics[i]]
-            if reader.closed:
-                for micId in [m for m in picks if self._micName(i, m) is None]:
-                    warn("coordinate set %d has picks on micrograph id %s, which is not in "
-                         "its micrographs: they are ignored" % (i + 1, micId))
-                    del picks[micId]
-
-    def inputsDone(self):
-        """Every coordinate stream closed and every micrograph with picks taken or left out."""
-        return (all(r.closed for r in self.coordReaders)
-                and not any(self.picks))
-
-    # ledger --------------------------------------------------------------------
-    def admit(self, name, picks, ctf):
-        """Save a micrograph's picks and append it to the ledger (in that order)."""
-        protocol = self.protocol
-        micId, path = self.refMics[name]
-        stem = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(os.path.basename(name))[0])
-        if stem in self.ledgerInfo:
-            stem = "%s_%d" % (stem, micId)
-        arrays = {"picks_%d" % i: p for i, p in enumerate(picks)}
-        if ctf is not None:
-            arrays["ctf"] = np.array(ctf, dtype=float)
-        inputs = protocol._getExtraPath("inputs", stem + ".npz")
-        np.savez(inputs + ".tmp.npz", **arrays)
-        os.replace(inputs + ".tmp.npz", inputs)
-        with open(protocol._getExtraPath("micrographs.tsv"), "a") as f:
-            f.write("%s\t%d\t%s\t%s\n" % (stem, micId, name, path))
-        self._remember(stem, micId, name, path)
-        self.dropPicks(name)
-
-    def _remember(self, stem, micId, name, path):
-        self.ledger.append(stem)
-        self.ledgerInfo[stem] = {"micId": micId, "micName": name, "path": path}
-        self.ledgerNames.add(name)
-
-    def isPrepared(self, stem, work):
-        """Prepared with its boxes written (remembered once true: it never changes back)."""
-        if stem not in self._prepared:
-            if not (work.is_prepared(stem) and self.protocol._stackReady(stem)):
-                return False
-            self._prepared.add(stem)
-        return True
-
-    def positives(self, stem, work):
-        if stem not in self._positives:
-            self._positives[stem] = int((work.load_candidates(stem)["votes"] >= MIN_VOTES).sum())
-        return self._positives[stem]
-
-    # steps ---------------------------------------------------------------------
-    def busy(self, kind):
-        index = self.lastStep.get(kind)
-        return index is not None and not self.protocol._steps[index - 1].isFinished()
-
-    def pendingSteps(self):
-        steps = self.protocol._steps
-        return any(not steps[i - 1].isFinished() for i in self.dynamicSteps)
-
-    # outputs -------------------------------------------------------------------
-    def publishedIds(self, name, output):
-        """Micrograph ids already in an output (read from the set once per process)."""
-        if name not in self._published:
-            self._published[name] = (set(output.getUniqueValues("_micId"))
-                                     if output.getSize() else set())
-        return self._published[name]
-
-    def recordCounts(self, stem, candidates, kept):
-        if stem not in self._counted:
-            with open(self.protocol._getExtraPath("counts.tsv"), "a") as f:
-                f.write("%s\t%d\t%d\n" % (stem, candidates, kept))
-            self._counted.add(stem)
-
-
-class _StreamReader:
-    """The items of a set that may still be growing, each handed over once.
-
-    Each poll costs O(new items): items are read past the highest id seen. Should ids not
-    grow with insertion (the count falls short of the set size), the whole set is read again
-    after ``reset``. ``closed`` is read before the items, so once it is True every item has
-    been handed over.
-    """
-
-    def __init__(self, SetClass, filename):
-        self.SetClass, self.filename = SetClass, filename
-        self.lastId, self.count, self.closed = 0, 0, False
-
-    def poll(self, onItem, reset=None):
-        if self.closed:
-            return False
-        items = self.SetClass(filename=self.filename)
-        try:
-            items.loadProperty("_streamState")
-            items.loadProperty("_size")
-            closed, size = items.isStreamClosed(), items.getSize() or 0
-            if size == self.count and not closed:
-                return False
-            for item in items.iterItems(where="id > %d" % self.lastId):
-                onItem(item)
-                self.lastId = max(self.lastId, item.getObjId())
-                self.count += 1
-            if self.count < size:
-                if reset is not None:
-                    reset()
-                self.lastId, self.count = 0, 0
-                for item in items.iterItems():
-                    onItem(item)
-                    self.lastId = max(self.lastId, item.getObjId())
-                    self.count += 1
-        finally:
-            items.close()
-        self.closed = closed
-        return True
-
-
-def _writeJson(path, content):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(content, f, indent=1)
-    os.replace(tmp, path)

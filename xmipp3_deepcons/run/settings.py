@@ -72,9 +72,12 @@ class RunSettings:
         return self.picker_evidence != "none" and self.n_pickers >= 2
 
     def preparation_key(self):
-        """What a micrograph's preprocessing, candidates and negatives depend on."""
+        """What a micrograph's preprocessing and candidates depend on. Not the seed (it
+        draws the negatives): a run folder never changes its seed, and two runs with other
+        seeds then share the keys of the same candidates, which is what lets a PreviousRun
+        reuse the pickers' evidence its model came with."""
         return _digest({k: getattr(self, k) for k in
-                        ("box_size", "radius", "inverted", "phase_flip", "pixel_size", "seed")})
+                        ("box_size", "radius", "inverted", "phase_flip", "pixel_size")})
 
     def fingerprint(self):
         return _digest({k: v for k, v in asdict(self).items() if k not in OUTPUT_ONLY})

@@ -105,14 +105,15 @@ def check_inside(xy, shape, label):
 
 
 # ------------------------------------------------------------------------------ training
-def training_state(run, settings):
+def training_state(run, settings, prepared_positives=None):
     """(ledger, {stem: positives} of the prepared, valid finished passes). Passes that no
     longer match the rule (their micrographs changed, or the ledger did) are removed, with
-    everything made after them."""
+    everything made after them. ``prepared_positives``: a cache kept by a streaming caller
+    (a prepared micrograph stays prepared)."""
     ledger = run.stems()
-    positives = {}
+    positives = {} if prepared_positives is None else prepared_positives
     for stem in ledger:
-        if run.is_prepared(stem):
+        if stem not in positives and run.is_prepared(stem):
             positives[stem] = run.positives(stem, settings.min_votes)
     valid = []
     for recorded in run.passes():
@@ -145,11 +146,19 @@ def discard_final_model(run):
         number += 1
 
 
-def plan_training(run, settings=None):
+def plan_training(run, settings=None, prepared_positives=None):
+    """What training does next (``schedule.Plan``). Without training, the final model waits
+    only for the micrographs that the pickers' evidence is fitted on."""
     settings = settings or run.settings()
+    ledger, positives, passes = training_state(run, settings, prepared_positives)
     if settings.skip_training:
+        needed = schedule.evidence_micrographs(ledger, [], settings)
+        if settings.uses_evidence and (
+                (not run.inputs_closed() and len(needed) < settings.training_batch)
+                or any(s not in positives for s in needed) or not needed):
+            return schedule.Plan(schedule.WAIT, reason="the pickers' evidence waits for "
+                                                       "its micrographs")
         return schedule.Plan(schedule.FINALIZE, reason="scoring with the given model")
-    ledger, positives, passes = training_state(run, settings)
     return schedule.next_pass(ledger, positives, passes, settings, run.inputs_closed())
 
 
