@@ -7,8 +7,6 @@ simulated pickers, all written as Xmipp .pos files so that Scipion's Xmipp coord
 import os
 import time
 
-import numpy as np
-
 from xmipp3_deepcons import synthetic
 from xmipp3_deepcons.constants import SCORE_ATTRIBUTE
 

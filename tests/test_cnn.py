@@ -1,4 +1,5 @@
 """The CNN: the original's network, balanced weighted batches, training, the ensemble's score."""
+import hashlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from xmipp3_deepcons.core.training import (BalancedBatches, WeightedBoxes, augme
                                            keras_epochs, pool_groups, split_validation,
                                            train_ensemble)
 from xmipp3_deepcons.errors import InputError
+from xmipp3_deepcons.resources import file_record
 
 
 @pytest.mark.parametrize("band,count", [("small", 532852), ("medium", 1076958), ("large", 2203546)])
@@ -319,6 +321,10 @@ def test_training_separates_blobs_from_noise(trained):
     assert manifest["band"] == "small" and manifest["n_models"] == 1 and manifest["seed"] == 5
     assert manifest["n_positives"] == 400 and manifest["extra"] == {"box_size": 180}
     assert manifest["mean_val_accuracy"] > 0.9
+    with open(os.path.join(folder, "model_0.keras"), "rb") as f:
+        assert manifest["files"] == {"model_0.keras": {
+            "bytes": os.path.getsize(os.path.join(folder, "model_0.keras")),
+            "sha256": hashlib.sha256(f.read()).hexdigest()}}
     history = json.load(open(os.path.join(folder, "history.json")))
     assert set(history[0]) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
     assert manifest["models"][0]["val_accuracy"] == max(history[0]["val_accuracy"])
@@ -349,7 +355,12 @@ def test_reloaded_ensemble_scores_identically(trained, tmp_path):
     boxes = blobs(np.random.default_rng(3), 20, True)
     ensemble = Ensemble.load(trained[0])
     ensemble.models[0].save(str(tmp_path / "model_0.keras"))
-    json.dump(ensemble.manifest, open(tmp_path / "manifest.json", "w"))
+    with pytest.raises(InputError, match="model_0.keras does not match its checksum"):
+        json.dump(ensemble.manifest, open(tmp_path / "manifest.json", "w"))
+        Ensemble.load(str(tmp_path))   # the manifest's checksum is the trained file's
+    manifest = dict(ensemble.manifest, files={"model_0.keras": file_record(
+        str(tmp_path / "model_0.keras"))})
+    json.dump(manifest, open(tmp_path / "manifest.json", "w"))
     np.testing.assert_array_equal(Ensemble.load(str(tmp_path)).score(boxes), ensemble.score(boxes))
 
 

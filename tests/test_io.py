@@ -185,13 +185,16 @@ def test_missing_coordinate_file(tmp_path):
         read_coordinates(str(tmp_path / "gone.pos"))
 
 
-def test_find_coordinate_file_prefers_pos(tmp_path):
+def test_find_coordinate_file_refuses_two_formats(tmp_path):
     for ext in (".box", ".star", ".pos"):
         (tmp_path / f"m{ext}").write_text("")
     (tmp_path / "s.star").write_text("")
-    (tmp_path / "s.box").write_text("")
-    assert find_coordinate_file(str(tmp_path), "m") == str(tmp_path / "m.pos")
+    (tmp_path / "b.box").write_text("")
+    with pytest.raises(InputError, match=r"m\.pos and .*m\.star and .*m\.box: 3 coordinate "
+                                         r"files for micrograph m in one picker folder"):
+        find_coordinate_file(str(tmp_path), "m")
     assert find_coordinate_file(str(tmp_path), "s") == str(tmp_path / "s.star")
+    assert find_coordinate_file(str(tmp_path), "b") == str(tmp_path / "b.box")
     assert find_coordinate_file(str(tmp_path), "other") is None
 
 
@@ -220,20 +223,24 @@ def test_mrc_micrograph_and_pixel_size(tmp_path):
     assert read_pixel_size(str(tmp_path / "m.tif")) is None
 
 
-def test_3d_mrc_gives_its_first_slice(tmp_path):
+def test_3d_mrc_is_refused_unless_it_holds_one_slice(tmp_path):
     movie = _random_boxes(3, box=8)
     path = str(tmp_path / "movie.mrc")
     with mrcfile.new(path) as mrc:
         mrc.set_data(movie)
+    with pytest.raises(InputError, match="movie.mrc: holds 3 frames"):
+        read_micrograph(path)
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(movie[:1])
     np.testing.assert_array_equal(read_micrograph(path), movie[0])
 
 
-def test_tiff_first_page_and_png_grayscale(tmp_path):
+def test_tiff_and_png_grayscale(tmp_path):
     import tifffile
     from PIL import Image
-    pages = (np.arange(2 * 5 * 6).reshape(2, 5, 6) * 100).astype(np.uint16)
-    tifffile.imwrite(str(tmp_path / "m.tif"), pages)
-    np.testing.assert_array_equal(read_micrograph(str(tmp_path / "m.tif")), pages[0])
+    page = (np.arange(5 * 6).reshape(5, 6) * 100).astype(np.uint16)
+    tifffile.imwrite(str(tmp_path / "m.tif"), page)
+    np.testing.assert_array_equal(read_micrograph(str(tmp_path / "m.tif")), page)
     gray = np.arange(30, dtype=np.uint8).reshape(5, 6) * 8
     Image.fromarray(gray).save(tmp_path / "g.png")
     np.testing.assert_array_equal(read_micrograph(str(tmp_path / "g.png")), gray)

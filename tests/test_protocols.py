@@ -21,7 +21,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 
 from protocol_helpers import (BOX, PICKERS, SAMPLING, import_coordinates, import_micrographs,
                               kept_by_rule, make_data, run_scores, scored_items, wait_for)
-from xmipp3_deepcons.constants import DEEP_PARTICLE_SIZE, SCORE_ATTRIBUTE
+from xmipp3_deepcons.constants import DEEP_PARTICLE_SIZE
 from xmipp3_deepcons.protocols import XmippProtDeepConsSubSet, XmippProtScreenDeepConsensus
 
 pyworkflow.PYTHON = os.environ["SCIPION_PYTHON"]

@@ -19,9 +19,10 @@ import time
 from dataclasses import astuple
 
 from ..constants import (DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC, DEFAULT_RADIUS,
-                         DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE, MIN_POSITIVES,
+                         DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE,
                          SELF_TRAINING_MIN_ACCEPTED, SELF_TRAINING_NEGATIVE,
                          SELF_TRAINING_POSITIVE, DEFAULT_VIEWS)
+from .. import checks
 from ..errors import InputError
 from ..run import stages
 from ..run.folder import RunFolder, write_json
@@ -130,6 +131,7 @@ def init_run(args):
     pickers = [picker_files(folder) for folder in args.coordinates]
     labels = [f"--coordinates {folder}" for folder in args.coordinates]
     check_distinct_pickers(args.coordinates, pickers)
+    checks.check_box_size(args.box_size, micrograph_shape(micrographs[0]))
     ctf = read_ctf(args)
     size = pixel_size(args, micrographs)
     run = RunFolder(args.output)
@@ -209,6 +211,7 @@ def validate(args):
         args.picker_evidence, args.dedupe_radius = "none", 0.0
     if args.views is None:
         args.views = 1 if args.classic else DEFAULT_VIEWS
+    check_numbers(args)
     if args.skip_training and not args.model:
         raise InputError("--skip-training needs --model DIR: a trained model to score with")
     if len(args.coordinates) < 2 and not args.skip_training:
@@ -218,27 +221,60 @@ def validate(args):
     if args.picker_sampling and len(args.picker_sampling) != len(args.coordinates):
         raise InputError(f"--picker-sampling needs one value per --coordinates "
                          f"({len(args.coordinates)}), got {len(args.picker_sampling)}")
-    if not 0 < args.radius < 1:
-        raise InputError(f"--radius {args.radius} must be a fraction of the box between 0 and 1")
     if args.min_votes < 1 or (args.min_votes > max(len(args.coordinates), 1)
                               and not args.skip_training):   # it picks training positives
         raise InputError(f"--min-votes {args.min_votes} must be between 1 and the number of "
                          f"pickers ({len(args.coordinates)})")
-    if args.self_training < 0:
-        raise InputError(f"--self-training {args.self_training} must be 0 (off) or a number "
-                         "of rounds")
     if args.self_training and args.skip_training:
         raise InputError("--self-training retrains the model: leave out --skip-training")
-    if args.models < 1:
-        raise InputError(f"--models {args.models} must be at least 1")
-    if args.min_batches < 0:
-        raise InputError(f"--min-batches {args.min_batches} must be 0 (off) or positive")
-    if args.epochs <= 0:
-        raise InputError(f"--epochs {args.epochs} must be positive")
+    checks.check_output_folder(args.output, {"--micrographs": args.micrographs,
+                                             "--coordinates": args.coordinates,
+                                             "--ctf": args.ctf, "--model": args.model})
+
+
+def check_numbers(args):
+    """Numbers argparse only types: each bound named, before any work."""
+    args.threshold = checks.check_threshold(args.threshold)
+    checks.check_positive("--box-size", args.box_size, integer=True)
+    args.sampling = checks.check_sampling(args.sampling)
+    for value in args.picker_sampling or []:
+        checks.check_sampling(value, "--picker-sampling")
+    checks.check_fraction("--radius", args.radius, 0, 1, low_open=True, high_open=True,
+                          default=DEFAULT_RADIUS)
+    checks.check_fraction("--dedupe-radius", args.dedupe_radius, 0, 1, high_open=True,
+                          default=DEFAULT_DEDUPE_RADIUS)
+    checks.check_positive("--epochs", args.epochs, default=5)
+    checks.check_positive("--learning-rate", args.learning_rate, default=0.0001)
+    checks.check_fraction("--l2", args.l2, 0, 1)
+    checks.check_integer("--models", args.models, minimum=1, default=3)
+    checks.check_train_size(args.train_size)
+    checks.check_training_batch(args.training_batch)
+    if checks.check_finite("--max-val-acc", args.max_val_acc) < 0:
+        raise InputError(f"--max-val-acc {args.max_val_acc}: must be 0 or more; give a mean "
+                         f"validation accuracy, e.g. {DEFAULT_MAX_VAL_ACC} (the default; above "
+                         "1: never stop early)")
+    checks.check_integer("--threads", args.threads, minimum=0)
+    checks.check_integer("--min-batches", args.min_batches, minimum=0, default=300)
+    checks.check_integer("--self-training", args.self_training, minimum=0, default=0)
+
+
+def micrograph_shape(path):
+    """The first micrograph's shape, for the box-size check (None when it is unusable: it is
+    then skipped, with its own warning, when prepared)."""
+    from ..errors import UnusableMicrograph
+    from ..io.images import read_micrograph
+    try:
+        return read_micrograph(path).shape
+    except UnusableMicrograph:
+        return None
 
 
 def find_micrographs(patterns):
-    paths = sorted({p for pattern in patterns for p in glob.glob(pattern)} |
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            raise InputError(f"--micrographs {pattern}: is a folder; give the micrograph files, "
+                             f"e.g. '{os.path.join(pattern, '*.mrc')}' (quoted)")
+    paths = sorted({p for pattern in patterns for p in glob.glob(pattern) if os.path.isfile(p)} |
                    {p for p in patterns if os.path.isfile(p)})
     if not paths:
         raise InputError(f"--micrographs {' '.join(patterns)}: no file matches; quote the "

@@ -1,13 +1,14 @@
 """A trained ensemble on disk and its score: the mean P(particle) of its members."""
-import json
 import os
+import zipfile
 
 import numpy as np
 
 from ..constants import DEEP_PARTICLE_SIZE, VIEW_CHOICES
+from ..checks import non_finite_items
 from ..errors import InputError
+from ..resources import FIX_MODEL, MANIFEST, verify_model_folder  # noqa: F401
 
-MANIFEST = "manifest.json"
 THRESHOLDS = np.arange(1000) / 1000.0   # the original's scan for the best-MCC threshold
 
 
@@ -24,22 +25,31 @@ class Ensemble:
 
     @classmethod
     def load(cls, model_dir, views=1):
-        """The model folder's members; ``views``: mirror views each box is scored in."""
+        """The model folder's members; ``views``: mirror views each box is scored in.
+
+        Each network file must match the size and SHA-256 its manifest records
+        (``resources.verify_model_folder``); a file that does not, or that Keras cannot read,
+        is refused in one line that names it.
+        """
+        if views not in VIEW_CHOICES:
+            raise InputError(f"views {views}: use one of {', '.join(map(str, VIEW_CHOICES))}")
+        manifest = verify_model_folder(model_dir)
         import keras
         from . import fast_layers, fft_conv  # noqa: F401  (registers our layers for loading)
-        manifest_path = os.path.join(model_dir, MANIFEST)
-        if not os.path.isfile(manifest_path):
-            raise InputError(f"{model_dir} is not a Deep Consensus model folder (no {MANIFEST}); "
-                             "give the folder that training wrote")
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-        paths = [os.path.join(model_dir, member["file"]) for member in manifest["models"]]
-        for path in paths:
-            if not os.path.isfile(path):
-                raise InputError(f"model folder {model_dir} is incomplete: {os.path.basename(path)} "
-                                 "is missing; train again or copy the whole folder")
-        return cls([keras.models.load_model(path, compile=False) for path in paths], manifest,
-                   views)
+        models = []
+        for member in manifest["models"]:
+            name = member["file"]
+            path = os.path.join(model_dir, name)
+            if not zipfile.is_zipfile(path):   # Keras would call it "File not found"
+                raise InputError(f"model folder {model_dir}: {name} is not a whole .keras file "
+                                 f"(truncated or damaged); {FIX_MODEL}")
+            try:
+                models.append(keras.models.load_model(path, compile=False))
+            except Exception as error:   # Keras and h5py raise many types, all meaning this
+                detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                raise InputError(f"model folder {model_dir}: {name} cannot be loaded "
+                                 f"({detail}); {FIX_MODEL}") from error
+        return cls(models, manifest, views)
 
     @property
     def n_models(self):
@@ -59,6 +69,10 @@ class Ensemble:
             raise InputError(f"boxes to score have shape {boxes.shape}, the network needs (n, "
                              f"{DEEP_PARTICLE_SIZE}, {DEEP_PARTICLE_SIZE}); extract them at "
                              f"{DEEP_PARTICLE_SIZE} px")
+        bad = non_finite_items(boxes)
+        if len(bad):
+            raise InputError(f"boxes to score: {len(bad)} of {len(boxes)} have NaN or Inf "
+                             "pixels; check the micrographs or particle images they come from")
         if self._scorers is None:   # built once: each traces its graph on first use
             from .scoring import Scorer
             self._scorers = [Scorer(model, self.views) for model in self.models]

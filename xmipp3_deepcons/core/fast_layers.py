@@ -1,6 +1,7 @@
 """Keras layers computed the way TensorFlow runs fastest on a CPU: the same functions, with the
 same weights, as the standard layers they stand for.
 """
+from . import tf_runtime  # noqa: F401  (TensorFlow first: quietly, with our threads)
 import keras
 import numpy as np
 import tensorflow as tf

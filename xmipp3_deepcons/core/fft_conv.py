@@ -10,6 +10,7 @@ Its gradient is written out (``_fft_correlation``) rather than left to TensorFlo
 gradients of ``rfft2d``/``irfft2d`` add masking, scaling and padding ops around each transform:
 the same transforms without them make a training step of these layers about 1.4x faster.
 """
+from . import tf_runtime  # noqa: F401  (TensorFlow first: quietly, with our threads)
 import keras
 import tensorflow as tf
 

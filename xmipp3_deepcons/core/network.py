@@ -7,6 +7,7 @@ convolutions of few channels with neighbouring columns as channels, batch norm a
 computation and max pools over few channels with whole rows as oneDNN's vectors
 (``fast_layers``). ``fast=False`` is plain Keras (the throughput benchmark's reference).
 """
+from . import tf_runtime  # noqa: F401  (TensorFlow first: quietly, with our threads)
 import keras
 
 from ..constants import DEEP_PARTICLE_SIZE

@@ -61,6 +61,8 @@ def self_training_boxes(run, scores_by_stem, dedupe_radius_px):
     accepted, rejected, background = [], [], []
     for stem, scores in scores_by_stem:
         table = run.load_candidates(stem)
+        if not len(table["xy"]) and not len(table["negatives"]):
+            continue   # a micrograph left out as unusable
         pre = read_micrograph(run.preprocessed(stem))
         factor = float(table["factor"])
         unique = suppress_duplicates(table["xy"], scores, dedupe_radius_px)

@@ -12,6 +12,7 @@ on a CPU: the same function, in another order.
   quarter of the pixels.
 Measured side by side with plain Keras' prediction of each view: README, "Speed and memory".
 """
+from . import tf_runtime  # noqa: F401  (TensorFlow first: quietly, with our threads)
 import keras
 import numpy as np
 import tensorflow as tf

@@ -3,7 +3,9 @@ turns and small rotations; 10 % held out for validation; learning-rate reduction
 on validation accuracy; M networks one after another.
 
 Each member's saved model is its best validation epoch, and the reported accuracy is that
-epoch's (the original reported the last epoch's).
+epoch's (the original reported the last epoch's). A loss that becomes NaN or Inf stops training
+with ``TrainingDiverged``; the manifest records each network file's size and SHA-256, checked
+whenever the folder is loaded.
 """
 import json
 import math
@@ -11,6 +13,7 @@ import os
 import time
 from typing import NamedTuple
 
+from . import tf_runtime  # noqa: F401  (TensorFlow first: quietly, with our threads)
 import keras
 import numpy as np
 import tensorflow as tf
@@ -18,7 +21,10 @@ from scipy import ndimage
 
 from ..constants import (BATCH_SIZE, BATCHES_PER_KERAS_EPOCH, DEEP_PARTICLE_SIZE, MIN_POSITIVES,
                          VALIDATION_FRACTION, size_band)
-from ..errors import InputError
+from .. import checks
+from ..errors import InputError, TrainingDiverged
+from ..io.atomic import atomic_write
+from ..resources import file_record
 from .network import BANDS, build_network, compile_network, in_fast_layers
 
 MANIFEST = "manifest.json"
@@ -47,14 +53,24 @@ def group_weights(sizes, weights):
             for n, w in zip(sizes, weights)]
 
 
-def pool_groups(groups):
-    """Stack (boxes, weight) groups into one array; returns it and each box's draw probability."""
+def pool_groups(groups, what="training"):
+    """Stack (boxes, weight) groups into one array; returns it and each box's draw probability.
+
+    Boxes with NaN or Inf pixels are refused (``what`` names the set in the message): one
+    would make the loss NaN and the trained network useless."""
     groups = [(np.asarray(boxes, dtype=np.float32), weight) for boxes, weight in groups]
-    for boxes, _ in groups:
+    for boxes, weight in groups:
         if boxes.ndim != 3 or boxes.shape[1:] != (DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE):
             raise InputError(f"training boxes have shape {boxes.shape}, need (n, "
                              f"{DEEP_PARTICLE_SIZE}, {DEEP_PARTICLE_SIZE}); extract them at "
                              f"{DEEP_PARTICLE_SIZE} px")
+        bad = checks.non_finite_items(boxes)
+        if len(bad):
+            raise InputError(f"{what} boxes: {len(bad)} of {len(boxes)} have NaN or Inf "
+                             "pixels; check the micrographs or particle images they come from")
+        if not (isinstance(weight, (int, float, np.number)) and math.isfinite(weight)):
+            raise InputError(f"{what} boxes: weight {weight} is not a finite number; give a "
+                             "number (0 or less: automatic)")
     groups = [(boxes, weight) for boxes, weight in groups if len(boxes)]
     if not groups:
         return np.zeros((0, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE), np.float32), np.zeros(0)
@@ -160,6 +176,7 @@ class EpochRecorder(keras.callbacks.Callback):
         super().__init__()
         self.log, self.member, self.n_members, self.n_epochs = log, member, n_members, n_epochs
         self.history = {key: [] for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr")}
+        self.diverged = None   # (epoch, metric, value) once a loss is NaN or Inf
         self._started = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -172,6 +189,22 @@ class EpochRecorder(keras.callbacks.Callback):
                  f"val_loss {logs.get('val_loss', math.nan):.4f} "
                  f"val_acc {logs.get('val_accuracy', math.nan):.4f} lr {logs['lr']:.1e} "
                  f"({time.time() - self._started:.0f} s)")
+        for key in ("loss", "val_loss"):
+            value = float(logs.get(key, 0.0))
+            if not math.isfinite(value):   # the weights are lost: every later epoch is too
+                self.diverged = (epoch + 1, key, value)
+                self.model.stop_training = True
+                break
+
+    def divergence(self, learning_rate):
+        """The ``TrainingDiverged`` to raise when a loss became NaN or Inf, else None."""
+        if self.diverged is None:
+            return None
+        epoch, key, value = self.diverged
+        return TrainingDiverged(
+            f"model {self.member}/{self.n_members}: training diverged at epoch {epoch} of "
+            f"{self.n_epochs} ({key} {value}); lower --learning-rate (now {learning_rate:g}), "
+            f"e.g. to {learning_rate / 10:g}, and train again")
 
 
 def keras_epochs(epochs, n_positives, min_batches=0):
@@ -191,8 +224,12 @@ def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, lear
     continues a trained ensemble: member i starts from its model i (a new network where it
     has fewer). A given ``seed`` makes the run repeatable (deterministic TensorFlow ops).
     """
-    pos_boxes, pos_probability = pool_groups(positives)
-    neg_boxes, neg_probability = pool_groups(negatives)
+    n_models = checks.check_integer("--models", n_models, minimum=1)
+    epochs = checks.check_positive("--epochs", epochs)
+    learning_rate = checks.check_positive("--learning-rate", learning_rate)
+    l2 = checks.check_fraction("--l2", l2, 0.0, math.inf, high_open=True)
+    pos_boxes, pos_probability = pool_groups(positives, "positive")
+    neg_boxes, neg_probability = pool_groups(negatives, "negative")
     if len(pos_boxes) < min_positives:
         raise InputError(f"too few positives to train: found {len(pos_boxes)}, need at least "
                          f"{min_positives}; add micrographs or particles")
@@ -239,6 +276,10 @@ def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, lear
                   shuffle=False, verbose=0,
                   callbacks=_callbacks(recorder, path, learning_rate, auto_stop))
         histories.append(recorder.history)
+        diverged = recorder.divergence(learning_rate)
+        if diverged is not None:
+            log(str(diverged))
+            raise diverged
         best = int(np.argmax(recorder.history["val_accuracy"]))
         members.append({"file": os.path.basename(path),
                         "val_accuracy": recorder.history["val_accuracy"][best],
@@ -257,6 +298,7 @@ def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, lear
         "continued_from": os.path.abspath(init_model_dir) if init_model_dir else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "keras_version": keras.__version__, "extra": dict(metadata or {}),
+        "files": {m["file"]: file_record(os.path.join(model_dir, m["file"])) for m in members},
     }
     _write_json(os.path.join(model_dir, HISTORY), histories)
     _write_json(os.path.join(model_dir, MANIFEST), manifest)   # last: the model is complete
@@ -310,7 +352,5 @@ def _normalised(probability):
 
 
 def _write_json(path, content):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
         json.dump(content, f, indent=1)
-    os.replace(tmp, path)

@@ -5,14 +5,15 @@ micrograph's data array, with the picker's own score when the file has one (NaN 
 """
 import io
 import os
-import shlex
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InputError
+from .atomic import atomic_write
 
-EXTENSIONS = (".pos", ".star", ".box")  # in order of preference when a picker wrote several
+EXTENSIONS = (".pos", ".star", ".box")  # a picker folder holds one of these per micrograph
 TEXT_EXTENSIONS = (".csv", ".txt")
 # When a .pos has both, the Deep Consensus score is the newer judgement, so it wins over _cost.
 POS_SCORE_LABELS = ("zScoreDeepLearning1", "cost")
@@ -67,63 +68,118 @@ def read_coordinates(path):
 
 
 def find_coordinate_file(folder, stem):
-    """The picker file for a micrograph stem (.pos preferred, then .star, then .box), or None."""
-    for ext in EXTENSIONS:
-        path = os.path.join(folder, stem + ext)
-        if os.path.isfile(path):
-            return path
-    return None
+    """The picker file for a micrograph stem (.pos, .star or .box), or None.
+
+    Two of them for one micrograph (say a .pos and a .box) are refused: they may hold
+    different picks, and taking either silently would hide the other.
+    """
+    found = [os.path.join(folder, stem + ext) for ext in EXTENSIONS
+             if os.path.isfile(os.path.join(folder, stem + ext))]
+    if len(found) > 1:
+        raise InputError(f"{' and '.join(found)}: {len(found)} coordinate files for micrograph "
+                         f"{stem} in one picker folder; keep one and move the other"
+                         f"{'s' if len(found) > 2 else ''} out")
+    return found[0] if found else None
 
 
 def read_star_blocks(path, keep_empty=False):
     """Every data block of a STAR / Xmipp metadata file as {name: emtable.Table}, values as str.
 
     emtable alone finds a block by prefix (``data_particles`` also matches
-    ``data_particles_auto``), ends a loop at the first blank line and guesses each column's
-    type from its first row only. So the file is cut into blocks here, blank and comment lines
-    are dropped, and each block is handed to emtable on its own with every value kept as text;
-    callers convert whole columns. Blocks without labels are skipped, and so are blocks without
-    rows unless ``keep_empty``.
+    ``data_particles_auto``), ends a loop at the first blank line, guesses each column's type
+    from its first row only, and splits every row of a loop as it split the first one (a quoted
+    value in a later row is cut at its spaces). So the file is cut into blocks here, blank and
+    comment lines are dropped, each row is split by the STAR rules (``split_star_line``) and
+    handed to emtable in a form it reads back exactly, one block at a time, with every value
+    kept as text; callers convert whole columns. Blocks without labels are skipped, and so are
+    blocks without rows unless ``keep_empty``.
     """
+    return {name: table for name, (table, _) in _star_tables(path, keep_empty).items()}
+
+
+def _star_tables(path, keep_empty):
+    """{block name: (emtable.Table, file line number of each row)}."""
     from emtable import Table
     tables = {}
-    for name, lines in _split_blocks(path):
+    for name, lines, numbers in _split_blocks(path):
         if not any(line.startswith("_") for line in lines):
             continue
-        _check_row_widths(name, lines)
+        text, row_numbers = _block_for_emtable(name, lines, numbers)
         table = Table()
-        text = "data_%s\n%s\n" % (name, "\n".join(lines))
         table.readStar(io.StringIO(text), tableName=name, guessType=False)
         if keep_empty or table.size():
-            tables.setdefault(name, table)
+            tables.setdefault(name, (table, row_numbers))
     return tables
 
 
 def _split_blocks(path):
-    """[(block name, its non-blank, non-comment lines)] in file order."""
+    """[(block name, its non-blank, non-comment lines, their line numbers)] in file order."""
     blocks = []
     with open(path) as f:
-        for raw in f:
+        for number, raw in enumerate(f, 1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
             if line.startswith("data_"):
-                blocks.append((line[5:].split()[0] if len(line) > 5 else "", []))
+                blocks.append((line[5:].split()[0] if len(line) > 5 else "", [], []))
             elif blocks:
                 blocks[-1][1].append(line)
+                blocks[-1][2].append(number)
     return blocks
 
 
-def _check_row_widths(name, lines):
-    """emtable drops the extra values of a long row and prints to stdout on a short one."""
-    if lines[0] != "loop_" and not lines[0].startswith("loop_ "):
-        return
-    labels = [line for line in lines[1:] if line.startswith("_")]
-    for line in lines[1 + len(labels):]:
-        count = len(shlex.split(line) if ("'" in line or '"' in line) else line.split())
-        if count != len(labels):
-            raise ValueError(f"block data_{name}: {len(labels)} columns but the row "
-                             f"'{line[:60]}' has {count} values")
+# A STAR value: quoted by ' or " up to the same quote followed by a space or the end of the line
+# (so a quote inside, not followed by a space, is part of the value), or bare up to a space.
+_STAR_VALUE = re.compile(r"""'((?:[^']|'(?=\S))*)'(?=\s|$)|"((?:[^"]|"(?=\S))*)"(?=\s|$)|(\S+)""")
+
+
+def split_star_line(line):
+    """The values of one STAR data line, quotes removed (STAR 1.1 rules, as RELION and Xmipp
+    read them): ``'mic 1.mrc' 10 "it's"`` gives ['mic 1.mrc', '10', "it's"]."""
+    if "'" not in line and '"' not in line:
+        return line.split()
+    values = []
+    for match in _STAR_VALUE.finditer(line):
+        single, double, bare = match.groups()
+        if bare is not None and bare[0] in "'\"":
+            raise ValueError(f"the line '{line[:60]}' has an unclosed quote")
+        values.append(single if single is not None else double if double is not None else bare)
+    return values
+
+
+def _shell_quoted(value):
+    """A value as shlex (emtable's splitter for lines with quotes) reads it back exactly."""
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def _block_for_emtable(name, lines, numbers):
+    """The block as text emtable reads value for value as ``split_star_line`` splits it, and
+    the file line number of each of its rows."""
+    is_loop = lines[0] == "loop_" or lines[0].startswith("loop_ ")
+    if not is_loop:
+        rows = [split_star_line(line) for line in lines if line.startswith("_")]
+        if any(not _plain(v) for row in rows for v in row[1:]):
+            lines = [" ".join([row[0]] + [_shell_quoted(v) for v in row[1:]]) for row in rows]
+        return "data_%s\n%s\n" % (name, "\n".join(lines)), numbers[:1]
+    n_labels = 0
+    while 1 + n_labels < len(lines) and lines[1 + n_labels].startswith("_"):
+        n_labels += 1
+    head, body = lines[:1 + n_labels], lines[1 + n_labels:]
+    rows = [split_star_line(line) for line in body]
+    for line, row, number in zip(body, rows, numbers[1 + n_labels:]):
+        if len(row) != n_labels:  # emtable drops a long row's extra values, fails on a short one
+            raise ValueError(f"block data_{name}, line {number}: {n_labels} columns but the row "
+                             f"'{line[:60]}' has {len(row)} values")
+    quoted = any("'" in line or '"' in line for line in body)   # else every value is plain
+    if quoted and any(not _plain(v) for row in rows for v in row):
+        body = [" ".join(_shell_quoted(v) for v in row) for row in rows]
+    return "data_%s\n%s\n" % (name, "\n".join(head + body)), numbers[1 + n_labels:]
+
+
+def _plain(value):
+    """Whether a value reads back the same from a line split at whitespace."""
+    return bool(value) and "'" not in value and '"' not in value and not any(
+        c.isspace() for c in value)
 
 
 def column_as_float(table, label):
@@ -136,6 +192,20 @@ def column_as_float(table, label):
         raise ValueError(f"column _{label} has the non-numeric value '{bad}'") from None
 
 
+def _check_finite(path, column, label, line_numbers, what):
+    """Refuse NaN and Inf in a ``column`` of coordinates, Inf in a column of scores (NaN there
+    means no score), naming the file, the line and the column."""
+    bad = ~np.isfinite(column) if what != "score" else np.isinf(column)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise InputError(f"{path}, line {line_numbers[row]}: column {label} is "
+                         f"{_text(column[row])}, not a finite number; fix or remove that line")
+
+
+def _text(number):
+    return "nan" if np.isnan(number) else ("inf" if number > 0 else "-inf")
+
+
 def _is_number(text):
     try:
         float(text)
@@ -144,55 +214,72 @@ def _is_number(text):
         return False
 
 
-def _coordinates_from_tables(tables, x_label, y_label, score_labels):
+def _coordinates_from_tables(path, tables, x_label, y_label, score_labels):
     xy_parts, score_parts = [], []
-    for table in tables:
-        xy_parts.append(np.column_stack([column_as_float(table, x_label),
-                                         column_as_float(table, y_label)]))
+    for table, line_numbers in tables:
+        x, y = column_as_float(table, x_label), column_as_float(table, y_label)
+        _check_finite(path, x, "_" + x_label, line_numbers, "coordinate")
+        _check_finite(path, y, "_" + y_label, line_numbers, "coordinate")
+        xy_parts.append(np.column_stack([x, y]))
         label = next((s for s in score_labels if table.hasColumn(s)), None)
-        score_parts.append(column_as_float(table, label) if label
-                           else np.full(table.size(), np.nan))
+        if label:
+            score = column_as_float(table, label)
+            _check_finite(path, score, "_" + label, line_numbers, "score")
+        else:
+            score = np.full(table.size(), np.nan)
+        score_parts.append(score)
     if not xy_parts:
         return Coordinates.empty()
     return Coordinates(np.concatenate(xy_parts).reshape(-1, 2), np.concatenate(score_parts))
 
 
 def _read_pos(path):
-    tables = read_star_blocks(path, keep_empty=True)
-    with_xy = {name: t for name, t in tables.items() if t.hasAllColumns(["xcoor", "ycoor"])}
+    tables = _star_tables(path, keep_empty=True)
+    with_xy = {name: t for name, t in tables.items() if t[0].hasAllColumns(["xcoor", "ycoor"])}
     chosen = [t for name, t in with_xy.items() if name in POS_BLOCKS] or list(with_xy.values())
     if not chosen:
-        if any(t.size() for name, t in tables.items() if name != "header"):
+        if any(t.size() for name, (t, _) in tables.items() if name != "header"):
             raise InputError(f"{path}: no block with _xcoor and _ycoor columns; "
                              "an Xmipp .pos needs them in data_particles")
         return Coordinates.empty()
-    return _coordinates_from_tables(chosen, "xcoor", "ycoor", POS_SCORE_LABELS)
+    return _coordinates_from_tables(path, chosen, "xcoor", "ycoor", POS_SCORE_LABELS)
 
 
 def _read_star(path):
-    tables = read_star_blocks(path, keep_empty=True)
+    tables = _star_tables(path, keep_empty=True)
     labels = ["rlnCoordinateX", "rlnCoordinateY"]
-    chosen = next((t for t in tables.values() if t.hasAllColumns(labels)), None)
+    chosen = next((t for t in tables.values() if t[0].hasAllColumns(labels)), None)
     if chosen is None:
-        if any(t.size() for t in tables.values()):
+        if any(t.size() for t, _ in tables.values()):
             raise InputError(f"{path}: no block with _rlnCoordinateX and _rlnCoordinateY columns")
         return Coordinates.empty()
-    return _coordinates_from_tables([chosen], *labels, STAR_SCORE_LABELS)
+    return _coordinates_from_tables(path, [chosen], *labels, STAR_SCORE_LABELS)
 
 
 def _data_rows(path, delimiter=None):
+    """[(line number, values)] of the lines that are neither blank nor comments."""
     with open(path) as f:
-        lines = [line.strip() for line in f]
-    return [line.split(delimiter) for line in lines if line and not line.startswith("#")]
+        lines = [(number, line.strip()) for number, line in enumerate(f, 1)]
+    return [(number, line.split(delimiter)) for number, line in lines
+            if line and not line.startswith("#")]
 
 
-def _numeric_rows(path, rows, min_columns):
-    widths = {len(row) for row in rows}
+def _numeric_rows(path, rows, min_columns, labels):
+    """The rows as a float table, None when they have fewer than ``min_columns``. NaN / Inf in
+    the columns named by ``labels`` are refused with the line (a last "score" may be NaN)."""
+    widths = {len(values) for _, values in rows}
     if len(widths) > 1:
         raise InputError(f"{path}: rows have different numbers of columns ({sorted(widths)})")
     if min(widths) < min_columns:
         return None
-    return np.array([[float(value) for value in row] for row in rows], dtype=np.float64)
+    table = np.array([[float(value) for value in values] for _, values in rows],
+                     dtype=np.float64)
+    numbers = [number for number, _ in rows]
+    for column, label in enumerate(labels):
+        if label and column < table.shape[1]:
+            what = "score" if label == "score" else "coordinate"
+            _check_finite(path, table[:, column], label, numbers, what)
+    return table
 
 
 def _read_box(path):
@@ -200,7 +287,7 @@ def _read_box(path):
     rows = _data_rows(path)
     if not rows:
         return Coordinates.empty()
-    table = _numeric_rows(path, rows, 4)
+    table = _numeric_rows(path, rows, 4, ("x", "y", "width", "height", "score"))
     if table is None:
         raise InputError(f"{path}: a .box file needs the columns x y width height [score]")
     centres = table[:, :2] + table[:, 2:4] / 2.0
@@ -212,18 +299,21 @@ def _read_text_table(path):
     with open(path) as f:
         first = next((line for line in f if line.strip() and not line.startswith("#")), "")
     delimiter = "," if "," in first else None
-    rows = [[value.strip() for value in row] for row in _data_rows(path, delimiter)]
+    rows = [(number, [value.strip() for value in values])
+            for number, values in _data_rows(path, delimiter)]
     if not rows:
         return Coordinates.empty()
     columns = {"x": 0, "y": 1, "score": 2}
-    if not all(_is_number(value) for value in rows[0]):
-        header = [name.lower() for name in rows.pop(0)]
+    header = ["x", "y", "score"]
+    if not all(_is_number(value) for value in rows[0][1]):
+        header = [name.lower() for name in rows.pop(0)[1]]
         if "x" not in header or "y" not in header:
             raise InputError(f"{path}: the header line must name the columns x and y")
         columns = {name: header.index(name) for name in ("x", "y", "score") if name in header}
         if not rows:
             return Coordinates.empty()
-    table = _numeric_rows(path, rows, 2)
+    labels = [name if name in ("x", "y", "score") else None for name in header]
+    table = _numeric_rows(path, rows, 2, labels)
     if table is None:
         raise InputError(f"{path}: every row needs at least x and y")
     score_column = columns.get("score")
@@ -234,10 +324,44 @@ def _read_text_table(path):
 
 # ----------------------------------------------------------------------------------- writing
 
-def quote_star_value(text):
-    """STAR strings with spaces (or nothing at all) must be quoted to stay one value."""
+_RESERVED_STARTS = ("data_", "loop_", "save_", "global_", "stop_")
+
+
+def _needs_quotes(text):
+    return (not text or any(c.isspace() for c in text) or "'" in text or '"' in text
+            or text[0] in "_#$;[]" or text.lower().startswith(_RESERVED_STARTS))
+
+
+def quote_star_value(text, always=False):
+    """A STAR value that reads back as ``text``: quoted when it is empty, has a space or a
+    quote, or starts like a STAR keyword (``data_``, ``_``, ``#``), or ``always``.
+
+    Double quotes unless the text has a double quote or a backslash (then single quotes): so a
+    value with one kind of quote also reads back through shlex, as emtable splits lines.
+    A closing quote is one followed by a space, so the text must not have the chosen quote
+    followed by a space; text with both kinds so placed, or with a line break, cannot be one
+    STAR value and raises ``InputError``.
+    """
     text = str(text)
-    return f'"{text}"' if not text or any(c.isspace() for c in text) else text
+    if not (always or _needs_quotes(text)):
+        return text
+    if "\n" in text or "\r" in text:
+        raise InputError(f"the name {text!r} has a line break and cannot be written in a STAR "
+                         "file; rename it")
+    order = ("'", '"') if ('"' in text or "\\" in text) else ('"', "'")
+    for quote in order:
+        if not re.search(re.escape(quote) + r"\s", text):
+            return quote + text + quote
+    raise InputError(f"the name {text!r} has both a ' and a \" before a space and cannot be "
+                     "written as one STAR value; rename it")
+
+
+def quote_star_column(values):
+    """The values of one column as STAR text: all quoted when one must be, so that readers
+    that split every row as they split the first (emtable) read them all."""
+    texts = [str(v) for v in values]
+    always = any(_needs_quotes(t) for t in texts)
+    return [quote_star_value(t, always) for t in texts]
 
 
 def write_pos(path, xy, score=None, score_label="zScoreDeepLearning1"):
@@ -260,7 +384,7 @@ def write_pos(path, xy, score=None, score_label="zScoreDeepLearning1"):
         if score is not None:
             row += f" {score[i]:12.6f}"
         lines.append(row + "\n")
-    with open(path, "w") as f:
+    with atomic_write(path) as f:
         f.write("".join(lines))
 
 
@@ -274,7 +398,8 @@ def write_coordinates_star(path, micrograph_names, xy, score):
         raise ValueError("micrograph_names, xy and score must have the same length")
     lines = ["\n# version 30001\n\ndata_particles\n\nloop_\n_rlnMicrographName #1\n"
              "_rlnCoordinateX #2\n_rlnCoordinateY #3\n_rlnAutopickFigureOfMerit #4\n"]
-    for name, (x, y), s in zip(micrograph_names, xy, score.reshape(-1)):
-        lines.append(f"{quote_star_value(name)} {x:10.1f} {y:10.1f} {s:12.6f}\n")
-    with open(path, "w") as f:
+    names = quote_star_column(os.fspath(name) for name in micrograph_names)
+    for name, (x, y), s in zip(names, xy, score.reshape(-1)):
+        lines.append(f"{name} {x:10.1f} {y:10.1f} {s:12.6f}\n")
+    with atomic_write(path) as f:
         f.write("".join(lines) + "\n")

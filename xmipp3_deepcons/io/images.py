@@ -1,7 +1,8 @@
 """Micrographs and particle stacks on disk: MRC through mrcfile, TIFF and 8/16-bit images too.
 
 Arrays are float32 with rows = y and columns = x exactly as stored: no flip, so picker
-coordinates (x = column, y = row) index them directly.
+coordinates (x = column, y = row) index them directly. Files are written atomically (see
+``atomic``): a reader never finds half of one.
 """
 import os
 import warnings
@@ -10,6 +11,7 @@ import mrcfile
 import numpy as np
 
 from ..errors import InputError
+from .atomic import atomic_path, temporary_beside
 
 MRC_EXTENSIONS = (".mrc", ".mrcs", ".map", ".st", ".rec")
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -18,8 +20,16 @@ MRC_HEADER_BYTES = 1024
 
 
 def read_micrograph(path):
-    """A 2-D float32 micrograph. For a 3-D MRC or a multi-page TIFF (a movie) only the first
-    slice is read: frames must be aligned and summed before screening, not here."""
+    """A 2-D float32 micrograph, every pixel finite.
+
+    NaN / Inf pixels are replaced by the mean of their finite neighbours, with a warning that
+    names the file and says how many (``core.micrograph.repair_non_finite``). A file that holds
+    several frames (an MRC with nz > 1, a multi-page TIFF: a movie) is refused, not summed:
+    frames must be aligned before they are summed, by motion correction. A micrograph without
+    finite pixels, or with all of them equal, raises ``UnusableMicrograph`` (an ``InputError``
+    that names the file) so that a caller screening many may skip it.
+    """
+    from ..core.micrograph import repair_non_finite
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such micrograph file")
@@ -28,21 +38,25 @@ def read_micrograph(path):
         raise InputError(f"{path}: unknown micrograph format '{ext}'; give .mrc, .tif or .png")
     try:
         if ext in MRC_EXTENSIONS:
-            data = _first_mrc_slice(path)
+            data = _mrc_image(path)
         elif ext in TIFF_EXTENSIONS:
-            import tifffile
-            data = tifffile.imread(path, key=0)
+            data = _tiff_image(path)
         else:
             data = _read_picture(path)
     except InputError:
         raise
     except Exception as error:  # each reader raises its own types; the user needs the path
         raise InputError(f"{path}: cannot read the micrograph ({error})") from error
-    if data.ndim == 3 and ext not in PICTURE_EXTENSIONS:
-        data = data[0]
     if data.ndim != 2 or min(data.shape) < 2:
         raise InputError(f"{path}: not a 2-D micrograph (shape {data.shape})")
-    return np.array(data, dtype=np.float32)
+    data, _ = repair_non_finite(np.array(data, dtype=np.float32), path)
+    return data
+
+
+def _refuse_frames(path, n_frames):
+    raise InputError(f"{path}: holds {n_frames} frames (a movie or a stack), not one "
+                     "micrograph; give aligned and summed micrographs (motion-corrected), one "
+                     "image per file")
 
 
 def _open_mrc(path, mmap=False):
@@ -60,10 +74,25 @@ def _open_mrc(path, mmap=False):
         return mrc
 
 
-def _first_mrc_slice(path):
-    with _open_mrc(path, mmap=True) as mrc:  # mapped: a movie's other frames are never read
+def _mrc_image(path):
+    with _open_mrc(path, mmap=True) as mrc:  # mapped: a movie's frames are never read
         data = mrc.data
-        return np.array(data[0] if data.ndim == 3 else data)
+        if data.ndim == 3:
+            if data.shape[0] != 1:
+                _refuse_frames(path, data.shape[0])
+            data = data[0]
+        return np.array(data)
+
+
+def _tiff_image(path):
+    import tifffile
+    with tifffile.TiffFile(path) as tif:
+        if len(tif.pages) > 1:
+            _refuse_frames(path, len(tif.pages))
+        data = tif.pages[0].asarray()
+    if data.ndim == 3 and data.shape[0] > 1 and data.shape[-1] not in (3, 4):
+        _refuse_frames(path, data.shape[0])
+    return data
 
 
 def _read_picture(path):
@@ -94,7 +123,7 @@ def write_mrc(path, array, pixel_size=None):
     data = np.asarray(array, dtype=np.float32)
     if data.ndim not in (2, 3):
         raise ValueError(f"an MRC image must be 2-D or a 3-D stack, not shape {data.shape}")
-    with mrcfile.new(os.fspath(path), overwrite=True) as mrc:
+    with atomic_path(path) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
         mrc.set_data(data)
         if data.ndim == 3:
             mrc.set_image_stack()
@@ -124,8 +153,10 @@ def read_stack(path):
 class StackWriter:
     """Appends boxes to one .mrcs as they are extracted, so no stack is held in memory.
 
-    The raw float32 data goes to the file right away after a placeholder header; the real
-    header (number of images, statistics, pixel size) is written on close.
+    The raw float32 data goes to a temporary file beside ``path`` right away after a
+    placeholder header; on close the real header (number of images, statistics, pixel size) is
+    written and the file renamed to ``path``. A ``with`` block that ends in an exception, or
+    ``abort()``, removes it instead: ``path`` never holds half a stack.
     """
 
     def __init__(self, path, box, pixel_size=None):
@@ -135,8 +166,13 @@ class StackWriter:
         self.count = 0
         self._min, self._max = np.inf, -np.inf
         self._sum = self._sum_squares = 0.0
-        self._file = open(self.path, "wb")
-        self._file.write(b"\0" * MRC_HEADER_BYTES)
+        self._tmp = temporary_beside(self.path)
+        try:
+            self._file = open(self._tmp, "wb")
+            self._file.write(b"\0" * MRC_HEADER_BYTES)
+        except BaseException:
+            self._remove_tmp()
+            raise
 
     def append(self, boxes):
         """Add one box (h, w) or several (n, h, w); returns the 1-based index of the first."""
@@ -159,14 +195,33 @@ class StackWriter:
         return first
 
     def close(self):
+        """Write the header and put the stack at ``path``."""
         if self._file is None:
             return
         try:
             self._file.seek(0)
             self._file.write(self._header_bytes())
-        finally:
+            self._file.flush()
+            os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self):
+        """Drop the stack: nothing is written at ``path``."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._remove_tmp()
+
+    def _remove_tmp(self):
+        try:
+            os.remove(self._tmp)
+        except OSError:
+            pass
 
     def _header_bytes(self):
         from mrcfile.mrcinterpreter import MrcInterpreter
@@ -191,4 +246,7 @@ class StackWriter:
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -5,8 +5,10 @@ import os
 import numpy as np
 
 from ..constants import DEEP_PARTICLE_SIZE
+from ..checks import non_finite_items
 from ..errors import InputError
-from .coordinates import XMIPP_HEADER, quote_star_value, read_star_blocks
+from .atomic import atomic_write
+from .coordinates import XMIPP_HEADER, quote_star_column, read_star_blocks
 
 # Xmipp stores these as integers and truncates a decimal value, so they are rounded on write.
 INTEGER_LABELS = frozenset({"xcoor", "ycoor", "enabled", "itemId", "ref", "micrographId",
@@ -28,12 +30,12 @@ def write_particles_xmd(path, columns):
     if len(lengths) > 1:
         detail = ", ".join(f"{n}: {len(v)}" for n, v in zip(names, values))
         raise ValueError(f"{path}: metadata columns differ in length ({detail})")
-    cells = [[_format_cell(name, value) for value in column] for name, column in zip(names, values)]
+    cells = [_format_column(name, column) for name, column in zip(names, values)]
     widths = [max((len(c) for c in column), default=0) for column in cells]
     lines = [XMIPP_HEADER + "data_particles\nloop_\n"] + [f" _{name}\n" for name in names]
     for row in zip(*cells):
         lines.append(" ".join(cell.rjust(width) for cell, width in zip(row, widths)) + "\n")
-    with open(path, "w") as f:
+    with atomic_write(path) as f:
         f.write("".join(lines))
 
 
@@ -43,11 +45,18 @@ def _as_list(values):
     return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
 
+def _format_column(label, column):
+    """A column's cells as text; its strings all quoted when one must be (see
+    ``quote_star_column``)."""
+    column = [value.item() if isinstance(value, np.generic) else value for value in column]
+    texts = [i for i, value in enumerate(column) if isinstance(value, str)]
+    cells = [None if isinstance(value, str) else _format_cell(label, value) for value in column]
+    for i, text in zip(texts, quote_star_column(column[i] for i in texts)):
+        cells[i] = text
+    return cells
+
+
 def _format_cell(label, value):
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, str):
-        return quote_star_value(value)
     if label in INTEGER_LABELS or isinstance(value, (bool, int)):
         return str(int(round(value)))
     # 9 significant digits keep float32 scores exact; xmippLib reads "nan" as 0.
@@ -136,4 +145,10 @@ def load_images(path):
                 raise InputError(f"{path}: image {index}@{stack} is out of range "
                                  f"(the stack has {len(data)} images)")
             images[row] = data[index - 1]
+    bad = non_finite_items(images)
+    if len(bad):
+        index, stack = references[bad[0]]
+        raise InputError(f"{path}: {len(bad)} of {len(images)} images have NaN or Inf pixels "
+                         f"(the first: {index}@{stack}); remove them from the metadata or "
+                         "extract them again")
     return images

@@ -21,17 +21,16 @@ read, reports it as missing: the stage that makes it then makes it again, and sa
 Files are written to a temporary name in the same folder, then renamed, so a kill or a full
 disk never leaves a file that looks complete.
 """
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
 from ..errors import InputError
+from ..io.atomic import atomic_write
 from .settings import RunSettings
 
 log = logging.getLogger("xmipp3_deepcons")
@@ -63,32 +62,23 @@ def arrays_digest(*parts):
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def atomic_path(path):
-    """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block ends
-    without error, removed otherwise."""
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    stem, ext = os.path.splitext(name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp" + ext, dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
 def write_json(path, content):
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path) as f:
         json.dump(content, f, indent=1)
 
 
 def write_npz(path, **arrays):
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
+    """Arrays with a checksum of their content, so that a file altered afterwards is known."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    with atomic_write(path, "wb") as f:
+        np.savez(f, _digest=np.array(_content_digest(arrays)), **arrays)
+
+
+def _content_digest(arrays):
+    return arrays_digest(*[part for k in sorted(arrays) if k != "_digest"
+                           for part in (k, arrays[k])])
 
 
 def read_json(path):
@@ -107,10 +97,14 @@ def load_npz(path):
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            arrays = {k: data[k] for k in data.files}
     except Exception as error:   # truncated, not a zip, bad header: all mean "make it again"
         log.warning(f"{path} is damaged ({type(error).__name__}: {error}); making it again")
         return None
+    if str(arrays.pop("_digest", "")) != _content_digest(arrays):
+        log.warning(f"{path} does not match its checksum (altered); making it again")
+        return None
+    return arrays
 
 
 def copy_folder(source, target):
@@ -192,7 +186,7 @@ class RunFolder:
     def replace_ledger(self, entries):
         """The command line's inputs, all at once: the ledger is exactly these."""
         os.makedirs(self.path("inputs"), exist_ok=True)
-        with atomic_path(self.path("inputs", "ledger.tsv")) as tmp, open(tmp, "w") as f:
+        with atomic_write(self.path("inputs", "ledger.tsv")) as f:
             for stem, micrograph, mic_id, name in entries:
                 f.write(f"{stem}\t{os.path.abspath(micrograph)}\t{int(mic_id)}\t{name}\n")
 
@@ -253,6 +247,8 @@ class RunFolder:
 
     def is_prepared(self, stem):
         table = self.candidates(stem)
+        if table is not None and "skipped" in table:
+            return True
         return (table is not None and os.path.exists(self.preprocessed(stem))
                 and (not self.settings().write_particles or not len(table["xy"])
                      or os.path.exists(self.particles(stem))))

@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from .folder import atomic_path
+from ..io.atomic import atomic_write
 
 log = logging.getLogger("xmipp3_deepcons")
 
@@ -34,8 +34,7 @@ def write_outputs(run, settings=None):
     for (stem, path, *_), table, scores in zip(ledger, tables, final):
         is_unique = suppress_duplicates(table["xy"], scores, settings.dedupe_radius_px)
         keep = is_unique & ((scores > threshold) if threshold >= 0 else True)
-        with atomic_path(os.path.join(pos_dir, stem + ".pos")) as tmp:
-            write_pos(tmp, table["xy"][keep], scores[keep])
+        write_pos(os.path.join(pos_dir, stem + ".pos"), table["xy"][keep], scores[keep])
         names += [path] * len(scores)
         unique.append(is_unique)
         kept.append(keep)
@@ -46,12 +45,10 @@ def write_outputs(run, settings=None):
     votes = cat([np.zeros(0, int)] + [t["votes"] for t in tables])
     unique, kept = cat([np.zeros(0, bool)] + unique), cat([np.zeros(0, bool)] + kept)
     score = cat([np.zeros(0, np.float32)] + final)
-    with atomic_path(run.path("coordinates.star")) as tmp:
-        write_coordinates_star(tmp, names[kept], xy[kept], score[kept])
-    with atomic_path(run.path("candidates.star")) as tmp:
-        write_coordinates_star(tmp, names, xy, score)
-    with atomic_path(run.path("candidates.npz")) as tmp:
-        np.savez(tmp, micrograph=names, xy=xy, score=score,
+    write_coordinates_star(run.path("coordinates.star"), names[kept], xy[kept], score[kept])
+    write_coordinates_star(run.path("candidates.star"), names, xy, score)
+    with atomic_write(run.path("candidates.npz"), "wb") as f:
+        np.savez(f, micrograph=names, xy=xy, score=score,
                  network_score=cat([np.zeros(0, np.float32)] + network), votes=votes,
                  duplicate=~unique, kept=kept, threshold=threshold,
                  suggested_threshold=suggested)

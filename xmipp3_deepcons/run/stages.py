@@ -14,10 +14,10 @@ import zlib
 import numpy as np
 
 from ..constants import (DEEP_PARTICLE_SIZE, MIN_POSITIVES, SELF_TRAINING_MIN_ACCEPTED)
-from ..errors import InputError
+from ..errors import InputError, UnusableMicrograph
 from . import schedule
-from .folder import (RunFolder, arrays_digest, atomic_path, copy_folder, read_json,
-                     write_json, write_npz)
+from ..io.atomic import atomic_path
+from .folder import RunFolder, arrays_digest, copy_folder, read_json, write_json, write_npz
 from .keep import fit as fit_evidence_model
 
 log = logging.getLogger("xmipp3_deepcons")
@@ -53,7 +53,11 @@ def prepare(run, stems, settings=None):
         if run.candidates(stem) is not None:
             log.info(f"{stem}: its micrograph, picks or settings changed; preparing it again")
         inputs = run.load_inputs(stem)
-        image = read_micrograph(files[stem])
+        try:
+            image = read_micrograph(files[stem])
+        except UnusableMicrograph as error:
+            skip_micrograph(run, stem, key, str(error), settings.n_pickers)
+            continue
         for picks, label in zip(inputs["picks"], labels):
             check_inside(picks, image.shape, f"{label}, micrograph {stem}")
         found = consensus.coordinate_consensus(inputs["picks"],
@@ -67,7 +71,7 @@ def prepare(run, stems, settings=None):
             from ..core.ctf import CTFParams
             ctf = CTFParams(*[float(v) for v in inputs["ctf"]])
         pre = preprocess_micrograph(image, settings.factor, invert=not settings.inverted,
-                                    ctf=ctf, pixel_size=settings.pixel_size)
+                                    ctf=ctf, pixel_size=settings.pixel_size, name=files[stem])
         del image
         scores = [s if s is not None else np.full(len(p), np.nan)
                   for s, p in zip(inputs["scores"], inputs["picks"])]
@@ -75,16 +79,28 @@ def prepare(run, stems, settings=None):
                      picker_scores=found.member_values(scores), negatives=negatives,
                      shape=np.array(pre.shape), factor=np.array(settings.factor),
                      key=np.array(key))
-        with atomic_path(run.preprocessed(stem)) as tmp:
-            write_mrc(tmp, pre)
+        os.makedirs(os.path.dirname(run.preprocessed(stem)), exist_ok=True)
+        write_mrc(run.preprocessed(stem), pre)
         if settings.write_particles and len(found.xy):
             boxes = extract_boxes(pre, found.xy / settings.factor, DEEP_PARTICLE_SIZE)
-            with atomic_path(run.particles(stem)) as tmp:
-                write_stack(tmp, boxes, (settings.pixel_size or 1.0) * settings.factor)
+            os.makedirs(os.path.dirname(run.particles(stem)), exist_ok=True)
+            write_stack(run.particles(stem), boxes, (settings.pixel_size or 1.0) * settings.factor)
         write_npz(run.candidates_file(stem), **table)   # last: it marks the micrograph done
         by_votes = np.bincount(found.votes, minlength=settings.n_pickers + 1)[1:]
         log.info(f"prepared {i}/{len(stems)} {stem}: {len(found)} candidates (by votes "
                  f"{' '.join(map(str, by_votes))}), {len(negatives)} negatives")
+
+
+def skip_micrograph(run, stem, key, reason, n_pickers):
+    """Record an unusable micrograph as prepared with no candidates: it is never trained on,
+    scored or output, and the log names it."""
+    log.warning(f"micrograph {stem} is left out: {reason}")
+    empty = np.zeros((0, 2))
+    write_npz(run.candidates_file(stem), xy=empty, votes=np.zeros(0, int),
+              members=np.zeros((0, n_pickers), int), picker_scores=np.zeros((0, n_pickers)),
+              negatives=empty,
+              shape=np.zeros(2, int), factor=np.array(1.0), key=np.array(key),
+              skipped=np.array(reason))
 
 
 def run_picker_labels(run, settings):

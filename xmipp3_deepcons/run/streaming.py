@@ -6,7 +6,7 @@ The protocol reads Scipion's growing sets and hands what it reads to ``Admission
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set
+from typing import List, Optional, Set
 
 import numpy as np
 

@@ -1,0 +1,295 @@
+"""Checks of the run's parameters before any work, for the command line and the protocol alike.
+
+Each check returns the value as the run should use it (a float, an int, 'auto') or raises
+``InputError`` with one line of the form ``--option VALUE: what is wrong; what to do``. ``name``
+is how the caller shows the parameter (an option such as ``--epochs``, or a form label).
+Pure Python: no TensorFlow, no Scipion.
+"""
+import glob
+import math
+import numbers
+import os
+import tempfile
+
+import numpy as np
+
+from .constants import MIN_POSITIVES
+from .errors import InputError
+
+AUTO = "auto"
+
+
+def _show(value):
+    """The value as the user wrote it, near enough: -1.0 shows as -1, 1e-4 as 0.0001."""
+    if isinstance(value, float):
+        return format(value, "g")
+    return str(value)
+
+
+def _fail(name, value, problem, fix):
+    raise InputError(f"{name} {_show(value)}: {problem}; {fix}")
+
+
+def _default_hint(default, otherwise):
+    return f"give e.g. {_show(default)} (the default)" if default is not None else otherwise
+
+
+def _as_number(name, value, fix):
+    """A float from a number or numeric text; non-numbers and NaN / Inf are refused."""
+    if isinstance(value, bool):
+        _fail(name, value, "not a number", fix)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+    else:
+        try:
+            number = float(str(value).strip())
+        except (TypeError, ValueError):
+            _fail(name, value, "not a number", fix)
+    if not math.isfinite(number):
+        _fail(name, value, "not a finite number", fix)
+    return number
+
+
+def _as_integer(name, value, fix):
+    number = _as_number(name, value, fix)
+    if number != int(number):
+        _fail(name, value, "not a whole number", fix)
+    return int(number)
+
+
+# --------------------------------------------------------------------------------- numbers
+
+def non_finite_items(array, chunk=1024):
+    """Indices (along the first axis) of the items of ``array`` that hold a NaN or Inf: the
+    images of a stack, the boxes of a training set. Checked ``chunk`` items at a time, so the
+    mask never costs more than that."""
+    array = np.asarray(array)
+    bad = [start + np.flatnonzero(~np.isfinite(part).reshape(len(part), -1).all(axis=1))
+           for start in range(0, len(array), chunk) for part in [array[start:start + chunk]]]
+    return np.concatenate(bad) if bad else np.zeros(0, np.int64)
+
+
+def check_finite(name, value, fix="give a finite number"):
+    """Any finite number (NaN, Inf and text that is no number are refused)."""
+    return _as_number(name, value, fix)
+
+
+def check_positive(name, value, default=None, integer=False):
+    """A finite number above 0 (a whole number with ``integer``)."""
+    fix = _default_hint(default, "give a whole number above 0" if integer
+                        else "give a number above 0")
+    number = _as_integer(name, value, fix) if integer else _as_number(name, value, fix)
+    if number <= 0:
+        _fail(name, value, "must be above 0", fix)
+    return number
+
+
+def check_integer(name, value, minimum=None, maximum=None, default=None):
+    """A whole number within [minimum, maximum] (either may be None: no bound)."""
+    if minimum is not None and maximum is not None:
+        bounds = f"between {minimum} and {maximum}"
+    elif minimum is not None:
+        bounds = f"of at least {minimum}"
+    elif maximum is not None:
+        bounds = f"of at most {maximum}"
+    else:
+        bounds = ""
+    fix = _default_hint(default, f"give a whole number {bounds}".rstrip())
+    number = _as_integer(name, value, fix)
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        _fail(name, value, f"must be a whole number {bounds}", fix)
+    return number
+
+
+def check_fraction(name, value, low=0.0, high=1.0, low_open=False, high_open=False,
+                   default=None):
+    """A finite number within ``low``..``high``; each end is included unless it is open."""
+    interval = f"{'(' if low_open else '['}{_show(low)}, {_show(high)}{')' if high_open else ']'}"
+    fix = _default_hint(default, f"give a number in {interval}")
+    number = _as_number(name, value, fix)
+    below = number <= low if low_open else number < low
+    above = number >= high if high_open else number > high
+    if below or above:
+        _fail(name, value, f"must be in {interval}", fix)
+    return number
+
+
+def check_choice(name, value, choices):
+    """One of ``choices`` (compared as given, numbers as numbers)."""
+    for choice in choices:
+        if value == choice or str(value).strip() == str(choice):
+            return choice
+    raise InputError(f"{name} {_show(value)}: not one of the choices; give one of "
+                     f"{', '.join(map(str, choices))}")
+
+
+# ------------------------------------------------------------------------ run parameters
+
+def check_threshold(value, name="--threshold"):
+    """'auto', -1 (keep every candidate) or a score threshold in [0, 1]."""
+    fix = "give a score threshold in [0, 1], -1 to keep every candidate, or auto"
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        number = _as_number(name, value, fix)
+    except InputError:
+        _fail(name, value, "not a number between 0 and 1", fix)
+    if number == -1:
+        return -1.0
+    if not 0 <= number <= 1:
+        _fail(name, value, "must be between 0 and 1", fix)
+    return number
+
+
+def check_sampling(value, name="--sampling"):
+    """The micrographs' pixel size in Å/px: above 0 and finite; None (not given) stays None."""
+    if value is None:
+        return None
+    fix = "give the micrographs' pixel size in Å/px (or leave it out to read it from the MRC " \
+          "header)"
+    number = _as_number(name, value, fix)
+    if number <= 0:
+        _fail(name, value, "must be above 0", fix)
+    return number
+
+
+def check_box_size(box, micrograph_shape=None, name="--box-size"):
+    """The particle box in micrograph pixels: a whole number above 0 and no larger than the
+    micrograph (``micrograph_shape`` = (rows, columns), when known)."""
+    fix = "give the particle box in the micrographs' own pixels"
+    box = _as_integer(name, box, fix)
+    if box <= 0:
+        _fail(name, box, "must be above 0", fix)
+    if micrograph_shape is not None:
+        rows, cols = (int(n) for n in micrograph_shape[-2:])
+        if box > min(rows, cols):
+            _fail(name, box, f"larger than the micrographs ({cols}x{rows} px)", fix)
+    return box
+
+
+def check_train_size(value, name="--train-size", minimum=MIN_POSITIVES):
+    """The positives to train on: -1 (all of them) or at least ``minimum`` (training refuses
+    fewer)."""
+    fix = f"give -1 to train on every positive, or a number of at least {minimum}"
+    number = _as_integer(name, value, fix)
+    if number != -1 and number < minimum:
+        _fail(name, value, f"must be -1 (every positive) or at least {minimum} positives", fix)
+    return number
+
+
+def check_training_batch(value, name="--training-batch"):
+    """Micrographs per training pass: 0 (one pass over all micrographs) or at least 1."""
+    fix = "give a number of micrographs per training pass, or 0 to train once on all of them"
+    number = _as_integer(name, value, fix)
+    if number < 0:
+        _fail(name, value, "must be 0 or more", fix)
+    return number
+
+
+# --------------------------------------------------------------------------------- paths
+
+def _named_inputs(inputs):
+    """[(option, path)] from {option: path or paths}, [(option, path)] or [path]."""
+    if isinstance(inputs, dict):
+        items = inputs.items()
+    else:
+        items = [item if isinstance(item, tuple) else ("an input", item) for item in inputs]
+    named = []
+    for option, paths in items:
+        if paths is None:
+            continue
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        named.extend((option, os.fspath(p)) for p in paths if p is not None and os.fspath(p))
+    return named
+
+
+def _input_root(path):
+    """The file or folder an input names: for a glob pattern ('mics/*.mrc'), the folder that
+    holds its matches; None for a pattern with no folder of its own ('*.mrc')."""
+    if os.path.exists(path) or not glob.has_magic(path):
+        return path
+    head = path
+    while glob.has_magic(head):
+        head = os.path.dirname(head)
+    return head or None
+
+
+def _inside(path, folder):
+    return path != folder and path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _existing_ancestor(path):
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def _check_writable(name, shown, folder):
+    """``folder`` (or its nearest existing parent, where it will be made) takes new files."""
+    where = _existing_ancestor(folder)
+    if not os.path.isdir(where):
+        raise InputError(f"{name} {shown}: cannot be made ({where} is a file); give a folder "
+                         "you can write to")
+    try:
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InputError(f"{name} {shown}: cannot write there ({reason}); give a folder you "
+                         "can write to") from None
+
+
+def check_output_folder(path, inputs=(), name="-o", writes=()):
+    """The output folder: not a file, writable (made if missing), not an input, not inside an
+    input folder, and without an input at a path the run writes (``writes``: names relative
+    to the folder, such as "coordinates"). ``inputs``: {option: path or paths},
+    [(option, path)] or [path]; glob patterns stand for their folder. Returns its absolute
+    path."""
+    shown = os.fspath(path)
+    if not shown.strip():
+        raise InputError(f"{name}: no output folder given; give a folder for the outputs")
+    real = os.path.realpath(shown)
+    written = [os.path.join(real, w) for w in writes]
+    for option, given in _named_inputs(inputs):
+        root = _input_root(given)
+        if root is None:
+            continue
+        source = os.path.realpath(root)
+        if source == real:
+            kind = "folder" if os.path.isdir(source) else "file"
+            raise InputError(f"{name} {shown}: is the input {kind} given with {option}; give "
+                             "a new folder for the outputs")
+        if _inside(real, source):
+            raise InputError(f"{name} {shown}: is inside the input folder {given} ({option}); "
+                             "give an output folder outside the inputs")
+        for target in written:
+            if source == target or _inside(source, target):
+                raise InputError(f"{name} {shown}: the input {given} ({option}) lies where "
+                                 "the run writes its outputs; give another output folder")
+    if os.path.exists(real) and not os.path.isdir(real):
+        raise InputError(f"{name} {shown}: is a file, not a folder; give a folder for the "
+                         "outputs (it is made if missing)")
+    _check_writable(name, shown, real)
+    return os.path.abspath(shown)
+
+
+def check_output_file(path, inputs=(), name="-o"):
+    """An output file: not a folder, not one of the inputs, in a folder that takes new files
+    (made if missing). Returns its absolute path."""
+    shown = os.fspath(path)
+    if not shown.strip():
+        raise InputError(f"{name}: no output file given; give a file name for the output")
+    real = os.path.realpath(shown)
+    if os.path.isdir(real):
+        raise InputError(f"{name} {shown}: is a folder; give a file name for the output")
+    for option, given in _named_inputs(inputs):
+        root = _input_root(given)
+        if root is not None and os.path.realpath(root) == real:
+            raise InputError(f"{name} {shown}: is the input file given with {option}; give "
+                             "another file name for the output")
+    _check_writable(name, shown, os.path.dirname(real))
+    return os.path.abspath(shown)
