@@ -550,7 +550,8 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                               "run or the New model type." % previous.getRunName())
             else:
                 errors += self._phaseFlipErrors(previous._getExtraPath("model"),
-                                                previous._getExtraPath("run.json"))
+                                                previous._getExtraPath("run.json"),
+                                                previous._getExtraPath("settings.json"))
         elif mode == self.ADD_MODEL_TRAIN_PRETRAIN:
             if self._startingModel() is None:
                 from .. import resources
@@ -609,15 +610,17 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
                           "1 (default %g)." % (radius, DEFAULT_RADIUS))
         return errors
 
-    def _phaseFlipErrors(self, modelDir, settingsFile=None):
+    def _phaseFlipErrors(self, modelDir, *settingsFiles):
         """A model trained with phase flipping cannot score unflipped boxes, nor the other way
-        round: say so instead of running."""
+        round: say so instead of running. ``settingsFiles``: the previous run's settings
+        (run.json; settings.json in runs made before the run engine)."""
         from .. import resources
         from ..errors import InputError
         trained = resources.model_phase_flip(modelDir)
-        if trained is None and settingsFile and os.path.exists(settingsFile):
-            with open(settingsFile) as f:
-                trained = json.load(f).get("phase_flip")
+        for path in settingsFiles:
+            if trained is None and os.path.exists(path):
+                with open(path) as f:
+                    trained = json.load(f).get("phase_flip")
         if trained is None or bool(trained) == (not self.ignoreCTF.get()):
             return []
         try:

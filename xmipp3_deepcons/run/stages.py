@@ -15,8 +15,8 @@ import numpy as np
 
 from ..constants import (DEEP_PARTICLE_SIZE, MIN_POSITIVES, SELF_TRAINING_MIN_ACCEPTED)
 from ..errors import InputError, UnusableMicrograph
-from . import schedule
 from ..io.atomic import atomic_path
+from . import schedule
 from .folder import RunFolder, arrays_digest, copy_folder, read_json, write_json, write_npz
 from .keep import fit as fit_evidence_model
 
@@ -24,13 +24,12 @@ log = logging.getLogger("xmipp3_deepcons")
 
 
 # ------------------------------------------------------------------------------ prepare
-def candidate_key(run, stem, settings):
+def inputs_key(run, stem, micrograph, settings):
     """What a micrograph's preparation depends on: the bytes of its micrograph, its picks and
     CTF, and the settings that change preprocessing or candidates."""
-    entry = {e[0]: e for e in run.ledger()}[stem]
     with np.load(run.inputs_file(stem)) as data:
         arrays = [data[k] for k in sorted(data.files)]
-    return arrays_digest(run.micrograph_digest(stem, entry[1]), settings.preparation_key(),
+    return arrays_digest(run.micrograph_digest(stem, micrograph), settings.preparation_key(),
                          *arrays)
 
 
@@ -46,7 +45,7 @@ def prepare(run, stems, settings=None):
     files = {e[0]: e[1] for e in run.ledger()}
     labels = run_picker_labels(run, settings)
     for i, stem in enumerate(stems, 1):
-        key = candidate_key(run, stem, settings)
+        key = inputs_key(run, stem, files[stem], settings)
         table = run.candidates(stem, key)
         if table is not None and run.is_prepared(stem):
             continue
@@ -235,7 +234,8 @@ def additional_boxes(run, kind, weight, stems):
         if name.startswith(kind + "_") and name.endswith(".npy"):
             boxes = np.load(os.path.join(folder, name))
             groups.append((boxes, weight))
-            log.info(f"additional {kind}: {len(boxes)} boxes from {name} (weight {weight:g})")
+            log.info(f"additional {kind[:-1]} particles: {len(boxes)} from {name} (weight "
+                     f"{weight:g})")
     coordinates = os.path.join(folder, kind + "_coordinates.npz")
     if os.path.exists(coordinates):
         names = {e[0]: e[3] for e in run.ledger()}
@@ -251,7 +251,7 @@ def additional_boxes(run, kind, weight, stems):
         if boxes:
             boxes = np.concatenate(boxes)
             groups.append((boxes, weight))
-            log.info(f"additional {kind} coordinates on these micrographs: {len(boxes)} "
+            log.info(f"additional {kind[:-1]} coordinates on these micrographs: {len(boxes)} "
                      f"(weight {weight:g})")
     return groups
 
