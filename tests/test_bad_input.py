@@ -299,14 +299,19 @@ def test_a_missing_score_may_be_nan(tmp_path):
     assert back.xy.tolist() == [[190, 290]] and np.isnan(back.score).all()
 
 
-def test_two_coordinate_files_for_one_micrograph_are_refused(tmp_path):
-    for ext in (".pos", ".box"):
-        (tmp_path / f"m{ext}").write_text("")
-    (tmp_path / "s.star").write_text("")
+def test_two_coordinate_files_for_one_micrograph_are_refused_when_they_differ(tmp_path):
+    from xmipp3_deepcons.io.coordinates import write_pos
+    write_pos(str(tmp_path / "m.pos"), [[100, 100], [200, 300]])
+    (tmp_path / "m.box").write_text("80 80 40 40\n")                       # centre 100, 100
     with pytest.raises(InputError) as error:
         find_coordinate_file(str(tmp_path), "m")
     assert message(error) == (f"{tmp_path}/m.pos and {tmp_path}/m.box: 2 coordinate files for "
-                              "micrograph m in one picker folder; keep one and move the other out")
+                              "micrograph m in one picker folder, with different picks (2 and "
+                              "1); keep one and move the other out")
+    # the same picks in two formats (one export writing both) are one set of picks
+    (tmp_path / "m.box").write_text("180 280 40 40\n80 80 40 40\n")
+    assert find_coordinate_file(str(tmp_path), "m") == str(tmp_path / "m.pos")
+    (tmp_path / "s.star").write_text("")
     assert find_coordinate_file(str(tmp_path), "s") == str(tmp_path / "s.star")
 
 

@@ -70,15 +70,23 @@ def read_coordinates(path):
 def find_coordinate_file(folder, stem):
     """The picker file for a micrograph stem (.pos, .star or .box), or None.
 
-    Two of them for one micrograph (say a .pos and a .box) are refused: they may hold
-    different picks, and taking either silently would hide the other.
+    Two of them for one micrograph (say a .pos and a .star written by one export) are taken
+    when they hold the same picks (within half a pixel), the first in .pos, .star, .box order;
+    when they differ they are refused: taking either silently would hide the other.
     """
     found = [os.path.join(folder, stem + ext) for ext in EXTENSIONS
              if os.path.isfile(os.path.join(folder, stem + ext))]
     if len(found) > 1:
-        raise InputError(f"{' and '.join(found)}: {len(found)} coordinate files for micrograph "
-                         f"{stem} in one picker folder; keep one and move the other"
-                         f"{'s' if len(found) > 2 else ''} out")
+        picks = [np.asarray(read_coordinates(path).xy, dtype=float) for path in found]
+        first = picks[0][np.lexsort(picks[0].T[::-1])]
+        if not all(p.shape == first.shape
+                   and np.abs(p[np.lexsort(p.T[::-1])] - first).max(initial=0) <= 0.5
+                   for p in picks[1:]):
+            counts = " and ".join(f"{len(p)}" for p in picks)
+            raise InputError(f"{' and '.join(found)}: {len(found)} coordinate files for "
+                             f"micrograph {stem} in one picker folder, with different picks "
+                             f"({counts}); keep one and move the other"
+                             f"{'s' if len(found) > 2 else ''} out")
     return found[0] if found else None
 
 

@@ -1,11 +1,18 @@
-"""Analyze Results of Deep Consensus: score histogram, training curves, best and worst particles.
+"""Analyze Results of Deep Consensus: the particles and their scores, a subset by score, the
+score histogram, the training curves, the best and the worst scored candidates.
 
-The figures are drawn with matplotlib (Agg) into the run's ``extra/plots`` folder by the
-``write*`` methods, so they can be made headless; the ``_visualize*`` methods wrap them in views
-that the Scipion GUI shows. The particle table sorted by score (ShowJ) is where subsets are made
-(XmippProtDeepConsSubSet).
+Figures come from ``xmipp3_deepcons.plots``. The ``write*`` methods save them as PNGs in the
+run's ``extra/plots`` (headless: Agg canvases, no pyplot); the ``_visualize*`` methods return
+views that the Scipion GUI shows in pyworkflow's Plotter windows, with whatever matplotlib
+backend the process has (TkAgg in the project window): nothing here switches it.
+
+Subsets: with Xmipp's ShowJ installed, *Particles and their scores* opens it as the original
+viewer did (select, then create a subset: XmippProtDeepConsSubSet). Without it, the same entry
+opens Scipion's metadata viewer with the score column shown, and *Subset by score* opens a
+dialog that launches XmippProtDeepConsScoreSubset in the project: neither needs Xmipp.
+
+Every read of the run's files is in ``_RunReader`` below (through ``protocol.runFolder()``).
 """
-import json
 import os
 
 import numpy as np
@@ -17,11 +24,70 @@ from .. import plots
 from ..constants import SCORE_ATTRIBUTE
 from ..protocols import XmippProtScreenDeepConsensus
 
+TITLE = "Deep Consensus"
+
+
+class _RunReader:
+    """The only place where the viewer reads a Deep Consensus run: the public readers of its
+    run folder (``protocol.runFolder()``, ``xmipp3_deepcons.run.folder.RunFolder``)."""
+
+    def __init__(self, protocol):
+        self.run = protocol.runFolder()
+        self._settings = self._threshold = None
+
+    def settings(self):
+        """The run's settings; None before the run has started."""
+        if self._settings is None and self.run.has_settings():
+            self._settings = self.run.settings()
+        return self._settings
+
+    def scoredMicrographs(self):
+        """Stems of the scored micrographs, in arrival order."""
+        settings = self.settings()
+        return [] if settings is None else self.run.scored_stems(settings.views)
+
+    def finalScores(self, stem):
+        """The score every candidate of a micrograph carries in the outputs."""
+        return np.asarray(self.run.final_scores(stem, self.settings()), dtype=float)
+
+    def votes(self, stem):
+        """How many pickers picked each candidate of a micrograph."""
+        return np.asarray(self.run.candidates(stem)["votes"])
+
+    def keptMask(self, stem):
+        """Which candidates of a micrograph the outputs hold (above the threshold, one per
+        particle: duplicates merged)."""
+        return np.asarray(self.run.kept(stem, self.settings(), self.threshold()), dtype=bool)
+
+    def threshold(self):
+        """The threshold in use (-1: all kept; 'auto' resolved to the one chosen)."""
+        if self._threshold is None and self.settings() is not None:
+            self._threshold = float(self.run.threshold(self.settings())[0])
+        return self._threshold
+
+    def boxes(self, stem, indices):
+        """The 128 px boxes of these candidates of a micrograph (its stack holds one box per
+        candidate, in candidate order); read through a memory map, not the whole stack."""
+        import mrcfile
+        with mrcfile.mmap(self.run.particles(stem), mode="r", permissive=True) as mrc:
+            data = mrc.data.reshape((-1,) + mrc.data.shape[-2:])
+            return np.array(data[np.asarray(indices, dtype=int)], dtype=np.float32)
+
+    def trainingHistories(self):
+        """Per training pass in order (or the final model when the run did not train), the
+        per-network Keras histories."""
+        return self.run.training_curves()
+
+    def plotsFolder(self):
+        folder = self.run.path("plots")
+        os.makedirs(folder, exist_ok=True)
+        return folder
+
 
 class XmippDeepConsensusViewer(ProtocolViewer):
-    """Results of Deep Consensus: where the threshold falls in the score histogram, how
-    training went, and what the best and the worst scored candidates look like. Select
-    particles by score in the particle table and save them as a subset."""
+    """Results of Deep Consensus: the particles with their scores (to make subsets), a subset
+    by score, where the threshold falls in the score histogram, how training went, and what
+    the best and the worst scored candidates look like."""
     _label = 'viewer deepConsensus'
     _environments = [DESKTOP_TKINTER, WEB_DJANGO]
     _targets = [XmippProtScreenDeepConsensus]
@@ -29,149 +95,310 @@ class XmippDeepConsensusViewer(ProtocolViewer):
     def _defineParams(self, form):
         form.addSection(label='Visualization')
         form.addParam('visualizeParticles', params.LabelParam, important=True,
-                      label="Particles sorted by score (make a subset)",
-                      help="The output particles in a table sorted by "
-                           "_xmipp_zScoreDeepLearning1, lowest first. Select the ones to "
-                           "keep and save them as a subset of coordinates.")
+                      label="Particles and their scores (make a subset)",
+                      help="The output particles with their score "
+                           "(_xmipp_zScoreDeepLearning1). With Xmipp's ShowJ installed, "
+                           "sorted by score, lowest first: select the ones to keep and save "
+                           "them as a subset of coordinates. Otherwise in Scipion's metadata "
+                           "viewer: sort by the score column, select rows and create a "
+                           "subset.")
+        form.addParam('visualizeSubset', params.LabelParam, important=True,
+                      label="Subset by score",
+                      help="Choose a score range on the histogram of the output's scores; "
+                           "a 'deep consensus subset by score' run of the project keeps the "
+                           "particles (or coordinates) in that range. Needs no Xmipp.")
         form.addParam('visualizeHistogram', params.IntParam, default=100,
                       label="Score histogram (number of bins)",
                       help="Scores of every candidate, by number of pickers that picked "
-                           "it, with the threshold of the run. A valley between the two "
-                           "humps is a good threshold.")
+                           "it, with the threshold of the run. The title says how many the "
+                           "outputs hold: those above the threshold, less the duplicates "
+                           "merged (Duplicate radius). A valley between the two humps is a "
+                           "good threshold.")
         form.addParam('visualizeTraining', params.LabelParam,
                       label="Training curves",
                       help="Accuracy and loss on the training and validation boxes, per "
                            "Keras epoch (50 batches), for each network, over all training "
                            "passes.")
         form.addParam('visualizeGallery', params.IntParam, default=32,
-                      label="Best and worst scored particles (how many)",
-                      help="The highest and the lowest scored candidates, with their "
-                           "scores.")
+                      label="Best and worst scored candidates (how many)",
+                      help="The highest and the lowest scored candidates with their scores, "
+                           "in two windows.")
 
     def _getVisualizeDict(self):
         return {'visualizeParticles': self._visualizeParticles,
+                'visualizeSubset': self._visualizeSubset,
                 'visualizeHistogram': self._visualizeHistogram,
                 'visualizeTraining': self._visualizeTraining,
                 'visualizeGallery': self._visualizeGallery}
 
+    def _reader(self):
+        return _RunReader(self.protocol)
+
     # ---------------------------------------------------------------- views
     def _visualizeParticles(self, e=None):
+        particles = getattr(self.protocol, 'outputParticles', None)
+        if particles is None:
+            return [MessageView("There are no output particles yet.", TITLE)]
+        if showjInstalled():
+            return [self._showjView(particles)]
+        from pwem.viewers.mdviewer.viewer import MDView
+        return [MDView(particles, self.protocol, getattr(self.getProject(), 'port', None))]
+
+    def _showjView(self, particles):
+        """Xmipp's ShowJ, as the original viewer opened it: the particles sorted by score,
+        subsets (XmippProtDeepConsSubSet) on the coordinates."""
         from pwem.viewers import ObjectView
         from pwem.viewers.showj import MODE, MODE_MD, ORDER, RENDER, SORT_BY, VISIBLE
-        output = getattr(self.protocol, 'outputParticles', None)
-        if output is None:
-            return [MessageView("There are no output particles yet.", "Deep Consensus")]
         labels = 'id enabled _index _filename %s _micId _coordinate._x _coordinate._y' % (
             SCORE_ATTRIBUTE)
-        return [ObjectView(self._project, output.strId(), output.getFileName(),
-                           viewParams={ORDER: labels, VISIBLE: labels, RENDER: '_filename',
-                                       SORT_BY: '%s asc' % SCORE_ATTRIBUTE, MODE: MODE_MD})]
+        viewParams = {ORDER: labels, VISIBLE: labels, RENDER: '_filename',
+                      SORT_BY: '%s asc' % SCORE_ATTRIBUTE, MODE: MODE_MD}
+        coordinates = getattr(self.protocol, 'outputCoordinates', None)
+        if coordinates is not None:
+            return ObjectView(self._project, coordinates.strId(), particles.getFileName(),
+                              other='deepCons', viewParams=viewParams)
+        return ObjectView(self._project, particles.strId(), particles.getFileName(),
+                          viewParams=viewParams)
+
+    def _visualizeSubset(self, e=None):
+        outputs = [(name, getattr(self.protocol, name)) for name in
+                   ('outputParticles', 'outputCoordinates') if hasattr(self.protocol, name)]
+        if not outputs:
+            return [MessageView("There is no output to make a subset of yet.", TITLE)]
+        return [ScoreSubsetView(self, outputs)]
 
     def _visualizeHistogram(self, e=None):
-        return self._views(self.writeHistogram(), "Deep Consensus scores")
+        data = self.histogramData()
+        if data is None:
+            return self._nothingYet("Deep Consensus scores")
+        return [FigureView(self._writeHistogram(data), "%s: score histogram" % TITLE,
+                           plots.HISTOGRAM_SIZE,
+                           lambda figure: plots.draw_score_histogram(figure, **data))]
 
     def _visualizeTraining(self, e=None):
-        return self._views(self.writeTrainingCurves(), "Deep Consensus training")
+        history = self.trainingHistory()
+        if not history:
+            return self._nothingYet("Deep Consensus training")
+        return [FigureView(self._writeTraining(history), "%s: training curves" % TITLE,
+                           plots.TRAINING_SIZE,
+                           lambda figure: plots.draw_training_curves(figure, history))]
 
     def _visualizeGallery(self, e=None):
-        return self._views(self.writeGalleries(), "Deep Consensus particles")
+        galleries = self.galleryData()
+        if not galleries:
+            return self._nothingYet("Deep Consensus particles")
+        return [FigureView(self._writeGallery(name, boxes, scores, title), title,
+                           plots.gallery_size(len(boxes)),
+                           _galleryDrawer(boxes, scores, title))
+                for name, boxes, scores, title in galleries]
 
-    def _views(self, paths, title):
-        if not paths:
-            return [MessageView("Nothing to show yet: the run has not scored or trained "
-                                "anything.", title)]
-        paths = paths if isinstance(paths, list) else [paths]
-        return [FigureFileView(path, title) for path in paths]
+    @staticmethod
+    def _nothingYet(title):
+        return [MessageView("Nothing to show yet: the run has not scored or trained "
+                            "anything.", title)]
+
+    # ----------------------------------------------------------------- data
+    def histogramData(self):
+        """Keyword arguments of plots.draw_score_histogram: every scored candidate's score
+        and votes, the threshold, and how many candidates the outputs hold. None before
+        any score."""
+        reader = self._reader()
+        scores, votes, kept = [], [], 0
+        for stem in reader.scoredMicrographs():
+            micrographScores = reader.finalScores(stem)
+            scores.append(micrographScores)
+            votes.append(reader.votes(stem))
+            kept += int(reader.keptMask(stem).sum())
+        if not scores:
+            return None
+        bins = self.visualizeHistogram.get() if hasattr(self, 'visualizeHistogram') else None
+        return {"scores": np.concatenate(scores), "votes": np.concatenate(votes),
+                "threshold": reader.threshold(), "bins": bins or 100, "kept": kept}
+
+    def trainingHistory(self):
+        """Per network, the curves of every training pass one after another."""
+        merged = []
+        for passHistory in self._reader().trainingHistories():
+            if isinstance(passHistory, dict):
+                passHistory = passHistory.get("models", [])
+            for i, member in enumerate(passHistory):
+                if i == len(merged):
+                    merged.append({})
+                for key, values in member.items():
+                    merged[i].setdefault(key, []).extend(values)
+        return merged
+
+    def galleryData(self):
+        """[(file name, boxes, scores, title)] of the best and the worst scored candidates;
+        empty before any score."""
+        reader = self._reader()
+        count = self.visualizeGallery.get() if hasattr(self, 'visualizeGallery') else None
+        count = max(1, count or 32)
+        entries = []
+        for stem in reader.scoredMicrographs():
+            entries.extend((float(s), stem, i) for i, s in enumerate(reader.finalScores(stem)))
+        if not entries:
+            return []
+        entries.sort(key=lambda entry: entry[0])
+        count = min(count, len(entries))
+        galleries = []
+        for name, chosen, which in (("best_particles.png", entries[::-1][:count], "best"),
+                                    ("worst_particles.png", entries[:count], "worst")):
+            boxes = np.zeros((len(chosen), 0, 0), np.float32)
+            byStem = {}
+            for k, (_, stem, index) in enumerate(chosen):
+                byStem.setdefault(stem, []).append((k, index))
+            for stem, items in byStem.items():
+                read = reader.boxes(stem, [index for _, index in items])
+                if boxes.shape[1] == 0:
+                    boxes = np.zeros((len(chosen),) + read.shape[1:], np.float32)
+                for (k, _), box in zip(items, read):
+                    boxes[k] = box
+            title = "%s: the %d %s scored candidates" % (TITLE, len(chosen), which)
+            galleries.append((name, boxes, [entry[0] for entry in chosen], title))
+        return galleries
 
     # -------------------------------------------------------------- figures
     def writeHistogram(self):
         """Histogram of every candidate's score; its path, or None before any score."""
-        scores, votes = [], []
-        for stem in self._scoredStems():
-            scores.append(self.protocol._finalScores(stem))
-            votes.append(self._work().load_candidates(stem)["votes"])
-        if not scores:
-            return None
-        path = self._plotPath("score_histogram.png")
-        bins = self.visualizeHistogram.get() or 100
-        plots.score_histogram(path, np.concatenate(scores), self.protocol.threshold.get(),
-                              votes=np.concatenate(votes), bins=bins)
-        return path
+        data = self.histogramData()
+        return None if data is None else self._writeHistogram(data)
 
     def writeTrainingCurves(self):
         """Curves of every training pass one after another (or of the reused model)."""
-        histories = []
-        for record in self.protocol._completedPasses():
-            with open(os.path.join(record["dir"], "history.json")) as f:
-                for i, member in enumerate(json.load(f)):
-                    if i == len(histories):
-                        histories.append({})
-                    for key, values in member.items():
-                        histories[i].setdefault(key, []).extend(values)
-        path = self._plotPath("training_curves.png")
-        if histories:
-            plots.training_curves(path, histories)
-            return path
-        model = self.protocol._getExtraPath("model")
-        return path if plots.training_curves_from_model(path, model) else None
+        history = self.trainingHistory()
+        return self._writeTraining(history) if history else None
 
     def writeGalleries(self):
         """The best and the worst scored candidates; their two paths (empty before scores)."""
-        from ..io.images import read_stack
-        count = max(1, self.visualizeGallery.get() or 32)
-        entries = []
-        for stem in self._scoredStems():
-            scores = self.protocol._finalScores(stem)
-            entries.extend((float(s), stem, i) for i, s in enumerate(scores))
-        if not entries:
-            return []
-        entries.sort(key=lambda e: e[0])
-        paths = []
-        for name, chosen, title in (
-                ("best_particles.png", entries[::-1][:count], "Best scored candidates"),
-                ("worst_particles.png", entries[:count], "Worst scored candidates")):
-            stacks, boxes = {}, []
-            for _, stem, index in chosen:
-                if stem not in stacks:
-                    stacks[stem] = read_stack(self.protocol._stackFile(stem))
-                boxes.append(stacks[stem][index])
-            path = self._plotPath(name)
-            plots.gallery(path, np.stack(boxes), [e[0] for e in chosen], title)
-            paths.append(path)
-        return paths
+        return [self._writeGallery(*gallery) for gallery in self.galleryData()]
 
-    # ---------------------------------------------------------------- utils
-    def _work(self):
-        return self.protocol._work()
+    def _writeHistogram(self, data):
+        path = self._plotPath("score_histogram.png")
+        plots.score_histogram(path, **data)
+        return path
 
-    def _scoredStems(self):
-        if not os.path.isdir(self.protocol._getExtraPath("work")):
-            return []
-        return self._work().scored_stems()
+    def _writeTraining(self, history):
+        path = self._plotPath("training_curves.png")
+        plots.training_curves(path, history)
+        return path
+
+    def _writeGallery(self, name, boxes, scores, title):
+        path = self._plotPath(name)
+        plots.gallery(path, boxes, scores, title)
+        return path
 
     def _plotPath(self, name):
-        folder = self.protocol._getExtraPath("plots")
-        os.makedirs(folder, exist_ok=True)
-        return os.path.join(folder, name)
+        return os.path.join(self._reader().plotsFolder(), name)
+
+    # -------------------------------------------------------------- subsets
+    def subsetScores(self, outputName):
+        """The score of every item of one of the run's outputs."""
+        output = getattr(self.protocol, outputName)
+        return np.array([getattr(item, SCORE_ATTRIBUTE).get() for item in output.iterItems()],
+                        dtype=float)
+
+    def makeScoreSubset(self, lowest, highest, outputName='outputParticles'):
+        """Create and launch a 'deep consensus subset by score' run of this project on one of
+        the run's outputs; returns the new protocol. From Analyze Results of the project
+        window it is launched and selected there, as ShowJ's subsets are."""
+        from ..protocols import XmippProtDeepConsScoreSubset
+        project = self.getProject()
+        prot = project.newProtocol(XmippProtDeepConsScoreSubset,
+                                   objLabel="deep consensus subset %g-%g" % (lowest, highest),
+                                   minScore=float(lowest), maxScore=float(highest))
+        prot.inputObject.set(self.protocol)
+        prot.inputObject.setExtended(outputName)
+        window = getattr(self, 'windows', None)
+        if window is not None and hasattr(window, 'getViewWidget'):
+            window.getViewWidget().executeProtocol(prot)
+        else:
+            project.launchProtocol(prot)
+        return prot
 
 
-class FigureFileView(View):
-    """A figure saved as an image, shown in a matplotlib window."""
+def showjInstalled():
+    """Whether Xmipp's ShowJ can run here (scipion-em-xmipp and Xmipp's Java bindings)."""
+    try:
+        import pwem
+        import xmipp3  # noqa: F401  (ShowJ is started through the xmipp3 plugin)
+    except ImportError:
+        return False
+    home = getattr(pwem.Config, 'XMIPP_HOME', None)
+    return bool(home) and os.path.isdir(os.path.join(home, "bindings", "java", "lib"))
 
-    def __init__(self, path, title=""):
+
+def _galleryDrawer(boxes, scores, title):
+    return lambda figure: plots.draw_gallery(figure, boxes, scores, title)
+
+
+def _plotter(title, figsize):
+    """A pyworkflow Plotter (a window with the process's backend: TkAgg in the GUI).
+
+    Plotter switches pyplot to Agg when no backend was chosen through it (Plotter.backend
+    None, as outside the project window): telling it the current one keeps it as it is."""
+    import matplotlib
+    from pyworkflow.gui.plotter import Plotter
+    if Plotter.backend is None:
+        Plotter.backend = matplotlib.get_backend()
+    return Plotter(windowTitle=title, figsize=figsize)
+
+
+class FigureView(View):
+    """A figure of plots.py: saved as a PNG (getPath) and shown in a Plotter window."""
+
+    def __init__(self, path, title, figsize, draw):
         View.__init__(self)
-        self.path, self.title = path, title
+        self.path, self.title, self.figsize, self.draw = path, title, figsize, draw
 
     def getPath(self):
         return self.path
 
     def show(self):
-        from pyworkflow.gui.plotter import Plotter
-        import matplotlib.pyplot as plt
-        image = plt.imread(self.path)
-        height, width = image.shape[:2]
-        plotter = Plotter(windowTitle=self.title, figsize=(width / 100.0, height / 100.0))
-        axes = plotter.figure.add_axes([0, 0, 1, 1])
-        axes.imshow(image)
-        axes.axis("off")
+        plotter = _plotter(self.title, self.figsize)
+        self.draw(plotter.getFigure())
         plotter.show()
+        return plotter
+
+
+class ScoreSubsetView(View):
+    """The Subset by score dialog of a viewer (see subset_dialog.py)."""
+
+    def __init__(self, viewer, outputs):
+        View.__init__(self)
+        self.viewer, self.outputs = viewer, outputs
+
+    def show(self):
+        from .subset_dialog import ScoreSubsetDialog
+        name = self.outputs[0][0]
+        dialog = ScoreSubsetDialog(self.viewer.getTkRoot(),
+                                   self.viewer.protocol.getRunName(),
+                                   self.viewer.subsetScores(name),
+                                   self.viewer._reader().threshold(),
+                                   [n for n, _ in self.outputs],
+                                   self.viewer.makeScoreSubset)
+        return dialog.created
+
+
+def _registerScoreColumn():
+    """Scipion's own particle table (its metadata viewer) shows the columns registered for
+    SetOfParticles: add the Deep Consensus score after the file, so that it shows for the
+    particles of a Deep Consensus run (sets without it are not affected)."""
+    try:
+        from pwem.objects import SetOfParticles
+        from pwem.viewers.showj import ORDER, VISIBLE
+        from pwem.viewers.viewers_data import RegistryViewerConfig
+    except ImportError:
+        return
+    config = RegistryViewerConfig.getConfig(SetOfParticles)
+    if not config:
+        return
+    for key in (ORDER, VISIBLE):
+        labels = config.get(key, '').split()
+        if labels and SCORE_ATTRIBUTE not in labels:
+            after = labels.index('_filename') + 1 if '_filename' in labels else len(labels)
+            labels.insert(after, SCORE_ATTRIBUTE)
+            config[key] = ' '.join(labels)
+
+
+_registerScoreColumn()
