@@ -25,7 +25,7 @@ from .resources import MODELS_VAR, PACKAGE_DIR
 
 
 class Plugin(pwem.Plugin):
-    _url = "https://github.com/I2PC/scipion-em-xmipp"
+    _url = "https://pypi.org/project/scipion-em-xmipp3-deepcons/"
     _supportedVersions = [__version__]
 
     @classmethod

@@ -138,7 +138,7 @@ class XmippDeepConsensusViewer(ProtocolViewer):
     def _visualizeParticles(self, e=None):
         particles = getattr(self.protocol, 'outputParticles', None)
         if particles is None:
-            return [MessageView("There are no output particles yet.", TITLE)]
+            return [self._message("There are no output particles yet.", TITLE)]
         if showjInstalled():
             return [self._showjView(particles)]
         from pwem.viewers.mdviewer.viewer import MDView
@@ -164,7 +164,7 @@ class XmippDeepConsensusViewer(ProtocolViewer):
         outputs = [(name, getattr(self.protocol, name)) for name in
                    ('outputParticles', 'outputCoordinates') if hasattr(self.protocol, name)]
         if not outputs:
-            return [MessageView("There is no output to make a subset of yet.", TITLE)]
+            return [self._message("There is no output to make a subset of yet.", TITLE)]
         return [ScoreSubsetView(self, outputs)]
 
     def _visualizeHistogram(self, e=None):
@@ -192,10 +192,14 @@ class XmippDeepConsensusViewer(ProtocolViewer):
                            _galleryDrawer(boxes, scores, title))
                 for name, boxes, scores, title in galleries]
 
-    @staticmethod
-    def _nothingYet(title):
-        return [MessageView("Nothing to show yet: the run has not scored or trained "
-                            "anything.", title)]
+    def _nothingYet(self, title):
+        return [self._message("Nothing to show yet: the run has not scored or trained "
+                              "anything.", title)]
+
+    def _message(self, text, title):
+        """A message over the viewer's form (without a parent, pyworkflow's dialog would make
+        a Tk of its own, where the form's images do not exist)."""
+        return MessageView(text, title, tkParent=self.getTkRoot())
 
     # ----------------------------------------------------------------- data
     def histogramData(self):
@@ -298,10 +302,11 @@ class XmippDeepConsensusViewer(ProtocolViewer):
         return np.array([getattr(item, SCORE_ATTRIBUTE).get() for item in output.iterItems()],
                         dtype=float)
 
-    def makeScoreSubset(self, lowest, highest, outputName='outputParticles'):
+    def makeScoreSubset(self, lowest, highest, outputName='outputParticles', wait=False):
         """Create and launch a 'deep consensus subset by score' run of this project on one of
         the run's outputs; returns the new protocol. From Analyze Results of the project
-        window it is launched and selected there, as ShowJ's subsets are."""
+        window it is launched and selected there, as ShowJ's subsets are; otherwise launched
+        in the project (``wait``: until it ends)."""
         from ..protocols import XmippProtDeepConsScoreSubset
         project = self.getProject()
         prot = project.newProtocol(XmippProtDeepConsScoreSubset,
@@ -313,7 +318,7 @@ class XmippDeepConsensusViewer(ProtocolViewer):
         if window is not None and hasattr(window, 'getViewWidget'):
             window.getViewWidget().executeProtocol(prot)
         else:
-            project.launchProtocol(prot)
+            project.launchProtocol(prot, wait=wait)
         return prot
 
 

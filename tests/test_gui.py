@@ -1,0 +1,549 @@
+"""The Scipion GUI as a user drives it: the project window, Deep Consensus forms, Analyze
+Results and a subset by score, in real Tk windows on a virtual X display (Xvfb).
+
+The project (generated micrographs, three pickers, a finished Deep Consensus run) is built
+once for the module. Each test opens pyworkflow's ProjectWindow on it, as
+``python -m scipion project NAME`` does, and drives it from inside Tk's event loop
+(``gui_helpers.TkScript``): clicks are ``invoke``/``event_generate`` on the widgets a user
+clicks, and the checks read Tk's widget tree (windows, labels, canvases) and the figures in
+matplotlib's Tk windows. Screenshots go to $DEEPCONS_ARTEFACTS (or a temporary folder,
+printed); with $DEEPCONS_README_IMAGES set (e.g. docs/images) the README's three are written
+there too, made small.
+
+Needs Xvfb, xwd and ImageMagick: installed with apt-get when missing and running as root;
+otherwise the GUI tests are skipped with the reason. To work on them: $DEEPCONS_GUI_PROJECT
+(the folder of a project with a finished run) skips building one, and $DEEPCONS_GUI_DEBUG
+prints each step of the scripts and each error of a Tk callback as it happens.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("SCIPION_PYTHON", sys.executable)
+
+import gui_helpers as gh  # noqa: E402
+from xmipp3_deepcons.constants import SCORE_ATTRIBUTE  # noqa: E402
+
+MICROGRAPHS = 4
+GALLERY = 16                  # typed in the viewer form instead of its default 32
+SUBSET_RANGE = ("0.9", "1")
+FIGURES = {"visualizeHistogram": ["Deep Consensus: score histogram"],
+           "visualizeTraining": ["Deep Consensus: training curves"],
+           "visualizeGallery": ["Deep Consensus: the %d best scored candidates" % GALLERY,
+                                "Deep Consensus: the %d worst scored candidates" % GALLERY]}
+MODEL_TYPES = ("New", "Pretrained", "PreviousRun")
+# folders given relative to where the tests start (they then work in the project's folder)
+for _name in ("DEEPCONS_ARTEFACTS", "DEEPCONS_README_IMAGES"):
+    if os.environ.get(_name):
+        os.environ[_name] = os.path.abspath(os.environ[_name])
+README_IMAGES = os.environ.get("DEEPCONS_README_IMAGES")
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def display():
+    reason = gh.ensure_tools()
+    if reason:
+        pytest.skip(reason)
+    screen = gh.VirtualDisplay()
+    import matplotlib
+    from pyworkflow.gui.plotter import Plotter
+    backend, plotterBackend = matplotlib.get_backend(), Plotter.backend
+    yield screen
+    # the project window sets pyplot to TkAgg for the process: give the next modules theirs
+    import matplotlib.pyplot as plt
+    plt.close("all")
+    if matplotlib.get_backend() != backend:
+        plt.switch_backend(backend)
+    Plotter.backend = plotterBackend
+    screen.stop()
+
+
+@pytest.fixture(scope="module")
+def finished():
+    cwd = os.getcwd()
+    project, run = gh.build_finished_project("deepcons_gui", micrographs=MICROGRAPHS)
+    yield project, run
+    os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def artefacts():
+    folder = gh.artefacts_dir()
+    print("GUI screenshots in %s" % folder)
+    return folder
+
+
+def open_project_window(project, script, timeout=90):
+    """Open the project window, run ``script(window, tkscript)`` (a generator) in its event
+    loop, and fail with whatever failed in it."""
+    from pyworkflow.gui.project import ProjectWindow
+    gh.reset_pyworkflow_images()
+    window = ProjectWindow(project.getPath())
+    runner = gh.TkScript(window.root._root(), None, timeout=timeout)
+    runner.generator = script(window, runner)
+    runner.start()
+    try:
+        window.show()
+    except SystemExit:
+        pass
+    finally:
+        gh.close_project_server()
+    runner.check()
+
+
+def deep_consensus_run(window):
+    return [p for p in window.project.getRuns(refresh=True)
+            if p.getClassName() == "XmippProtScreenDeepConsensus"][0]
+
+
+def viewer_labels(project, run):
+    """{parameter name: label} of the Analyze Results form."""
+    from xmipp3_deepcons.viewers import XmippDeepConsensusViewer
+    viewer = XmippDeepConsensusViewer(project=project)
+    viewer.setProtocol(run)
+    return {name: viewer.getParam(name).label.get()
+            for name in viewer._getVisualizeDict()}
+
+
+def open_analyze_results(window, runner):
+    """Select the Deep Consensus box and click Analyze Results; yields until the viewer form
+    is on the screen; the form is then ``window.viewerForm``."""
+    view = window.getViewWidget()
+    run = deep_consensus_run(window)
+    view._selectItemProtocol(run)            # what a click on its box does
+    yield 0.2
+    runner.later(view.btnAnalyze.event_generate, "<Button-1>")
+
+    def viewerForm():
+        """the Analyze Results form"""
+        return gh.find_toplevel(window.root, "Protocol Viewer: XmippDeepConsensusViewer")
+    yield viewerForm
+    window.viewerForm = viewerForm()
+    yield 0.3
+
+
+def click_eye(runner, form, label):
+    runner.later(gh.param_button(form, label, "Visualize").invoke)
+
+
+def set_entry(form, label, text):
+    _, siblings = gh.param_row(form, label)
+    import tkinter as tk
+    entries = [w for s in siblings for w in gh.find_widgets(s, cls=tk.Entry)]
+    entries[0].delete(0, "end")
+    entries[0].insert(0, text)
+
+
+def shot(artefacts, name, window):
+    return gh.screenshot(os.path.join(artefacts, name), window)
+
+
+def readme_image(source, name):
+    """Copy a screenshot to $DEEPCONS_README_IMAGES, made small (PNG, < 150 KB)."""
+    folder = README_IMAGES
+    if not folder:
+        return
+    os.makedirs(folder, exist_ok=True)
+    target = os.path.join(folder, name)
+    for width, colours in ((900, 128), (800, 64), (700, 32)):
+        subprocess.run(["convert", source, "-resize", "%dx>" % width, "-colors", str(colours),
+                        "-strip", "PNG8:" + target], check=True)
+        if os.path.getsize(target) < 150 * 1024:
+            return
+    raise AssertionError("%s is still %d KB" % (target, os.path.getsize(target) // 1024))
+
+
+# ------------------------------------------------------------------------------ tests
+def test_protocol_tree_and_the_form_in_each_model_type(display, finished, artefacts):
+    project, run = finished
+    from xmipp3_deepcons.protocols import XmippProtScreenDeepConsensus
+    definition = XmippProtScreenDeepConsensus()
+    label = {name: definition.getParam(name).label.get()
+             for name in ("modelInitialization", "continueRun", "skipTraining", "nEpochs",
+                          "inputCoordinates")}
+    expected = {  # shown (True) or hidden (False) in each model type, skip training No
+        "New": {"continueRun": False, "skipTraining": False, "nEpochs": True},
+        "Pretrained": {"continueRun": False, "skipTraining": True, "nEpochs": True},
+        "PreviousRun": {"continueRun": True, "skipTraining": True, "nEpochs": True}}
+
+    def script(window, runner):
+        import tkinter.ttk as ttk
+        tree = window.getViewWidget().protTree
+        items = {}
+
+        def walk(parent):
+            for item in tree.get_children(parent):
+                items[item.split(".")[-1]] = item
+                walk(item)
+        walk("")
+        assert "XmippProtScreenDeepConsensus" in items
+        assert "XmippProtDeepConsScoreSubset" in items       # a real form, from the tree
+        assert "XmippProtDeepConsSubSet" not in items        # only started by the viewers
+
+        shot(artefacts, "project_window.png", window.root)
+        for modelType in MODEL_TYPES:
+            item = items["XmippProtScreenDeepConsensus"]
+            tree.see(item)
+            yield 0.2
+            x, y, _, height = tree.bbox(item)
+            runner.later(gh.double_click, tree, x + 20, y + height // 2)
+
+            def form():
+                """the Deep Consensus form"""
+                return gh.find_toplevel(window.root, "Protocol Run: XmippProtScreenDeepConsensus")
+            yield form
+            protocolForm = form()
+            yield 0.3
+            _, siblings = gh.param_row(protocolForm, label["modelInitialization"])
+            combo = [w for s in siblings for w in gh.find_widgets(s, cls=ttk.Combobox)][0]
+            assert combo.get() == "New"                     # the default
+            combo.set(modelType)
+            yield 0.3
+            for name, shown in expected[modelType].items():
+                assert gh.param_shown(protocolForm, label[name]) == shown, (
+                    "%s: %s should be %s" % (modelType, name, "shown" if shown else "hidden"))
+            assert gh.param_shown(protocolForm, label["inputCoordinates"])
+            if modelType == "PreviousRun":    # scoring with the previous run's networks
+                _, siblings = gh.param_row(protocolForm, label["skipTraining"])
+                yes = [w for s in siblings for w in gh.find_widgets(s, text="Yes")][0]
+                yes.invoke()
+                yield 0.3
+                assert not gh.param_shown(protocolForm, label["nEpochs"])
+            shot(artefacts, "form_%s.png" % modelType, protocolForm)
+            gh.find_one(protocolForm, text="Close").invoke()
+            yield lambda: form() is None
+
+        # the finished run's form (its box selected, then Edit): its three pickers' inputs
+        view = window.getViewWidget()
+        view._selectItemProtocol(deep_consensus_run(window))      # a click on its box
+        yield 0.2
+        from pyworkflow.gui.project.constants import ACTION_EDIT
+        runner.later(view.actionButtons[ACTION_EDIT].event_generate, "<Button-1>")
+        yield form
+        protocolForm = form()
+        yield 0.3
+        _, siblings = gh.param_row(protocolForm, label["inputCoordinates"])
+        [inputs] = [w for s in siblings for w in gh.find_widgets(s, cls=ttk.Treeview)]
+        assert len(inputs.get_children()) == 3
+        readme_image(shot(artefacts, "form_finished_run.png", protocolForm), "scipion_form.png")
+        gh.find_one(protocolForm, text="Close").invoke()
+        yield lambda: form() is None
+
+    open_project_window(project, script)
+
+
+def test_analyze_results_shows_every_figure(display, finished, artefacts):
+    project, run = finished
+    labels = viewer_labels(project, run)
+    particles = run.outputParticles
+    kept = particles.getSize()
+
+    def script(window, runner):
+        yield from open_analyze_results(window, runner)
+        form = window.viewerForm
+        shot(artefacts, "analyze_results.png", form)
+        set_entry(form, labels["visualizeGallery"], str(GALLERY))
+        for name, titles in FIGURES.items():
+            click_eye(runner, form, labels[name])
+
+            def shown():
+                """the figure windows"""
+                windows = gh.figure_windows()
+                return all(t in windows and gh.figure_canvas_widget(windows[t][0]) is not None
+                           for t in titles)
+            yield shown
+            yield 0.5
+        windows = gh.figure_windows()
+        assert sorted(windows) == sorted(t for ts in FIGURES.values() for t in ts)
+        for title, (tkWindow, figure) in windows.items():
+            canvas = gh.figure_canvas_widget(tkWindow)
+            assert canvas.winfo_ismapped() and canvas.winfo_width() > 300, title
+            assert tkWindow.winfo_viewable(), title
+            tkWindow.lift()
+            tkWindow.update()
+            name = re.sub(r"[^a-z0-9]+", "_", title.lower().split(": ")[1]).strip("_")
+            path = shot(artefacts, "figure_%s.png" % name, tkWindow)
+            if "histogram" in title:
+                readme_image(path, "scipion_histogram.png")
+            elif "best" in title:
+                readme_image(path, "scipion_gallery.png")
+
+        # the histogram says what the outputs hold: kept = above the threshold - merged
+        histogram = windows[FIGURES["visualizeHistogram"][0]][1]
+        title = histogram.axes[0].get_title()
+        match = re.match(r"(\d+) of (\d+) candidates kept \(above threshold 0.5(?:: (\d+), "
+                         r"of which (\d+) merged as duplicates)?\)", title)
+        assert match, title
+        assert int(match.group(1)) == kept, (title, kept)
+        if match.group(3):
+            assert int(match.group(3)) - int(match.group(4)) == kept
+        assert histogram.axes[0].patches, "no bars"
+        # the curves of the one training pass, accuracy and loss
+        curves = windows[FIGURES["visualizeTraining"][0]][1]
+        assert len(curves.axes) == 2 and all(ax.lines for ax in curves.axes)
+        # GALLERY boxes in each gallery, best ones scoring at least the worst ones
+        best, worst = (windows[t][1] for t in FIGURES["visualizeGallery"])
+        scores = []
+        for gallery in (best, worst):
+            shown = [ax for ax in gallery.axes if ax.images]
+            assert len(shown) == GALLERY
+            scores.append([float(ax.get_title()) for ax in shown])
+        assert min(scores[0]) >= max(scores[1])
+        gh.find_one(form, text="Close").invoke()
+
+    open_project_window(project, script)
+
+
+def test_particles_open_in_scipion_viewer_with_the_score(display, finished, artefacts,
+                                                         monkeypatch):
+    """Without Xmipp's ShowJ, the particles open in Scipion's own (metadata) viewer, with the
+    score among its visible columns."""
+    project, run = finished
+    from xmipp3_deepcons.viewers.viewer_deep_consensus import showjInstalled
+    assert not showjInstalled()
+    labels = viewer_labels(project, run)
+    import pwem.viewers.mdviewer.viewer as mdviewer
+    started = []
+    popen = subprocess.Popen
+
+    def recordingPopen(args, *more, **kwargs):
+        started.append((list(args), popen(args, *more, **kwargs)))
+        return started[-1][1]
+    monkeypatch.setattr(mdviewer.subprocess, "Popen", recordingPopen)
+    title = "Metadata: particles.sqlite (%d items)" % run.outputParticles.getSize()
+    for name in ("SCIPION_PORT", "SCIPION_OBJECT_ID"):   # MDView sets them in os.environ
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)
+
+    def script(window, runner):
+        yield from open_analyze_results(window, runner)
+        click_eye(runner, window.viewerForm, labels["visualizeParticles"])
+        yield lambda: started
+        args = started[0][0]
+        visible = args[args.index("--visiblelabels") + 1].split()
+        assert SCORE_ATTRIBUTE in visible, visible
+        if gh.qt_xcb_ready():
+            def metadataWindow():
+                """Scipion's metadata viewer window"""
+                return started[0][1].poll() is None and gh.window_exists(title)
+            yield metadataWindow
+            yield 1.0
+            gh.screenshot(os.path.join(artefacts, "metadata_viewer.png"))
+        gh.find_one(window.viewerForm, text="Close").invoke()
+
+    try:
+        open_project_window(project, script)
+    finally:
+        for _, process in started:       # the viewer processes this test started
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+    assert started, "no viewer was started"
+
+
+def test_subset_by_score_from_the_viewer(display, finished, artefacts):
+    """Analyze Results > Subset by score: a range, and the subset is a run of the project,
+    with no Xmipp installed."""
+    project, run = finished
+    labels = viewer_labels(project, run)
+    scores = np.array([getattr(p, SCORE_ATTRIBUTE).get() for p in run.outputParticles])
+    lowest, highest = (float(v) for v in SUBSET_RANGE)
+    expected = int(((scores >= lowest) & (scores <= highest)).sum())
+    assert 0 < expected < len(scores), "choose a range that keeps some and not all"
+    made = {}
+
+    def script(window, runner):
+        import tkinter as tk
+        before = {p.getObjId() for p in window.project.getRuns(refresh=True)}
+        yield from open_analyze_results(window, runner)
+        click_eye(runner, window.viewerForm, labels["visualizeSubset"])
+
+        def dialog():
+            """the subset dialog"""
+            return gh.find_toplevel(window.root, "Deep Consensus: subset by score")
+        yield dialog
+        box = dialog()
+        yield 0.3
+        count = gh.find_one(box, name="count")
+        assert count.cget("text").startswith("%d of %d items" % (
+            int((scores >= 0.5).sum()), len(scores))), count.cget("text")
+        histogram = gh.find_one(box, name="histogram")
+        assert gh.find_widgets(histogram, cls=tk.Canvas)[0].winfo_ismapped()
+        for name, value in zip(("lowest", "highest"), SUBSET_RANGE):
+            entry = gh.find_one(box, name=name)
+            entry.delete(0, "end")
+            entry.insert(0, value)
+        yield 0.3
+        assert count.cget("text") == "%d of %d items with a score in [%g, %g]" % (
+            expected, len(scores), lowest, highest)
+        shot(artefacts, "subset_dialog.png", box)
+        gh.find_one(box, text="Create subset").invoke()
+        yield lambda: dialog() is None
+
+        view = window.getViewWidget()
+
+        def launched():
+            """the subset run, launched and selected in the project window"""
+            selected = view.getSelectedProtocol()
+            return (selected is not None and selected.getObjId() not in before
+                    and selected.getClassName() == "XmippProtDeepConsScoreSubset")
+        yield launched
+        log = os.path.join(window.project.getPath(), view.getSelectedProtocol().getLogPaths()[0])
+
+        def ended():
+            """the subset run to end (its log; refreshing the project all the time races
+            with the run's last write in pyworkflow)"""
+            if not os.path.exists(log):
+                return False
+            with open(log) as f:
+                text = f.read()
+            return "PROTOCOL FINISHED" in text or "PROTOCOL FAILED" in text
+        yield ended
+        yield 1.5
+        made["run"] = {p.getObjId(): p for p in window.project.getRuns(refresh=True)}[
+            view.getSelectedProtocol().getObjId()]
+        # the project window shows the new box (its graph, a Tk canvas) and selects it
+        view.refreshRuns()
+        yield 1.0
+        canvas = view.runsGraphCanvas
+        texts = [canvas.itemcget(i, "text") for i in canvas.find_all()
+                 if canvas.type(i) == "text"]
+        # its box: "xmipp3_deepcons - deep consensus subset 0.9-1", cut to fit
+        assert any("deep consensus su" in t for t in texts), texts
+        assert view.getSelectedProtocol().getObjId() == made["run"].getObjId()
+        gh.find_one(window.viewerForm, text="Close").invoke()
+        yield 0.5
+        window.root.lift()
+        yield 0.3
+        shot(artefacts, "project_with_subset.png", window.root)
+
+    open_project_window(project, script, timeout=120)
+    subset = made["run"]
+    assert subset.getClassName() == "XmippProtDeepConsScoreSubset"
+    assert subset.isFinished(), subset.getErrorMessage()
+    output = subset.outputParticles
+    assert output.getSize() == expected
+    kept = [getattr(p, SCORE_ATTRIBUTE).get() for p in output]
+    assert min(kept) >= lowest and max(kept) <= highest
+    assert "%d of %d items with a score in [0.9, 1]" % (expected, len(scores)) in \
+        "\n".join(subset.summary())
+
+
+def test_matplotlib_backend_unchanged_by_every_entry(display, finished, monkeypatch):
+    """Opening every Analyze Results entry leaves the process's backend (the project
+    window's TkAgg) as it was, and nothing asks matplotlib to switch it."""
+    project, run = finished
+    labels = viewer_labels(project, run)
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import pwem.viewers.mdviewer.viewer as mdviewer
+    switches = []
+    switch = plt.switch_backend
+    monkeypatch.setattr(plt, "switch_backend",
+                        lambda name: switches.append(name) or switch(name))
+    monkeypatch.setattr(matplotlib, "use",
+                        lambda name, *a, **k: switches.append(name))
+    started = []
+    monkeypatch.setattr(mdviewer.subprocess, "Popen",       # no metadata viewer process
+                        lambda args, *a, **k: started.append(args))
+    seen = {}
+
+    def script(window, runner):
+        yield from open_analyze_results(window, runner)
+        form = window.viewerForm
+        seen["before"] = matplotlib.get_backend()
+        del switches[:]
+        for name in ("visualizeParticles", "visualizeHistogram", "visualizeTraining",
+                     "visualizeGallery"):
+            click_eye(runner, form, labels[name])
+            yield 1.0
+        click_eye(runner, form, labels["visualizeSubset"])
+
+        def dialog():
+            """the subset dialog"""
+            return gh.find_toplevel(window.root, "Deep Consensus: subset by score")
+        yield dialog
+        gh.find_one(dialog(), text="Cancel").invoke()
+        yield lambda: dialog() is None
+        seen["after"] = matplotlib.get_backend()
+        seen["figures"] = len(gh.figure_windows())
+        gh.find_one(form, text="Close").invoke()
+
+    open_project_window(project, script)
+    assert seen["before"].lower() == "tkagg"
+    assert seen["after"] == seen["before"]
+    assert switches == [], "the backend was switched to %s" % switches
+    assert seen["figures"] == 4 and started
+
+
+def test_subset_of_coordinates_and_its_validation(finished):
+    """The subset protocol on the coordinates, launched by the viewer outside a project
+    window (no GUI); and a range upside down is refused."""
+    project, run = finished
+    from xmipp3_deepcons.protocols import XmippProtDeepConsScoreSubset
+    from xmipp3_deepcons.viewers import XmippDeepConsensusViewer
+    viewer = XmippDeepConsensusViewer(project=project)
+    viewer.setProtocol(run)
+    scores = viewer.subsetScores("outputCoordinates")
+    expected = int(((scores >= 0.95) & (scores <= 1)).sum())
+    subset = viewer.makeScoreSubset(0.95, 1, "outputCoordinates", wait=True)
+    assert subset.isFinished(), subset.getErrorMessage()
+    coordinates = subset.outputCoordinates
+    assert coordinates.getSize() == expected
+    assert coordinates.getBoxSize() == run.outputCoordinates.getBoxSize()
+    assert (coordinates.getMicrographs().getObjId()
+            == run.outputCoordinates.getMicrographs().getObjId())
+
+    wrong = project.newProtocol(XmippProtDeepConsScoreSubset, minScore=0.9, maxScore=0.2)
+    wrong.inputObject.set(run)
+    wrong.inputObject.setExtended("outputParticles")
+    assert any("above the highest" in e for e in wrong.validate())
+    unscored = project.newProtocol(XmippProtDeepConsScoreSubset)
+    picker = [p for p in project.getRuns() if p.getClassName() == "ProtImportCoordinates"][0]
+    unscored.inputObject.set(picker)
+    unscored.inputObject.setExtended("outputCoordinates")
+    assert any("carry no Deep Consensus score" in e for e in unscored.validate())
+
+
+def test_with_showj_the_original_path_is_kept(finished, monkeypatch):
+    """With Xmipp's ShowJ installed, the particles entry opens it as the original viewer did:
+    sorted by score, subsets on the coordinates (XmippProtDeepConsSubSet)."""
+    project, run = finished
+    from pwem.viewers import ObjectView
+    import xmipp3_deepcons.viewers.viewer_deep_consensus as module
+    monkeypatch.setattr(module, "showjInstalled", lambda: True)
+    viewer = module.XmippDeepConsensusViewer(project=project)
+    viewer.setProtocol(run)
+    [view] = viewer._visualizeParticles()
+    assert isinstance(view, ObjectView)
+    arguments = view.getShowJParams()
+    assert "--scipion %s %s deepCons" % (project.port, run.outputCoordinates.strId()) \
+        in arguments
+    assert "%s asc" % SCORE_ATTRIBUTE in arguments
+    assert run.outputParticles.getFileName() == view.getPath()
+
+
+def test_viewer_writes_its_figures_headless(finished):
+    """The same figures as PNGs in the run's extra/plots, without a display or pyplot."""
+    project, run = finished
+    import matplotlib
+    from xmipp3_deepcons.viewers import XmippDeepConsensusViewer
+    backend = matplotlib.get_backend()
+    viewer = XmippDeepConsensusViewer(project=project)
+    viewer.setProtocol(run)
+    paths = [viewer.writeHistogram(), viewer.writeTrainingCurves()] + viewer.writeGalleries()
+    assert len(paths) == 4
+    for path in paths:
+        assert os.path.dirname(path) == os.path.abspath(run._getExtraPath("plots"))
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
+    assert viewer._visualizeHistogram()[0].getPath() == paths[0]
+    assert matplotlib.get_backend() == backend
