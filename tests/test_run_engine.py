@@ -214,3 +214,18 @@ def test_a_continued_run_refuses_other_settings_but_not_other_paths(dataset, tmp
     # output options may change
     assert main(init_argv(dataset, out, "--threshold", "0.7")) == 0
     assert RunFolder(out).settings().threshold == 0.7
+
+
+def test_a_pass_stops_at_the_positives_train_size_asks_for():
+    rule = settings(train_size=700)                       # --training-batch 0: one pass
+    ledger = ["a", "b", "c", "d"]
+    plan = schedule.next_pass(ledger, dict.fromkeys(ledger, 400), [], rule, False)
+    assert (plan.action, plan.stems) == ("train", ["a", "b"])
+
+
+def test_gpu_ids_are_positions_in_what_the_scheduler_gave():
+    from xmipp3_deepcons.cli.common import visible_devices
+    assert visible_devices("0", None) == "0"
+    assert visible_devices("1,0", "5,7") == "7,5"         # Slurm gave GPUs 5 and 7
+    assert visible_devices("-1", "5,7") == "-1"
+    assert visible_devices("3", "5,7") == "3"             # not a position: taken as given

@@ -84,10 +84,24 @@ def add_compute_args(parser):
                         "'-1' or '': none (default: what the environment gives)")
 
 
+def visible_devices(gpu, given=None):
+    """``--gpu`` as CUDA_VISIBLE_DEVICES. Where a scheduler already set it (Slurm gives a job
+    its GPUs, and Scipion numbers a queued job's GPUs from 0), the ids are positions in that
+    list, as CUDA numbers them: the job never reaches another job's GPU."""
+    gpu = gpu.strip()
+    ids = [i.strip() for i in gpu.split(",") if i.strip()]
+    available = [d.strip() for d in (given or "").split(",") if d.strip()]
+    if (not available or gpu in ("", "-1")
+            or not all(i.isdigit() and int(i) < len(available) for i in ids)):
+        return gpu
+    return ",".join(available[int(i)] for i in ids)
+
+
 def set_compute(threads, gpu=None):
     """GPUs and CPU threads, before TensorFlow starts in this process."""
     if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu.strip()
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices(gpu, os.environ.get(
+            "CUDA_VISIBLE_DEVICES"))
         os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     set_threads(threads)
 

@@ -39,8 +39,10 @@ def next_pass(ledger, positives, passes, settings, inputs_closed):
     ``ledger``: micrographs in arrival order; ``positives``: {stem: training positives} of the
     prepared ones (absent: not prepared yet); ``passes``: the finished passes, in order.
     A pass takes the next untrained micrographs in arrival order until it has
-    ``training_batch`` of them (all, when 0) and at least MIN_POSITIVES positives; the last,
-    shorter pass waits for the inputs to close. Training ends when the goal is reached or
+    ``training_batch`` of them (all, when 0), or the positives that ``train_size`` still asks
+    for, and at least MIN_POSITIVES positives; the last, shorter pass waits for the inputs to
+    close. (A pass never reads more micrographs than its positives need: their unlabeled
+    candidates are held in memory, and they are scored for the pickers' evidence.) Training ends when the goal is reached or
     the inputs end with too few positives for another pass.
     """
     reason = training_goal_reached(passes, settings)
@@ -48,6 +50,8 @@ def next_pass(ledger, positives, passes, settings, inputs_closed):
         return Plan(FINALIZE, reason=reason)
     trained = {stem for p in passes for stem in p["micrographs"]}
     per_pass = settings.training_batch if settings.training_batch > 0 else len(ledger) + 1
+    budget = (settings.train_size - sum(p["positives"] for p in passes)
+              if settings.train_size >= 0 else float("inf"))
     chosen, found = [], 0
     for stem in ledger:
         if stem in trained:
@@ -56,7 +60,7 @@ def next_pass(ledger, positives, passes, settings, inputs_closed):
             return Plan(WAIT, reason=f"micrograph {stem} is not prepared yet")
         chosen.append(stem)
         found += positives[stem]
-        if len(chosen) >= per_pass and found >= MIN_POSITIVES:
+        if found >= MIN_POSITIVES and (len(chosen) >= per_pass or found >= budget):
             return Plan(TRAIN, chosen, len(passes) + 1)
     if not inputs_closed:
         return Plan(WAIT, reason="waiting for more micrographs")
