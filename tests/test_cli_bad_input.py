@@ -165,3 +165,34 @@ def test_altered_work_files_are_made_again(dataset, tmp_path, capsys):
     said = capsys.readouterr().out
     assert f"{path} does not match its checksum (altered); making it again" in said
     np.testing.assert_array_equal(run.candidates("mic_000")["xy"], table["xy"] - 3.0)
+
+
+@pytest.mark.parametrize("fault, status, message", [
+    (KeyboardInterrupt(), 130, "interrupted; run the same command again to continue where it "
+                               "stopped"),
+    (OSError(28, "No space left on device", "/full/disk/work/x.npz"), 2,
+     "error: /full/disk/work/x.npz: No space left on device; free space or choose a writable "
+     "folder, then run the same command again"),
+])
+def test_ctrl_c_and_a_full_disk_give_one_line(dataset, tmp_path, capsys, monkeypatch, fault,
+                                              status, message):
+    def stopped(*args, **kwargs):
+        raise fault
+    monkeypatch.setattr(stages, "prepare", stopped)
+    assert main(argv(dataset, tmp_path / "o")) == status
+    assert capsys.readouterr().err == f"xmipp_deep_consensus screen: {message}\n"
+
+
+def test_a_deleted_settings_file_does_not_let_old_work_pass(dataset, tmp_path, capsys):
+    """Work is keyed by what it was made from, not by the settings file beside it."""
+    out = tmp_path / "run"
+    assert main(argv(dataset, out, command="init")) == 0
+    run = RunFolder(out)
+    stages.prepare(run, run.stems())
+    assert float(run.candidates("mic_000")["factor"]) == 1.0
+    (out / "run.json").unlink()
+    assert main(argv(dataset, out, "--box-size", "160", command="init")) == 0
+    capsys.readouterr()
+    stages.prepare(run, run.stems())
+    assert "mic_000: its micrograph, picks or settings changed" in capsys.readouterr().out
+    assert float(run.candidates("mic_000")["factor"]) == 160 / 128
