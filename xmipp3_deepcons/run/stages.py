@@ -46,10 +46,10 @@ def prepare(run, stems, settings=None):
     labels = run_picker_labels(run, settings)
     for i, stem in enumerate(stems, 1):
         key = inputs_key(run, stem, files[stem], settings)
-        table = run.candidates(stem, key)
-        if table is not None and run.is_prepared(stem):
+        stored = run.candidates(stem)
+        if stored is not None and str(stored["key"]) == key and run.is_prepared(stem):
             continue
-        if run.candidates(stem) is not None:
+        if stored is not None and str(stored["key"]) != key:
             log.info(f"{stem}: its micrograph, picks or settings changed; preparing it again")
         inputs = run.load_inputs(stem)
         try:
