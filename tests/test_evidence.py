@@ -1,11 +1,13 @@
+import json
+
 import numpy as np
 import pytest
 
-import json
-
 from xmipp3_deepcons.core.evidence import (apply_evidence, combine_evidence, fit_evidence,
-                                           picker_ranks, suggest_threshold)
+                                           fit_joint_evidence, picker_ranks, suggest_threshold)
 from xmipp3_deepcons.core.metrics import ranking_quality
+from xmipp3_deepcons.run.keep import falls_back, final_scores, held_out_check
+from xmipp3_deepcons.run.settings import RunSettings
 
 
 def test_ranks_are_per_picker_and_zero_where_not_picked():
@@ -71,3 +73,96 @@ def test_a_fitted_model_scores_later_candidates_as_the_whole_fit_does():
     later = apply_evidence(early, ranks[2000:], network[2000:])
     network_alone = ranking_quality(real[2000:], network[2000:])[0]
     assert ranking_quality(real[2000:], later)[0] > network_alone + 0.03
+
+
+def shared_mistakes(rng, n=6000):
+    """Pickers that agree on junk: a particle is picked by each picker on its own; a junk object
+    by all three or by none; a background pick by one picker alone (mostly the greedy one).
+    Returns the union's candidates: truth, (n, 3) ranks (who picked) and a network score."""
+    kind = rng.choice(3, n, p=[0.5, 0.2, 0.3])           # particle, junk, background
+    picked = np.zeros((n, 3), bool)
+    particle = kind == 0
+    picked[particle] = rng.random((particle.sum(), 3)) < [0.8, 0.85, 0.6]
+    junk = kind == 1
+    picked[junk] = (rng.random(junk.sum()) < 0.6)[:, None]
+    background = np.flatnonzero(kind == 2)
+    picked[background, rng.choice(3, len(background), p=[0.25, 0.6, 0.15])] = True
+    seen = picked.any(axis=1)
+    network = np.where(particle, rng.beta(4, 2, n), rng.beta(2, 3, n))
+    return particle[seen], picked[seen].astype(float), network[seen]
+
+
+def test_pickers_that_share_mistakes_fool_independent_witnesses_but_not_patterns():
+    """Junk every picker takes and background only one takes break the independence of the
+    pickers: independent witnesses then rank below the vote count; who picked as one answer
+    ranks above the vote count and the network, and finds the share of particles."""
+    real, ranks, network = shared_mistakes(np.random.default_rng(3))
+    auc_votes = ranking_quality(real, ranks.sum(axis=1))[0]
+    auc_network = ranking_quality(real, network)[0]
+    assert ranking_quality(real, combine_evidence(ranks, network))[0] < auc_votes
+    model = fit_joint_evidence(ranks, network)
+    posterior = apply_evidence(model, ranks, network)
+    assert ranking_quality(real, posterior)[0] > max(auc_votes, auc_network) + 0.03
+    assert abs(model["prior"] - real.mean()) < 0.1
+    assert model["link"][1] > 0
+    # JSON round trip, and candidates scored later by the fitted model
+    again = json.loads(json.dumps(model))
+    np.testing.assert_allclose(apply_evidence(again, ranks[:50], network[:50]), posterior[:50],
+                               rtol=1e-9)
+
+
+def test_the_joint_fit_runs_to_its_fixed_point():
+    """More iterations than convergence needs change nothing: the result does not depend on an
+    iteration count."""
+    real, ranks, network = shared_mistakes(np.random.default_rng(4), n=3000)
+    converged = apply_evidence(fit_joint_evidence(ranks, network), ranks, network)
+    longer = fit_joint_evidence(ranks, network, iterations=5000)
+    np.testing.assert_allclose(apply_evidence(longer, ranks, network), converged, atol=1e-5)
+
+
+def as_tables(ranks, network, n_micrographs=6):
+    """The candidates split into micrographs' tables, as the run keeps them."""
+    tables, scores = [], []
+    for part in np.array_split(np.arange(len(ranks)), n_micrographs):
+        picked = ranks[part] > 0
+        tables.append({"members": np.where(picked, 0, -1), "votes": picked.sum(axis=1),
+                       "picker_scores": np.full(picked.shape, np.nan)})
+        scores.append(network[part])
+    return tables, scores
+
+
+@pytest.mark.parametrize("network_kind, expected", [("informative", False), ("random", True),
+                                                    ("fooled by junk", True)])
+def test_the_held_out_check_falls_back_to_the_vote_only_for_a_network_not_to_trust(
+        network_kind, expected):
+    """The check has no truth: each picker in turn is the label. Shared junk makes the vote
+    count look better than it is in that comparison; an informative network still passes
+    (it ranks well among candidates with the same vote count), a random one or one that
+    learned the junk does not, and their runs score by the vote count."""
+    rng = np.random.default_rng(5)
+    real, ranks, network = shared_mistakes(rng)
+    network = {"informative": network, "random": rng.random(len(real)),
+               "fooled by junk": np.where(real, rng.beta(2, 4, len(real)),
+                                          rng.beta(4, 2, len(real)))}[network_kind]
+    tables, scores = as_tables(ranks, network)
+    check = held_out_check("patterns", tables, scores, 3)
+    assert check["held_out_micrographs"] == 3
+    assert falls_back(check) == expected
+    combined = combine_evidence(ranks, network, joint=True)
+    truly_worse = ranking_quality(real, combined)[0] < ranking_quality(real, ranks.sum(1))[0]
+    assert truly_worse == expected
+    # the fallback: the vote fraction, the network only breaking ties; 2 of 3 stays above 0.5
+    settings = RunSettings(box_size=128, n_pickers=3)
+    fallback = final_scores(settings, {"mode": "votes", "fallback": True, "model": {}},
+                            tables[0], scores[0])
+    np.testing.assert_array_equal(fallback > 0.5, tables[0]["votes"] >= 2)
+    same_votes = tables[0]["votes"] == 2
+    order = np.argsort(scores[0][same_votes])
+    assert (np.diff(fallback[same_votes][order]) >= 0).all()
+
+
+def test_the_held_out_check_needs_three_pickers_and_two_micrographs():
+    real, ranks, network = shared_mistakes(np.random.default_rng(6), n=600)
+    assert held_out_check("votes", *as_tables(ranks[:, :2], network), 2) is None
+    assert held_out_check("votes", *as_tables(ranks, network, 1), 3) is None
+    assert not falls_back(None)

@@ -141,6 +141,18 @@ def test_output_settings_apply_without_retraining(screened):
     ranks = np.load(os.path.join(out, "candidates.npz"))
     np.testing.assert_array_equal(ranks["network_score"], candidates["network_score"])
     assert len(np.unique(ranks["score"])) > 2 ** len(PICKERS) * 10
+    # who picked as one answer: among the candidates the same pickers found, the score orders
+    # them as the network does
+    assert main(argv + ["--picker-evidence", "patterns"]) == 0
+    run = RunFolder(out)
+    assert run.evidence()["model"]["link"][1] > 0
+    for stem in run.stems():
+        members, network = run.candidates(stem)["members"], run.network_scores(stem)
+        final = run.final_scores(stem)
+        for pattern in np.unique(members >= 0, axis=0):
+            same = ((members >= 0) == pattern).all(axis=1)
+            order = np.argsort(network[same], kind="stable")
+            assert (np.diff(final[same][order]) >= -1e-6).all()
     assert main(argv + ["--classic"]) == 0
     classic = np.load(os.path.join(out, "candidates.npz"))
     np.testing.assert_array_equal(classic["score"], classic["network_score"])

@@ -64,8 +64,10 @@ def add_args(parser):
                         "valley of the score histogram (default %(default)s)")
     g.add_argument("--picker-evidence", choices=EVIDENCE_MODES, default="votes",
                    help="what the score combines with the network's: who picked each "
-                        "candidate ('votes', the default), that and each picker's figure of "
-                        "merit as a rank within the picker ('ranks'), or nothing ('none')")
+                        "candidate, each picker a witness of its own ('votes', the default), "
+                        "that and each picker's figure of merit as a rank within the picker "
+                        "('ranks'), who picked as one answer, for pickers that share their "
+                        "mistakes ('patterns'), or nothing ('none')")
     g.add_argument("--no-picker-evidence", dest="picker_evidence", action="store_const",
                    const="none", help="the same as --picker-evidence none")
     g.add_argument("--classic", action="store_true",

@@ -1,19 +1,33 @@
 """All the evidence about each candidate, combined: who picked it, how confident each picker was,
-and what the network sees.
+and what the network sees. The combination is learned without labels, by expectation-
+maximisation over a hidden class ("particle" or not), in one of two models:
 
-Pickers' figures of merit are not comparable (a crYOLO confidence, a Topaz log-likelihood), so
-each becomes a rank within its picker. The combination is learned without labels, as
-Dawid and Skene did for unreliable annotators: every picker (and the network) is a witness
-whose answer (not picked / rank quintile / score bin) has some probability under "particle" and
-under "not a particle"; expectation-maximisation finds those probabilities and each candidate's
-posterior together. A picker whose confident picks the others confirm gains weight; one whose
-picks nobody confirms loses it.
+- *independent witnesses* (``fit_evidence``; ``--picker-evidence votes`` and ``ranks``), as
+  Dawid and Skene did for unreliable annotators: every picker and the network is a witness
+  whose answer (not picked / rank quintile / score bin) has some probability under "particle"
+  and under "not". A picker whose picks the others confirm gains weight. Pickers' figures of
+  merit are not comparable (a crYOLO confidence, a Topaz log-likelihood), so each becomes a rank
+  within its picker.
+- *who picked as one answer* (``fit_joint_evidence``; ``--picker-evidence patterns``): the
+  network's score gives the odds through a fitted logistic link a + b logit(score), and the
+  pattern of pickers (crYOLO and Topaz but not DeepPicker) is one answer with its own frequency
+  among particles and among the rest. It does not assume the pickers' mistakes independent
+  (background picks are one picker's alone, junk that fools one fools the others), which the
+  first model does and on such data locks onto; but where the network was trained against the
+  one-vote candidates it believes the network about them, and on EMPIAR-10017 it keeps fewer
+  of the particles only crYOLO found. Measurements: docs/measurements.md.
+
+A fitted model (JSON-ready) scores candidates that arrive later (streaming) with
+``apply_evidence``, which reads which model it is.
 """
 import numpy as np
 from scipy.stats import rankdata
 
 RANK_BINS = 5
 SCORE_BINS = 10
+PATTERN_PICKERS = 6        # up to 6 pickers, who picked is one of 63 patterns; beyond, the count
+MAX_ITERATIONS = 1000      # the joint model runs to its fixed point (TOLERANCE)
+TOLERANCE = 1e-7
 
 
 def picker_ranks(picker_scores, picked=None):
@@ -53,11 +67,11 @@ def witness_answers(ranks, network_scores=None):
 
 def fit_evidence(ranks, network_scores=None, initial=None, iterations=50):
     """Dawid-Skene EM (add-one smoothing): the prior and, per witness, the log-probability of
-    each answer under "particle" and under "not". Fitted once, it can score candidates that
-    arrive later (streaming) with ``apply_evidence``.
+    each answer under "particle" and under "not".
 
     ``initial``: a first guess of the posterior (the network score, or the vote fraction).
     """
+    ranks = np.asarray(ranks, dtype=float)
     witnesses = witness_answers(ranks, network_scores)
     if initial is None:
         initial = network_scores if network_scores is not None else (ranks > 0).mean(axis=1)
@@ -65,27 +79,117 @@ def fit_evidence(ranks, network_scores=None, initial=None, iterations=50):
     for _ in range(iterations):
         model = {"prior": float(np.clip(posterior.mean(), 1e-3, 1 - 1e-3)), "witnesses": []}
         for answers, n_categories in witnesses:
-            if_particle = np.bincount(answers, weights=posterior, minlength=n_categories) + 1
-            if_not = np.bincount(answers, weights=1 - posterior, minlength=n_categories) + 1
-            model["witnesses"].append([np.log(if_particle / if_particle.sum()).tolist(),
-                                       np.log(if_not / if_not.sum()).tolist()])
+            model["witnesses"].append(_log_frequencies(answers, n_categories, posterior))
         posterior = apply_evidence(model, ranks, network_scores)
     return model
 
 
+def who_picked(ranks):
+    """Each candidate's answer "who picked it": a bit per picker, or the vote count when there
+    are too many pickers for patterns; and the number of possible answers."""
+    picked = np.asarray(ranks) > 0
+    n_pickers = picked.shape[1]
+    if n_pickers <= PATTERN_PICKERS:
+        return picked @ (1 << np.arange(n_pickers)), 1 << n_pickers
+    return picked.sum(axis=1), n_pickers + 1
+
+
+def rank_quintiles(ranks):
+    """Per picker, the rank quintile (0..4) of each candidate it picked, -1 where it did not."""
+    ranks = np.asarray(ranks, dtype=float)
+    quintile = np.minimum((ranks * RANK_BINS).astype(int), RANK_BINS - 1)
+    return np.where(ranks > 0, np.maximum(quintile, 0), -1)
+
+
+def network_logit(network_scores, n):
+    if network_scores is None:
+        return np.zeros(n)
+    scores = np.clip(np.asarray(network_scores, dtype=float), 1e-4, 1 - 1e-4)
+    return np.log(scores / (1 - scores))
+
+
+def _log_frequencies(answers, n_answers, posterior):
+    """log P(answer | particle), log P(answer | not), add-one smoothed."""
+    particle = np.bincount(answers, weights=posterior, minlength=n_answers) + 1
+    other = np.bincount(answers, weights=1 - posterior, minlength=n_answers) + 1
+    return [np.log(particle / particle.sum()).tolist(), np.log(other / other.sum()).tolist()]
+
+
+def _logistic_fit(x, target, start, steps=25):
+    """Weighted logistic regression of a soft target on [1, x] (Newton, a small ridge)."""
+    design = np.column_stack([np.ones_like(x), x])
+    w = np.asarray(start, dtype=float)
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-np.clip(design @ w, -50, 50)))
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hessian, design.T @ (target - p))
+        w = w + step
+        if np.max(np.abs(step)) < 1e-9:
+            break
+    return w
+
+
+def fit_joint_evidence(ranks, network_scores=None, initial=None, iterations=MAX_ITERATIONS):
+    """The joint model of these candidates (JSON-ready), fitted by EM from ``initial`` (the
+    network score, or the vote fraction) to its fixed point."""
+    ranks = np.asarray(ranks, dtype=float)
+    n, n_pickers = ranks.shape
+    logit = network_logit(network_scores, n)
+    patterns, n_patterns = who_picked(ranks)
+    quintiles = rank_quintiles(ranks)
+    # Pickers whose picks are ranked by a figure of merit (not all rank 1: presence only).
+    ranked = [p for p in range(n_pickers)
+              if ((ranks[:, p] > 0) & (ranks[:, p] < 1)).any()]
+    if initial is None:
+        initial = network_scores if network_scores is not None else (ranks > 0).mean(axis=1)
+    posterior = np.clip(np.asarray(initial, dtype=float), 0.05, 0.95)
+    link = np.array([0.0, 1.0 if network_scores is not None else 0.0])
+    for _ in range(iterations):
+        if network_scores is not None:
+            link = _logistic_fit(logit, posterior, link)
+        else:
+            prior = np.clip(posterior.mean(), 1e-3, 1 - 1e-3)
+            link = np.array([np.log(prior / (1 - prior)), 0.0])
+        model = {"pickers": n_pickers, "link": link.tolist(),
+                 "who_picked": _log_frequencies(patterns, n_patterns, posterior),
+                 "ranks": {str(p): _log_frequencies(quintiles[quintiles[:, p] >= 0, p],
+                                                    RANK_BINS,
+                                                    posterior[quintiles[:, p] >= 0])
+                           for p in ranked}}
+        updated = apply_evidence(model, ranks, network_scores)
+        change = np.max(np.abs(updated - posterior), initial=0.0)
+        posterior = updated
+        if change < TOLERANCE:
+            break
+    model["prior"] = float(posterior.mean())
+    return model
+
+
 def apply_evidence(model, ranks, network_scores=None):
-    """Posterior P(particle) of each candidate under a fitted model (JSON-ready dict)."""
-    prior = model["prior"]
-    log_odds = np.full(len(ranks), np.log(prior / (1 - prior)))
-    for (answers, _), (if_particle, if_not) in zip(witness_answers(ranks, network_scores),
-                                                   model["witnesses"]):
-        log_odds += np.asarray(if_particle)[answers] - np.asarray(if_not)[answers]
+    """Posterior P(particle) of each candidate under a fitted model of either kind."""
+    ranks = np.asarray(ranks, dtype=float)
+    if "who_picked" not in model:
+        log_odds = np.full(len(ranks), np.log(model["prior"] / (1 - model["prior"])))
+        for (answers, _), (if_particle, if_not) in zip(witness_answers(ranks, network_scores),
+                                                       model["witnesses"]):
+            log_odds += np.asarray(if_particle)[answers] - np.asarray(if_not)[answers]
+        return 1 / (1 + np.exp(-np.clip(log_odds, -50, 50)))
+    a, b = model["link"]
+    log_odds = a + b * network_logit(network_scores, len(ranks))
+    patterns, _ = who_picked(ranks)
+    particle, other = (np.asarray(t) for t in model["who_picked"])
+    log_odds += particle[patterns] - other[patterns]
+    quintiles = rank_quintiles(ranks)
+    for p, (particle, other) in model["ranks"].items():
+        mine = quintiles[:, int(p)] >= 0
+        answers = quintiles[mine, int(p)]
+        log_odds[mine] += np.asarray(particle)[answers] - np.asarray(other)[answers]
     return 1 / (1 + np.exp(-np.clip(log_odds, -50, 50)))
 
 
-def combine_evidence(ranks, network_scores=None, initial=None, iterations=50):
+def combine_evidence(ranks, network_scores=None, joint=False):
     """Posterior P(particle) of every candidate, the model fitted on these candidates."""
-    model = fit_evidence(ranks, network_scores, initial, iterations)
+    model = (fit_joint_evidence if joint else fit_evidence)(ranks, network_scores)
     return apply_evidence(model, ranks, network_scores)
 
 

@@ -5,7 +5,7 @@ Both front ends, the viewer and the tests call these; nothing else decides what 
 import numpy as np
 
 from ..core.consensus import suppress_duplicates
-from ..core.evidence import apply_evidence, fit_evidence, presence_ranks
+from ..core.evidence import apply_evidence, fit_evidence, fit_joint_evidence, presence_ranks
 
 
 def picker_evidence(mode, table, quantiles=None):
@@ -38,12 +38,81 @@ def score_quantiles(tables, n_pickers, points=201):
     return quantiles
 
 
+def fit_model(mode, ranks, network):
+    """``patterns``: who picked as one answer; ``votes`` and ``ranks``: independent pickers."""
+    return (fit_joint_evidence if mode == "patterns" else fit_evidence)(ranks, network)
+
+
 def fit(mode, tables, network_scores, n_pickers):
     """The evidence model of these micrographs (JSON-ready)."""
     quantiles = score_quantiles(tables, n_pickers) if mode == "ranks" else None
     ranks = np.concatenate([picker_evidence(mode, t, quantiles) for t in tables])
-    model = fit_evidence(ranks, np.concatenate(network_scores))
+    model = fit_model(mode, ranks, np.concatenate(network_scores))
     return {"mode": mode, "model": model, "quantiles": quantiles}
+
+
+def held_out_check(mode, tables, network_scores, n_pickers):
+    """Does the combined score rank candidates better than the vote count? Asked without
+    truth: the evidence is fitted on every other micrograph and checked on the rest, each
+    picker held out in turn as the label (which candidates it picked), ranked by the others'
+    vote count and by the combination of the others and the network:
+
+    - ``combined`` against ``votes``: the ROC-AUC of each over the candidates the others found;
+      a label biased towards the vote count when the pickers share their mistakes (junk that
+      fools one fools all);
+    - ``within_votes``: the combination's ROC-AUC among candidates the same number of others
+      found, where the vote count cannot rank (0.5) and shared mistakes do not enter.
+
+    Means over the pickers; None when it cannot be asked (fewer than 3 pickers or 2
+    micrographs)."""
+    from ..core.metrics import ranking_quality
+    if n_pickers < 3 or len(tables) < 2:
+        return None
+    halves = [list(range(0, len(tables), 2)), list(range(1, len(tables), 2))]
+    quantiles = (score_quantiles([tables[i] for i in halves[0]], n_pickers)
+                 if mode == "ranks" else None)
+    ranks, network = [], []
+    for half in halves:
+        ranks.append(np.concatenate([picker_evidence(mode, tables[i], quantiles)
+                                     for i in half]))
+        network.append(np.concatenate([network_scores[i] for i in half]))
+    found = {"votes": [], "combined": [], "within_votes": []}
+    for p in range(n_pickers):
+        fit_on, check_on = (np.delete(r, p, axis=1) for r in ranks)
+        votes = (check_on > 0).sum(axis=1)
+        label = ranks[1][:, p] > 0
+        known = votes > 0
+        if not (fit_on > 0).any() or label[known].all() or not label[known].any():
+            continue
+        combined = apply_evidence(fit_model(mode, fit_on, network[0]), check_on, network[1])
+        found["votes"].append(ranking_quality(label[known], votes[known])[0])
+        found["combined"].append(ranking_quality(label[known], combined[known])[0])
+        levels = [votes == v for v in range(1, n_pickers)
+                  if 0 < label[votes == v].sum() < (votes == v).sum()]
+        if levels:
+            found["within_votes"].append(np.average(
+                [ranking_quality(label[s], combined[s])[0] for s in levels],
+                weights=[s.sum() for s in levels]))
+    if not found["votes"]:
+        return None
+    check = {k: float(np.mean(v)) if v else 0.5 for k, v in found.items()}
+    check["held_out_micrographs"] = len(halves[1])
+    return check
+
+
+def falls_back(check, margin=0.05):
+    """The vote count is used instead of the combination when the combination ranks the held-out
+    picks worse than the vote count and, among candidates with the same vote count, no
+    clearly better than chance (by ``margin``): the network then adds nothing to trust."""
+    return (check is not None and check["combined"] < check["votes"]
+            and check["within_votes"] < 0.5 + margin)
+
+
+def vote_scores(table, network, n_pickers):
+    """The fallback score: the fraction of pickers, the network's score only breaking ties
+    (a 2-of-3 candidate stays above 0.5, a 1-of-3 below)."""
+    return ((np.asarray(table["votes"]) + 0.1 * (np.asarray(network) - 0.5))
+            / n_pickers).astype(np.float32)
 
 
 def final_scores(settings, evidence, table, network):
@@ -53,6 +122,8 @@ def final_scores(settings, evidence, table, network):
     if (not settings.uses_evidence or evidence is None
             or evidence.get("mode") != settings.picker_evidence or not len(network)):
         return network
+    if evidence.get("fallback"):
+        return vote_scores(table, network, settings.n_pickers)
     ranks = picker_evidence(evidence["mode"], table, evidence.get("quantiles"))
     return apply_evidence(evidence["model"], ranks, network).astype(np.float32)
 

@@ -19,6 +19,7 @@ from ..io.atomic import atomic_path
 from . import schedule
 from .folder import RunFolder, arrays_digest, copy_folder, read_json, write_json, write_npz
 from .keep import fit as fit_evidence_model
+from .keep import falls_back, held_out_check
 
 log = logging.getLogger("xmipp3_deepcons")
 
@@ -392,9 +393,26 @@ def fit_evidence(run, settings=None):
                                   [run.network_scores(s, settings.views) for s in stems],
                                   settings.n_pickers)
     evidence["micrographs"] = {s: current[s] for s in stems}
+    model = evidence["model"]
+    log.info(f"pickers' evidence ({settings.picker_evidence}) fitted on {len(stems)} "
+             f"micrographs: share of particles {model['prior']:.3f}")
+    evidence["check"] = check = held_out_check(settings.picker_evidence, tables,
+                                               [run.network_scores(s, settings.views)
+                                                for s in stems], settings.n_pickers)
+    if check is None:
+        log.info("the check against the vote count needs 3 pickers and 2 training micrographs")
+    else:
+        verdict = (f"held-out check on {check['held_out_micrographs']} micrographs, each picker "
+                   f"in turn the label: ROC-AUC {check['combined']:.3f} combined, "
+                   f"{check['votes']:.3f} by vote count, {check['within_votes']:.3f} combined "
+                   "within a vote count")
+        evidence["fallback"] = falls_back(check)
+        if evidence["fallback"]:
+            log.warning(f"the combined score ranks worse than the pickers' vote count ({verdict});"
+                        " scoring by the vote count, the network's score breaking ties")
+        else:
+            log.info(verdict)
     write_json(path, evidence)
-    log.info(f"pickers' evidence fitted on {len(stems)} micrographs: prior "
-             f"{evidence['model']['prior']:.3f}")
 
 
 # ------------------------------------------------------------------------------ scoring
