@@ -468,7 +468,12 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
             positive_weight=float(weights[0]), negative_weight=float(weights[1]),
             write_particles=True, views=VIEW_CHOICES[self.scoringViews.get()],
             threshold=float(self.threshold.get()), dedupe_radius=self.dedupeRadius.get() or 0.0,
-            picker_evidence="votes" if self.pickerEvidence.get() else "none")
+            picker_evidence=self._pickerEvidence())
+
+    def _pickerEvidence(self):
+        if not self.pickerEvidence.get():
+            return "none"
+        return "patterns" if self.pickersShareMistakes.get() else "votes"
 
     def _justPredict(self):
         return (self.modelInitialization.get() != self.ADD_MODEL_TRAIN_NEW

@@ -93,6 +93,16 @@ def define_params(self, form):
                        "Skene, fitted once on the training micrographs and kept in "
                        "extra/evidence*.json). No: the network's score alone, as the "
                        "original (not in Xmipp's form).")
+    form.addParam('pickersShareMistakes', params.BooleanParam, default=False,
+                  condition='pickerEvidence', expertLevel=params.LEVEL_ADVANCED,
+                  label="Pickers agree on junk?",
+                  help="Yes: who picked a candidate is one answer (crYOLO and Topaz but "
+                       "not DeepPicker), not one witness per picker. Choose it when the "
+                       "pickers fall for the same junk (ice, aggregates, denatured "
+                       "particles): independent witnesses then trust that agreement and "
+                       "can rank candidates below the plain vote count. No: each picker "
+                       "its own witness, better when one picker is reliable alone "
+                       "(--picker-evidence patterns; not in Xmipp's form).")
     form.addParam('scoringViews', params.EnumParam,
                   default=VIEW_CHOICES.index(DEFAULT_VIEWS),
                   choices=['1 (the original)', '4', '8'],
