@@ -73,15 +73,19 @@ def fit_evidence(ranks, network_scores=None, initial=None, iterations=50):
     """
     ranks = np.asarray(ranks, dtype=float)
     witnesses = witness_answers(ranks, network_scores)
-    if initial is None:
-        initial = network_scores if network_scores is not None else (ranks > 0).mean(axis=1)
-    posterior = np.clip(np.asarray(initial, dtype=float), 0.05, 0.95)
+    posterior = _initial_posterior(ranks, network_scores, initial)
     for _ in range(iterations):
         model = {"prior": float(np.clip(posterior.mean(), 1e-3, 1 - 1e-3)), "witnesses": []}
         for answers, n_categories in witnesses:
             model["witnesses"].append(_log_frequencies(answers, n_categories, posterior))
         posterior = apply_evidence(model, ranks, network_scores)
     return model
+
+
+def _initial_posterior(ranks, network_scores, initial):
+    if initial is None:
+        initial = network_scores if network_scores is not None else (ranks > 0).mean(axis=1)
+    return np.clip(np.asarray(initial, dtype=float), 0.05, 0.95)
 
 
 def who_picked(ranks):
@@ -92,13 +96,6 @@ def who_picked(ranks):
     if n_pickers <= PATTERN_PICKERS:
         return picked @ (1 << np.arange(n_pickers)), 1 << n_pickers
     return picked.sum(axis=1), n_pickers + 1
-
-
-def rank_quintiles(ranks):
-    """Per picker, the rank quintile (0..4) of each candidate it picked, -1 where it did not."""
-    ranks = np.asarray(ranks, dtype=float)
-    quintile = np.minimum((ranks * RANK_BINS).astype(int), RANK_BINS - 1)
-    return np.where(ranks > 0, np.maximum(quintile, 0), -1)
 
 
 def network_logit(network_scores, n):
@@ -130,19 +127,12 @@ def _logistic_fit(x, target, start, steps=25):
 
 
 def fit_joint_evidence(ranks, network_scores=None, initial=None, iterations=MAX_ITERATIONS):
-    """The joint model of these candidates (JSON-ready), fitted by EM from ``initial`` (the
-    network score, or the vote fraction) to its fixed point."""
+    """The joint model of these candidates (JSON-ready), fitted by EM from ``initial`` to its
+    fixed point. Only who picked counts, not the pickers' figures of merit."""
     ranks = np.asarray(ranks, dtype=float)
-    n, n_pickers = ranks.shape
-    logit = network_logit(network_scores, n)
+    logit = network_logit(network_scores, len(ranks))
     patterns, n_patterns = who_picked(ranks)
-    quintiles = rank_quintiles(ranks)
-    # Pickers whose picks are ranked by a figure of merit (not all rank 1: presence only).
-    ranked = [p for p in range(n_pickers)
-              if ((ranks[:, p] > 0) & (ranks[:, p] < 1)).any()]
-    if initial is None:
-        initial = network_scores if network_scores is not None else (ranks > 0).mean(axis=1)
-    posterior = np.clip(np.asarray(initial, dtype=float), 0.05, 0.95)
+    posterior = _initial_posterior(ranks, network_scores, initial)
     link = np.array([0.0, 1.0 if network_scores is not None else 0.0])
     for _ in range(iterations):
         if network_scores is not None:
@@ -150,12 +140,8 @@ def fit_joint_evidence(ranks, network_scores=None, initial=None, iterations=MAX_
         else:
             prior = np.clip(posterior.mean(), 1e-3, 1 - 1e-3)
             link = np.array([np.log(prior / (1 - prior)), 0.0])
-        model = {"pickers": n_pickers, "link": link.tolist(),
-                 "who_picked": _log_frequencies(patterns, n_patterns, posterior),
-                 "ranks": {str(p): _log_frequencies(quintiles[quintiles[:, p] >= 0, p],
-                                                    RANK_BINS,
-                                                    posterior[quintiles[:, p] >= 0])
-                           for p in ranked}}
+        model = {"link": link.tolist(),
+                 "who_picked": _log_frequencies(patterns, n_patterns, posterior)}
         updated = apply_evidence(model, ranks, network_scores)
         change = np.max(np.abs(updated - posterior), initial=0.0)
         posterior = updated
@@ -179,11 +165,6 @@ def apply_evidence(model, ranks, network_scores=None):
     patterns, _ = who_picked(ranks)
     particle, other = (np.asarray(t) for t in model["who_picked"])
     log_odds += particle[patterns] - other[patterns]
-    quintiles = rank_quintiles(ranks)
-    for p, (particle, other) in model["ranks"].items():
-        mine = quintiles[:, int(p)] >= 0
-        answers = quintiles[mine, int(p)]
-        log_odds[mine] += np.asarray(particle)[answers] - np.asarray(other)[answers]
     return 1 / (1 + np.exp(-np.clip(log_odds, -50, 50)))
 
 
