@@ -166,3 +166,14 @@ def test_the_held_out_check_needs_three_pickers_and_two_micrographs():
     assert held_out_check("votes", *as_tables(ranks[:, :2], network), 2) is None
     assert held_out_check("votes", *as_tables(ranks, network, 1), 3) is None
     assert not falls_back(None)
+
+
+def test_who_picked_is_a_pattern_up_to_six_pickers_and_a_count_beyond():
+    from xmipp3_deepcons.core.evidence import who_picked
+    ranks = np.array([[1, 0, 1], [0, 1, 0]], float)
+    np.testing.assert_array_equal(who_picked(ranks)[0], [5, 2])
+    assert who_picked(ranks)[1] == 8
+    many = np.zeros((2, 7))
+    many[0, [0, 3, 6]] = 1
+    np.testing.assert_array_equal(who_picked(many)[0], [3, 0])
+    assert who_picked(many)[1] == 8
