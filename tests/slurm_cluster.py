@@ -3,9 +3,9 @@
 ``SlurmCluster`` writes a ``slurm.conf`` that names this host with its cores and memory, a munge
 key, and starts a private ``munged`` (its own socket, so a system munged is left alone),
 ``slurmctld`` and ``slurmd``, all in the foreground as children of this process, then waits until
-``sinfo`` shows the node idle. ``stop()`` cancels what is still queued, ends the three daemons
-(and any job step they left), and removes the folder. Client commands find the cluster through
-``SLURM_CONF`` (``cluster.env``, ``cluster.run``).
+``sinfo`` shows the node idle and runs one short job (see ``start``). ``stop()`` cancels what is
+still queued, ends the three daemons (and any job step they left), and removes the folder.
+Client commands find the cluster through ``SLURM_CONF`` (``cluster.env``, ``cluster.run``).
 
 It needs root (slurmd starts the jobs). Debian's ``slurm-wlm`` and ``munge`` are installed with
 apt-get when missing; where that cannot be done (not root, no apt-get, no packages),
@@ -307,6 +307,9 @@ class SlurmCluster:
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_Core",
             "SchedulerType=sched/backfill",
+            # start a job when it is submitted or its dependency is met, not at the next
+            # batch scheduling (up to 3 s later by default)
+            "SchedulerParameters=batch_sched_delay=0",
             "MpiDefault=none",
             "ReturnToService=2",
             "SlurmdParameters=config_overrides",
@@ -357,8 +360,9 @@ class SlurmCluster:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     def start(self, timeout=120):
-        """Start munged, slurmctld and slurmd; returns once the node is idle. Sets (and returns)
-        ``startup_seconds``, measured from writing the configuration to the idle node."""
+        """Start munged, slurmctld and slurmd; returns once the node is idle and has run a first
+        job. Sets (and returns) ``startup_seconds``, measured from writing the configuration to
+        the idle node."""
         cleanup_stale(log=self.log)
         if self.root is None:
             self.root = tempfile.mkdtemp(prefix=FOLDER_PREFIX)
@@ -385,6 +389,11 @@ class SlurmCluster:
         self.log("Slurm cluster %s up in %.1f s: node %s, %d CPUs, %d MB, partition %s, %s"
                  % (self.cluster_name, self.startup_seconds, self.node, self.cpus,
                     self.memory_mb, self.partition, self.conf))
+        # slurmctld starts its first job only at its first scheduling pass, about 3 s after the
+        # submission; `sbatch --wait` then finds it pending at its first check (2 s) and checks
+        # again 8 s later. A job run here takes that wait once, out of the tests' jobs.
+        self.wait(self.sbatch("--job-name=warm-up", "--output=/dev/null", "--wrap", "true"),
+                  timeout=timeout)
         return self.startup_seconds
 
     def _end_pidfiles(self):

@@ -102,9 +102,10 @@ class TestDeepConsensusOptions(BaseTest):
             XmippProtScreenDeepConsensus,
             objLabel="phase flip, custom negatives, self-training, testing",
             nEpochs=10.0, minBatches=0, nModels=1, toTrainDataSize=1000, randomSeed=5,
-            threshold=0.5, extractingBatch=3, trainingBatch=N_MICROGRAPHS, addTrainingData=2,
-            trainingDataType=1, trainNegWeight=1, ignoreCTF=False, doTesting=True,
-            unlabeledNegatives=False, selfTrainingRounds=1)
+            threshold=0.5, extractingBatch=N_MICROGRAPHS, trainingBatch=N_MICROGRAPHS,
+            addTrainingData=2, trainingDataType=1, trainNegWeight=1, ignoreCTF=False,
+            doTesting=True, unlabeledNegatives=False, selfTrainingRounds=1,
+            pickersShareMistakes=True)
         for source in coordImports:
             prot.inputCoordinates.append(Pointer(source, extended="outputCoordinates"))
         prot.ctfRelations.set(ctfImport.outputCTF)
@@ -157,6 +158,14 @@ class TestDeepConsensusOptions(BaseTest):
             log = f.read()
         self.assertIn("additional negative coordinates on these micrographs: %d (weight 1)"
                       % expected, log)
+
+    def test_pickers_agree_on_junk_takes_who_picked_as_one_answer(self):
+        run = self.screen.runFolder()
+        self.assertEqual(run.settings().picker_evidence, "patterns")
+        model = run.evidence()["model"]
+        self.assertEqual(len(model["who_picked"][0]), 2 ** run.settings().n_pickers)
+        with open(self.screen.getLogPaths()[0]) as f:
+            self.assertIn("pickers' evidence (patterns) fitted on", f.read())
 
     def test_unlabeled_candidates_stay_out_when_switched_off(self):
         # Switched off here so that the first pass is confident enough for a self-training

@@ -164,9 +164,11 @@ class TestDeepConsensus(BaseTest):
             self.assertIn("unlabeled candidates as negatives: %d boxes (weight 1)" % expected, log)
 
     def test_previous_run_skip_training_keeps_what_that_run_kept(self):
+        # all micrographs in one batch (the New run had batches of 2): one prepare job, one
+        # scoring job
         prot = self.deepConsensus("previous run, no training", launch=False,
                                   **dict(FAST, modelInitialization=2, skipTraining=True,
-                                         extractingBatch=3))
+                                         extractingBatch=N_MICROGRAPHS))
         prot.continueRun.set(self.newRun)
         prot = self.launchProtocol(prot)
         mine, reference = run_scores(prot, network=True), run_scores(self.newRun, network=True)
@@ -265,7 +267,8 @@ class TestDeepConsensus(BaseTest):
     # ------------------------------------------------------------ Pretrained
     def test_pretrained_skip_training_with_one_picker(self):
         prot = self.deepConsensus("pretrained", inputs=self.coordImports[:1],
-                                  **dict(FAST, modelInitialization=1, skipTraining=True))
+                                  **dict(FAST, modelInitialization=1, skipTraining=True,
+                                         extractingBatch=N_MICROGRAPHS))   # one scoring job
         self.assertEqual(len(run_scores(prot)), N_MICROGRAPHS)
         self.assertGreater(prot.outputCoordinates.getSize(), 0)
         with open(prot._getExtraPath("model", "manifest.json")) as f:
@@ -341,8 +344,9 @@ class TestDeepConsensus(BaseTest):
 
     # ------------------------------------------------------ stop and continue
     def test_stop_and_continue_gives_the_same_outputs(self):
+        # batches of 3 (the New run had 2): fewer prepare and scoring jobs than batches of 1
         prot = self.deepConsensus("stopped and continued", launch=False,
-                                  **dict(FAST, extractingBatch=1))
+                                  **dict(FAST, extractingBatch=3))
         self.proj.launchProtocol(prot, wait=False)
         # Stop while training (the pass folder exists, its manifest does not yet).
         passDir = prot._getExtraPath("training", "pass_001")

@@ -500,12 +500,15 @@ def test_array_script_continues_and_gives_the_particles_of_one_screen(slurm_clus
 # ------------------------------------------------------------------------ Deep Consensus: Scipion
 # The protocol's fast settings of tests/test_protocols.py, on the CPU. The form's GPU ids stay
 # at their default ("0"): the partition is declared without GPUs, so the jobs ask for none.
-# Micrographs are prepared 3 at a time (extractingBatch; 2 in test_protocols.py): fewer stage
-# jobs, each of which waits for pyworkflow's polling.
-DEEPCONS_FAST = dict(nEpochs=1.0, minBatches=0, nModels=1, toTrainDataSize=1000, randomSeed=11,
-                     threshold=0.5, extractingBatch=3, trainingBatch=3, numberOfThreads=2,
-                     addTrainingData=0, useGpu=False)
+# All the micrographs are prepared in one batch and trained on in one pass (extractingBatch and
+# trainingBatch 6; 2 and 3 in test_protocols.py): the fewest stage jobs (prepare, fit: the
+# pass, fit: the final model, which scores every micrograph for the pickers' evidence, and
+# predict), each of which waits for pyworkflow's polling.
 DEEPCONS_MICROGRAPHS = 6
+DEEPCONS_FAST = dict(nEpochs=1.0, minBatches=0, nModels=1, toTrainDataSize=1000, randomSeed=11,
+                     threshold=0.5, extractingBatch=DEEPCONS_MICROGRAPHS,
+                     trainingBatch=DEEPCONS_MICROGRAPHS, numberOfThreads=2, addTrainingData=0,
+                     useGpu=False)
 DEEPCONS_STAGE = re.compile(r"-m xmipp3_deepcons (prepare|fit|predict|evaluate|finish) ")
 
 
