@@ -294,7 +294,7 @@ class TestDeepConsensus(BaseTest):
         for i, source in enumerate(self.coordImports):
             stream = self.newProtocol(ProtCreateStreamData, objLabel="stream %d" % i,
                                       setof=SET_OF_COORDINATES, nDim=N_MICROGRAPHS,
-                                      creationInterval=1 + i)
+                                      creationInterval=2 + i)
             point(stream.inputCoordinates, source, "outputCoordinates")
             self.proj.launchProtocol(stream, wait=False)
             streams.append(stream)

@@ -105,7 +105,7 @@ def _run_array_script(cluster, tmp_path, fail_at=""):
     os.chmod(fake, 0o755)
     run = tmp_path / "run"
     env = dict(cluster.env, DEEPCONS=fake, N="2", THREADS="1", MEMORY="256M", TIME="0:10:00",
-               WAIT="1", POLL="1", FAIL_AT=fail_at, PARTITION=cluster.partition,
+               WAIT="1", FAIL_AT=fail_at, PARTITION=cluster.partition,
                INIT_OPTIONS="--coordinates 'picker B/' --seed 3", SBATCH_EXTRA="--nice=5",
                FIT_SBATCH="--comment=fit-only")
     done = subprocess.run(["bash", ARRAY_SCRIPT, str(run), "--micrographs", "mics/*.mrc",
@@ -238,36 +238,16 @@ class ScipionOnSlurm:
                 if r.get("Name") == name or r.get("Name", "").startswith(name + "-")]
 
 
-# pyworkflow checks a runJob's Slurm job (CHECK_COMMAND, squeue) at growing intervals: 3 s after
-# the submission, then 6, 9, 12 ... s after the previous check, so it sees a job end up to half
-# the job's length late. The test hosts.conf runs its commands through this script: squeue first
-# waits (about a minute at most, checking every 0.1 s) while the job is pending or running, then
-# answers as squeue does, so pyworkflow sees each job end when it ends. sbatch and scancel run
-# as given.
-PROMPT_CHECK = """if [ "$1" = squeue ]; then
-    for _ in $(seq 600); do
-        case "$("$@" 2>/dev/null)" in
-            PENDING|CONFIGURING|RUNNING|COMPLETING|SUSPENDED|REQUEUED|RESIZING) sleep 0.1;;
-            *) break;;
-        esac
-    done
-fi
-exec "$@"
-"""
-
-
 @pytest.fixture(scope="module")
-def scipion_slurm(slurm_cluster, tmp_path_factory):
+def scipion_slurm(slurm_cluster):
     hosts = os.environ["SCIPION_HOSTS"]
     original = _read(hosts) if os.path.exists(hosts) else None
     cwd = os.getcwd()
-    commands = _script(tmp_path_factory.mktemp("hosts") / "slurm_command", PROMPT_CHECK)
-    os.chmod(commands, 0o755)
     # the commands name the cluster's configuration, so nothing depends on SLURM_CONF being
     # exported; the job script keeps a copy of its environment next to its log
     # the test cluster has no GPUs: its partition is declared so (GPU_COUNT 0 in the dialog)
     write_slurm_hosts_conf(hosts, partitions=(), cpu_partitions=(slurm_cluster.partition,),
-                           command_prefix="SLURM_CONF=%s %s " % (slurm_cluster.conf, commands),
+                           command_prefix="SLURM_CONF=%s " % slurm_cluster.conf,
                            extra_lines=["env | sort > %(JOB_LOGS)s.env"])
     try:
         from pyworkflow.project import Manager
@@ -521,9 +501,9 @@ def test_array_script_continues_and_gives_the_particles_of_one_screen(slurm_clus
 # The protocol's fast settings of tests/test_protocols.py, on the CPU. The form's GPU ids stay
 # at their default ("0"): the partition is declared without GPUs, so the jobs ask for none.
 # All the micrographs are prepared in one batch and trained on in one pass (extractingBatch and
-# trainingBatch 6; 2 and 3 in test_protocols.py): the fewest stage jobs, each a new process
-# that waits for Slurm and for pyworkflow's checks: prepare, fit (the pass), fit (the final
-# model, which scores every micrograph for the pickers' evidence) and predict.
+# trainingBatch 6; 2 and 3 in test_protocols.py): the fewest stage jobs (prepare, fit: the
+# pass, fit: the final model, which scores every micrograph for the pickers' evidence, and
+# predict), each of which waits for pyworkflow's polling.
 DEEPCONS_MICROGRAPHS = 6
 DEEPCONS_FAST = dict(nEpochs=1.0, minBatches=0, nModels=1, toTrainDataSize=1000, randomSeed=11,
                      threshold=0.5, extractingBatch=DEEPCONS_MICROGRAPHS,
