@@ -233,6 +233,7 @@ def pick(rng, mic, settings):
     shared_junk = rng.normal(size=n_junk)
     junk_bias = np.array([settings["decoy_bias"] if k == "decoy" else settings["junk_bias"]
                           for k in mic["junk_kinds"]])
+    everything = np.vstack([mic["particles"], mic["junk"]])
     picks = {}
     for name, bias, sight, background, jitter in PICKERS:
         latent_p = sight * 0.7 * visible + 0.7 * rng.normal(size=n_particles)
@@ -242,7 +243,6 @@ def pick(rng, mic, settings):
         xy = [mic["particles"][take_p] + rng.normal(0, jitter, (take_p.sum(), 2)),
               mic["junk"][take_j] + rng.normal(0, jitter * 1.5, (take_j.sum(), 2))]
         merit = [latent_p[take_p], latent_j[take_j]]
-        everything = np.vstack([mic["particles"], mic["junk"]])
         empty = spread(rng, int(rng.poisson(background)), size, diameter / 2, diameter * 0.6,
                        everything)
         xy.append(empty)

@@ -389,16 +389,14 @@ def fit_evidence(run, settings=None):
         raise InputError(f"the pickers' evidence needs micrograph {missing[0]} prepared first")
     predict(run, stems, settings)
     tables = [run.candidates(s) for s in stems]
-    evidence = fit_evidence_model(settings.picker_evidence, tables,
-                                  [run.network_scores(s, settings.views) for s in stems],
-                                  settings.n_pickers)
+    network = [run.network_scores(s, settings.views) for s in stems]
+    evidence = fit_evidence_model(settings.picker_evidence, tables, network, settings.n_pickers)
     evidence["micrographs"] = {s: current[s] for s in stems}
     model = evidence["model"]
     log.info(f"pickers' evidence ({settings.picker_evidence}) fitted on {len(stems)} "
              f"micrographs: share of particles {model['prior']:.3f}")
-    evidence["check"] = check = held_out_check(settings.picker_evidence, tables,
-                                               [run.network_scores(s, settings.views)
-                                                for s in stems], settings.n_pickers)
+    evidence["check"] = check = held_out_check(settings.picker_evidence, tables, network,
+                                               settings.n_pickers)
     if check is None:
         log.info("the check against the vote count needs 3 pickers and 2 training micrographs")
     else:
