@@ -387,11 +387,19 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
         path = self._getPath(OUTPUT_FILES[name])
         isCoordinates = name in (OUTPUT_COORDINATES, PRELIMINARY_COORDINATES)
         SetClass = emobj.SetOfCoordinates if isCoordinates else emobj.SetOfParticles
+        output = None
         if os.path.exists(path):
             output = SetClass(filename=path)
             output.loadAllProperties()
-            output.enableAppend()
-        else:
+            if output.getSize():
+                output.enableAppend()
+            else:
+                # Made, then stopped before anything was kept in it: pyworkflow reads no id
+                # count from an empty set (its next append fails), and there is nothing to keep.
+                output.close()
+                os.remove(path)
+                output = None
+        if output is None:
             output = SetClass(filename=path, indexes=['_micId'])
         output.setStreamState(output.STREAM_OPEN)
         refCoords = self.inputCoordinates[0].get()
