@@ -151,10 +151,10 @@ def build_finished_project(name, micrographs=4, **deepcons):
     from xmipp3_deepcons.protocols import XmippProtScreenDeepConsensus
 
     pyworkflow.PYTHON = os.environ.setdefault("SCIPION_PYTHON", sys.executable)
-    data = make_data(tempfile.mkdtemp(prefix="deepcons_gui_data_"), micrographs)
     manager = Manager()
     project = manager.createProject("%s_%d" % (name, int(time.time() * 1000)))
     os.chdir(project.getPath())
+    data = make_data(os.path.abspath("generated_data"), micrographs)   # goes with the project
 
     def launch(prot):
         project.launchProtocol(prot, wait=True)

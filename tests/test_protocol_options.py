@@ -8,6 +8,7 @@ as the protocol prepares its boxes).
 """
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -79,6 +80,7 @@ class TestDeepConsensusOptions(BaseTest):
     def setUpClass(cls):
         setupTestProject(cls)
         cls.data = make_data(tempfile.mkdtemp(prefix="deepcons_options_"), N_MICROGRAPHS)
+        cls.addClassCleanup(shutil.rmtree, cls.data, True)
         cls.stems = ["mic_%03d" % i for i in range(N_MICROGRAPHS)]
         mics = import_micrographs(cls, cls.data).outputMicrographs
         coordImports = [import_coordinates(cls, cls.data, mics, p) for p in PICKERS]

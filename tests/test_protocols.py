@@ -6,6 +6,7 @@ PreviousRun, viewer, subset and stop-and-continue tests, so the file trains thre
 """
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -45,6 +46,7 @@ class TestDeepConsensus(BaseTest):
     def setUpClass(cls):
         setupTestProject(cls)
         cls.data = make_data(tempfile.mkdtemp(prefix="deepcons_data_"), N_MICROGRAPHS)
+        cls.addClassCleanup(shutil.rmtree, cls.data, True)
         cls.micImport = import_micrographs(cls, cls.data)
         cls.mics = cls.micImport.outputMicrographs
         cls.coordImports = [import_coordinates(cls, cls.data, cls.mics, picker)
@@ -131,6 +133,7 @@ class TestDeepConsensus(BaseTest):
         model, all inputs at once): the same candidates, scores and kept particles."""
         from xmipp3_deepcons.cli import main
         out = tempfile.mkdtemp(prefix="deepcons_cli_")
+        self.addCleanup(shutil.rmtree, out, True)
         argv = ["screen", "--micrographs", os.path.join(self.data, "micrographs", "*.mrc"),
                 "--box-size", str(BOX), "--sampling", str(SAMPLING), "--epochs", "1",
                 "--min-batches", "0", "--models", "1", "--train-size", "1000", "--seed", "11",
