@@ -177,3 +177,23 @@ def test_who_picked_is_a_pattern_up_to_six_pickers_and_a_count_beyond():
     many[0, [0, 3, 6]] = 1
     np.testing.assert_array_equal(who_picked(many)[0], [3, 0])
     assert who_picked(many)[1] == 8
+
+
+def test_default_evidence_reads_who_picked_as_one_answer_only_for_a_shipped_network(tmp_path):
+    """A network trained on the pickers' agreement is biased against one-vote candidates
+    (independent witnesses); a shipped one that scores without training is not (patterns)."""
+    from xmipp3_deepcons.run.settings import default_picker_evidence
+
+    def model(name, extra):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"models": [], "extra": extra}))
+        return str(folder)
+
+    shipped = model("shipped", {"phase_flip": False, "pretrained": True})
+    trained = model("trained", {"phase_flip": False, "micrographs": ["mic_000"]})
+    assert default_picker_evidence(shipped, skip_training=True) == "patterns"
+    assert default_picker_evidence(shipped, skip_training=False) == "votes"   # trained further
+    assert default_picker_evidence(trained, skip_training=True) == "votes"
+    assert default_picker_evidence(None, skip_training=False) == "votes"
+    assert default_picker_evidence(str(tmp_path / "missing"), skip_training=True) == "votes"

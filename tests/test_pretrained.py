@@ -82,8 +82,8 @@ def make_micrograph(rng, particle):
         else:       # an ice crystal
             r = rng.uniform(0.08, 0.2) * BOX
             simulate._add(density, simulate._crystal(int(2.5 * r) | 1, r, rng) * 3 * peak, x, y)
-    ctf = simulate.ctf_params(rng.uniform(10000, 25000))
-    image = simulate.apply_physical_ctf(density.astype(np.float32), PIXEL, ctf)
+    ctf = simulate.ctf_params({"defocus": rng.uniform(10000, 25000)})
+    image = simulate.through_microscope(density.astype(np.float32), PIXEL, ctf)
     inside = np.zeros(image.shape, bool)
     for x, y in particles:
         inside[int(y) - 30:int(y) + 30, int(x) - 30:int(x) + 30] = True
@@ -136,7 +136,9 @@ def test_manifest_matches_the_files(flip, size):
     recipe = manifest["recipe"]
     assert recipe["version"] == simulate.RECIPE_VERSION and isinstance(recipe["seed"], int)
     assert recipe["corpus"]["train_positives"] == manifest["n_positives"]
-    assert manifest["test"]["roc_auc"] > 0.9
+    # the recipe's own held-out micrographs (crowded, low SNR, some denoised): 0.80-0.86 in
+    # version 2, a stalled network 0.5-0.6
+    assert manifest["test"]["roc_auc"] > 0.75
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -217,6 +219,25 @@ def test_cli_refuses_a_model_of_the_other_phase_flip(one_picker, tmp_path, capsy
                               "--ctf", str(folder / "micrographs_ctf.star")))
     err = capsys.readouterr().err
     assert status == 2 and "trained without phase flipping" in err
+
+
+def test_cli_pretrained_skip_training_reads_who_picked_as_one_answer(tmp_path):
+    """Without --picker-evidence, a shipped network scoring without training combines with who
+    picked as one answer ('patterns'); asked for, the pickers stay independent witnesses."""
+    from xmipp3_deepcons import synthetic
+    data = synthetic.make_dataset(str(tmp_path / "data"), n_micrographs=2, seed=4)
+    base = ["screen", "--micrographs", os.path.join(data, "micrographs", "*.mrc"),
+            "--box-size", "128", "--model", "pretrained", "--skip-training",
+            "--network-size", "small", "--views", "1"]
+    for name, *_ in synthetic.PICKERS:
+        base += ["--coordinates", os.path.join(data, "coords", name)]
+    for extra, mode in (([], "patterns"), (["--picker-evidence", "votes"], "votes")):
+        out = tmp_path / mode
+        assert main(base + extra + ["-o", str(out)]) == 0
+        assert json.loads((out / "run.json").read_text())["picker_evidence"] == mode
+        evidence = json.loads((out / "model" / "evidence.json").read_text())
+        assert evidence["mode"] == mode
+        assert ("who_picked" in evidence["model"]) is (mode == "patterns")
 
 
 def test_cli_pretrained_then_trained_further(tmp_path):

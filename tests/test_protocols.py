@@ -278,6 +278,8 @@ class TestDeepConsensus(BaseTest):
             manifest = json.load(f)
         # toTrainDataSize 1000: the small network, the one for unflipped micrographs
         self.assertEqual((manifest["band"], manifest["phase_flip"]), ("small", False))
+        # a shipped network scoring without training: who picked is read as one answer
+        self.assertEqual(prot.runFolder().settings().picker_evidence, "patterns")
 
     def _importParticles(self, size):
         from pwem.protocols import ProtImportParticles

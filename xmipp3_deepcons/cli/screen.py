@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..run import stages
 from ..run.folder import RunFolder, write_json
 from ..run.outputs import write_outputs
-from ..run.settings import EVIDENCE_MODES, RunSettings
+from ..run.settings import EVIDENCE_MODES, RunSettings, default_picker_evidence
 from . import common
 
 
@@ -62,12 +62,13 @@ def add_args(parser):
     g.add_argument("--threshold", type=threshold_value, default=DEFAULT_THRESHOLD,
                    help="keep candidates scoring above this; -1 keeps all; 'auto' takes the "
                         "valley of the score histogram (default %(default)s)")
-    g.add_argument("--picker-evidence", choices=EVIDENCE_MODES, default="votes",
+    g.add_argument("--picker-evidence", choices=EVIDENCE_MODES,
                    help="what the score combines with the network's: who picked each "
-                        "candidate, each picker a witness of its own ('votes', the default), "
-                        "that and each picker's figure of merit as a rank within the picker "
-                        "('ranks'), who picked as one answer, for pickers that share their "
-                        "mistakes ('patterns'), or nothing ('none')")
+                        "candidate, each picker a witness of its own ('votes'), that and each "
+                        "picker's figure of merit as a rank within the picker ('ranks'), who "
+                        "picked as one answer, for pickers that share their mistakes "
+                        "('patterns'), or nothing ('none'); default: 'patterns' when a shipped "
+                        "pretrained network scores without training, 'votes' otherwise")
     g.add_argument("--no-picker-evidence", dest="picker_evidence", action="store_const",
                    const="none", help="the same as --picker-evidence none")
     g.add_argument("--classic", action="store_true",
@@ -154,7 +155,8 @@ def init_run(args):
         precompiled_negatives=args.precompiled_negatives,
         unlabeled_negatives=args.unlabeled_negatives, self_training=args.self_training,
         views=args.views, threshold=args.threshold, dedupe_radius=args.dedupe_radius,
-        picker_evidence=args.picker_evidence)
+        picker_evidence=args.picker_evidence or default_picker_evidence(model,
+                                                                        args.skip_training))
     run.write_settings(settings)
     common.set_compute(args.threads, args.gpu)
     write_json(run.path("inputs", "pickers.json"), labels)

@@ -476,12 +476,15 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
             positive_weight=float(weights[0]), negative_weight=float(weights[1]),
             write_particles=True, views=VIEW_CHOICES[self.scoringViews.get()],
             threshold=float(self.threshold.get()), dedupe_radius=self.dedupeRadius.get() or 0.0,
-            picker_evidence=self._pickerEvidence())
+            picker_evidence=self._pickerEvidence(start))
 
-    def _pickerEvidence(self):
+    def _pickerEvidence(self, start):
+        from ..run.settings import default_picker_evidence
         if not self.pickerEvidence.get():
             return "none"
-        return "patterns" if self.pickersShareMistakes.get() else "votes"
+        if self.pickersShareMistakes.get():
+            return "patterns"
+        return default_picker_evidence(start, self._justPredict())
 
     def _justPredict(self):
         return (self.modelInitialization.get() != self.ADD_MODEL_TRAIN_NEW

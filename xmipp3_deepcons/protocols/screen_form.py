@@ -101,7 +101,9 @@ def define_params(self, form):
                        "pickers fall for the same junk (ice, aggregates, denatured "
                        "particles): independent witnesses then trust that agreement and "
                        "can rank candidates below the plain vote count. No: each picker "
-                       "its own witness, better when one picker is reliable alone "
+                       "its own witness, better when one picker is reliable alone, except "
+                       "when the shipped pretrained network scores without training: it "
+                       "never learnt from pickers, and who picked is then one answer too "
                        "(--picker-evidence patterns; not in Xmipp's form).")
     form.addParam('scoringViews', params.EnumParam,
                   default=VIEW_CHOICES.index(DEFAULT_VIEWS),

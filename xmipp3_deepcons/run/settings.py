@@ -7,6 +7,7 @@ instead of mixing two runs; output options (threshold, duplicates, evidence, vie
 """
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
@@ -19,6 +20,24 @@ from ..errors import InputError
 EVIDENCE_MODES = ("votes", "ranks", "patterns", "none")
 # Free to change on a continued run: they act after the network has scored.
 OUTPUT_ONLY = ("threshold", "dedupe_radius", "picker_evidence", "views")
+
+
+def default_picker_evidence(start_model, skip_training):
+    """The evidence mode a run gets when none is asked for. A network trained on this kind of
+    run learnt "picked by several = particle" and scores the one-vote candidates low, true or
+    not, so the pickers are read as independent witnesses (``votes``), which learn from the
+    data that one picker is reliable alone. A shipped network that scores without training
+    never saw a picker: its opinion of every pattern of pickers is fair, and reading who picked
+    as one answer (``patterns``) no longer trusts junk the pickers agree on
+    (docs/measurements.md, "When the pickers agree on junk")."""
+    if not (skip_training and start_model):
+        return "votes"
+    try:
+        with open(os.path.join(start_model, "manifest.json"), encoding="utf-8") as f:
+            pretrained = json.load(f).get("extra", {}).get("pretrained")
+    except (OSError, ValueError, AttributeError):
+        return "votes"     # the model's own checks report a bad folder
+    return "patterns" if pretrained is True else "votes"
 
 
 @dataclass
