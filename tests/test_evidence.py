@@ -187,7 +187,8 @@ def test_default_evidence_reads_who_picked_as_one_answer_only_for_a_shipped_netw
     def model(name, extra):
         folder = tmp_path / name
         folder.mkdir()
-        (folder / "manifest.json").write_text(json.dumps({"models": [], "extra": extra}))
+        (folder / "manifest.json").write_text(json.dumps({"models": [{"file": "model_0.keras"}],
+                                                          "extra": extra}))
         return str(folder)
 
     shipped = model("shipped", {"phase_flip": False, "pretrained": True})

@@ -7,7 +7,6 @@ instead of mixing two runs; output options (threshold, duplicates, evidence, vie
 """
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
@@ -30,14 +29,14 @@ def default_picker_evidence(start_model, skip_training):
     never saw a picker: its opinion of every pattern of pickers is fair, and reading who picked
     as one answer (``patterns``) no longer trusts junk the pickers agree on
     (docs/measurements.md, "When the pickers agree on junk")."""
+    from ..resources import read_manifest
     if not (skip_training and start_model):
         return "votes"
     try:
-        with open(os.path.join(start_model, "manifest.json"), encoding="utf-8") as f:
-            pretrained = json.load(f).get("extra", {}).get("pretrained")
-    except (OSError, ValueError, AttributeError):
+        extra = read_manifest(start_model).get("extra")
+    except InputError:
         return "votes"     # the model's own checks report a bad folder
-    return "patterns" if pretrained is True else "votes"
+    return "patterns" if isinstance(extra, dict) and extra.get("pretrained") is True else "votes"
 
 
 @dataclass
