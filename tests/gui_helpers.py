@@ -211,10 +211,18 @@ def toplevels(root):
 
 
 def find_toplevel(root, title_start):
+    """The visible window whose title starts so, once a user could act on it."""
     for window in toplevels(root):
         if window.title().strip().startswith(title_start):
-            return window
+            return window if ready_for_input(window) else None
     return None
+
+
+def ready_for_input(window):
+    """A pyworkflow modal dialog is mapped before its constructor's ``wait_visibility``
+    returns and it takes the grab; a click in between destroys it under that wait."""
+    from pyworkflow.gui.dialog import Dialog
+    return not isinstance(window, Dialog) or window.grab_status() is not None
 
 
 def find_widgets(widget, cls=None, text=None, name=None):
