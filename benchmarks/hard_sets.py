@@ -37,7 +37,6 @@ import time
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial.transform import Rotation
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -82,26 +81,6 @@ def settings_of(name):
 
 # ----------------------------------------------------------------------------- volumes
 
-def blob_volume(rng, diameter, elongation=1.0):
-    """A particle: (k, 3) Gaussian centres, widths and weights, in pixels."""
-    k = int(rng.integers(18, 32))
-    centres = rng.normal(0, 0.17 * diameter, (k, 3)) * [elongation, 1, 1 / elongation]
-    centres *= np.minimum(1, 0.36 * diameter / np.linalg.norm(centres, axis=1))[:, None]
-    return centres, rng.uniform(0.05, 0.1, k) * diameter, rng.uniform(0.5, 1.0, k)
-
-
-def project(volume, rng, size):
-    """The volume's projection in a random orientation on a size x size patch."""
-    centres, widths, weights = volume
-    xy = Rotation.random(random_state=int(rng.integers(2 ** 31))).apply(centres)[:, :2]
-    axis = np.arange(size) - (size - 1) / 2.0
-    image = np.zeros((size, size))
-    for (x, y), s, w in zip(xy, widths, weights):
-        image += w * s * np.outer(np.exp(-(axis - y) ** 2 / (2 * s * s)),
-                                  np.exp(-(axis - x) ** 2 / (2 * s * s)))
-    return image
-
-
 def mass(volume):
     _, widths, weights = volume
     return float(np.sum(weights * widths ** 3))
@@ -144,7 +123,7 @@ def micrograph(rng, settings, species):
     density = np.zeros((size, size), np.float32)
     peak = 0.0
     for (x, y), kind in zip(particles, kinds):
-        patch = project(species[kind], rng, view)
+        patch = simulate.project_volume(species[kind], rng, view)
         peak = max(peak, patch.max())
         simulate._add(density, patch.astype(np.float32), x, y)
     signal = density.copy()
@@ -152,9 +131,9 @@ def micrograph(rng, settings, species):
     for x, y in spread(rng, int(rng.integers(*settings["decoys"])), size, box / 2,
                        diameter * 1.05, particles):
         # A denatured decoy: a particle's mass in blobs with no structure.
-        decoy = blob_volume(rng, diameter * rng.uniform(0.85, 1.15),
+        decoy = simulate.blob_volume(rng, diameter * rng.uniform(0.85, 1.15),
                             elongation=rng.uniform(0.7, 1.4))
-        patch = project(decoy, rng, view) * mass(species[0]) / mass(decoy)
+        patch = simulate.project_volume(decoy, rng, view) * mass(species[0]) / mass(decoy)
         simulate._add(density, patch.astype(np.float32), x, y)
         junk.append((x, y))
         junk_kinds.append("decoy")
@@ -171,7 +150,7 @@ def micrograph(rng, settings, species):
                        diameter * 1.5, taken):
         for _ in range(int(rng.integers(3, 7))):
             dx, dy = rng.normal(0, 0.3 * diameter, 2)
-            patch = project(species[int(rng.integers(len(species)))], rng, view)
+            patch = simulate.project_volume(species[int(rng.integers(len(species)))], rng, view)
             simulate._add(density, patch.astype(np.float32), x + dx, y + dy)
         junk.append((x, y))
         junk_kinds.append("aggregate")
@@ -264,7 +243,7 @@ def generate(folder, name, seed=SEED):
             return old
     started = time.time()
     rng = np.random.default_rng([seed, sorted(SETS).index(name)])
-    species = [blob_volume(rng, settings["diameter"] * s, elongation=e)
+    species = [simulate.blob_volume(rng, settings["diameter"] * s, elongation=e)
                for s, e in zip(SPECIES_SIZES, (1.0, 1.6, 0.8))][:settings["species"]]
     for sub in ["micrographs", "truth"] + [f"coords/{p[0]}" for p in PICKERS]:
         os.makedirs(os.path.join(folder, sub), exist_ok=True)

@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
 from sklearn.metrics import roc_auc_score
 
 from xmipp3_deepcons import resources, simulate
@@ -31,23 +30,8 @@ MIN_AUC = 0.95
 BOX, SIZE, PIXEL = 160, 1120, 1.6
 
 
-def blob_particle(rng, diameter):
-    """A Gaussian-blob volume: (centres (k, 3), widths, weights), in pixels."""
-    k = rng.integers(12, 30)
-    centres = rng.normal(0, 0.17 * diameter, (k, 3))
-    centres *= np.minimum(1, 0.35 * diameter / np.linalg.norm(centres, axis=1))[:, None]
-    return centres, rng.uniform(0.05, 0.1, k) * diameter, rng.uniform(0.5, 1.0, k)
-
-
-def project(particle, rng, size):
-    """The projection of the volume in a random orientation, on a size x size grid."""
-    centres, widths, weights = particle
-    xy = Rotation.random(random_state=rng.integers(2 ** 31)).apply(centres)[:, :2]
-    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
-    image = np.zeros((size, size))
-    for (x, y), s, w in zip(xy, widths, weights):
-        image += w * s * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * s * s))
-    return image
+def particle_volume(rng):
+    return simulate.blob_volume(rng, 0.6 * BOX, blobs=(12, 30), reach=0.35)
 
 
 def make_micrograph(rng, particle):
@@ -71,14 +55,15 @@ def make_micrograph(rng, particle):
     view = int(BOX * 0.8)
     peak = 0
     for x, y in particles:
-        image = project(particle, rng, view)
+        image = simulate.project_volume(particle, rng, view)
         peak = max(peak, image.max())
         simulate._add(density, image, x, y)
     for i, (x, y) in enumerate(junk):
         if i % 2:   # an aggregate
             for _ in range(4):
                 dx, dy = rng.normal(0, 0.2 * BOX, 2)
-                simulate._add(density, project(particle, rng, view), x + dx, y + dy)
+                simulate._add(density, simulate.project_volume(particle, rng, view),
+                              x + dx, y + dy)
         else:       # an ice crystal
             r = rng.uniform(0.08, 0.2) * BOX
             simulate._add(density, simulate._crystal(int(2.5 * r) | 1, r, rng) * 3 * peak, x, y)
@@ -96,7 +81,7 @@ def test_set():
     """Boxes of 3 generated micrographs, as the engine extracts them, with and without
     phase flipping: {phase_flip: (boxes, labels)}; labels 1 particle, 0 junk or background."""
     rng = np.random.default_rng(11)
-    particle = blob_particle(rng, 0.6 * BOX)
+    particle = particle_volume(rng)
     factor = BOX / 128
     sets = {False: ([], []), True: ([], [])}
     for _ in range(3):
@@ -180,7 +165,7 @@ def one_picker(tmp_path_factory):
     """One generated micrograph and one picker's .pos (particles and junk)."""
     folder = tmp_path_factory.mktemp("pretrained_cli")
     rng = np.random.default_rng(5)
-    image, particles, junk, ctf = make_micrograph(rng, blob_particle(rng, 0.6 * BOX))
+    image, particles, junk, ctf = make_micrograph(rng, particle_volume(rng))
     write_mrc(str(folder / "mic_000.mrc"), image, pixel_size=PIXEL)
     (folder / "picker").mkdir()
     write_pos(str(folder / "picker" / "mic_000.pos"), np.concatenate([particles, junk]))

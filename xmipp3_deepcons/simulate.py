@@ -186,7 +186,6 @@ def simulate_micrograph(volume, family, spec):
         inside[r0:r1, c0:c1] |= ((yy[r0:r1, c0:c1] - y) ** 2 + (xx[r0:r1, c0:c1] - x) ** 2
                                  <= radius ** 2)
     signal_power = float(np.var(clean[inside])) if inside.any() else float(np.var(clean))
-    peak = float(np.percentile(np.abs(clean[inside]), 99)) if inside.any() else 1.0
 
     # Junk density, imaged through the same CTF. Its centres keep clear of the particles.
     density = np.zeros((size, size), np.float32)
@@ -241,7 +240,29 @@ def simulate_micrograph(volume, family, spec):
         image = as_denoised(image, spec["smoothing"] * 2 * radius)
     return {"image": image, "particles": particles,
             "junk": np.array(junk, dtype=float).reshape(-1, 2), "ctf": params,
-            "pixel_size": pixel_size, "box": box, "peak": peak}
+            "pixel_size": pixel_size, "box": box}
+
+
+def blob_volume(rng, diameter, elongation=1.0, blobs=(18, 32), reach=0.36):
+    """A Gaussian-blob particle made with numpy alone (the hard benchmarks, the tests):
+    (k, 3) centres, widths and weights, in pixels."""
+    k = int(rng.integers(*blobs))
+    centres = rng.normal(0, 0.17 * diameter, (k, 3)) * [elongation, 1, 1 / elongation]
+    centres *= np.minimum(1, reach * diameter / np.linalg.norm(centres, axis=1))[:, None]
+    return centres, rng.uniform(0.05, 0.1, k) * diameter, rng.uniform(0.5, 1.0, k)
+
+
+def project_volume(volume, rng, size):
+    """A ``blob_volume``'s projection in a random orientation on a size x size patch."""
+    from scipy.spatial.transform import Rotation as Rotations
+    centres, widths, weights = volume
+    xy = Rotations.random(random_state=int(rng.integers(2 ** 31))).apply(centres)[:, :2]
+    axis = np.arange(size) - (size - 1) / 2.0
+    image = np.zeros((size, size))
+    for (x, y), s, w in zip(xy, widths, weights):
+        image += w * s * np.outer(np.exp(-(axis - y) ** 2 / (2 * s * s)),
+                                  np.exp(-(axis - x) ** 2 / (2 * s * s)))
+    return image
 
 
 def _add(image, patch, x, y):
