@@ -132,7 +132,7 @@ def micrograph(rng, settings, species):
                        diameter * 1.05, particles):
         # A denatured decoy: a particle's mass in blobs with no structure.
         decoy = simulate.blob_volume(rng, diameter * rng.uniform(0.85, 1.15),
-                            elongation=rng.uniform(0.7, 1.4))
+                                     elongation=rng.uniform(0.7, 1.4))
         patch = simulate.project_volume(decoy, rng, view) * mass(species[0]) / mass(decoy)
         simulate._add(density, patch.astype(np.float32), x, y)
         junk.append((x, y))

@@ -25,6 +25,9 @@ micrographs also hold:
 The truth is exact: particle centres, and junk centres (aggregate and crystal centres, points
 along each carbon edge) away from every particle. Micrographs have dark particles, as recorded;
 the engine's preprocessing inverts them.
+
+``blob_volume`` and ``project_volume`` need numpy alone: the hard benchmarks and the tests make
+their particles with them.
 """
 import numpy as np
 import scipy.fft
