@@ -15,7 +15,7 @@ score, merged duplicates last). Prints F1 / ROC-AUC per reading:
 - ``shipped patterns``: who picked as one answer, read with the shipped network;
 - ``shared shares``: the share of particles of each pattern from that reading, the trained
   network ranking within a pattern (its link fitted to those fixed shares);
-- ``either``: the larger of the last two.
+- ``either``: the larger of the last two (``--picker-evidence anchored``).
 """
 import argparse
 import json
@@ -67,42 +67,18 @@ def judged(rows, scores, dedupe_px, radius):
     return f1, ranking_quality(np.concatenate(labels), np.concatenate(ranked))[0]
 
 
-def link_with_fixed_shares(network_logit, offsets, iterations=1000, tolerance=1e-7):
-    """EM of the logistic link of the network alone, each pattern's log-odds offset fixed."""
-    design = np.column_stack([np.ones_like(network_logit), network_logit])
-    posterior = np.clip(1 / (1 + np.exp(-network_logit)), 0.05, 0.95)   # as the engine starts
-    link = np.array([0.0, 1.0])
-    for _ in range(iterations):
-        for _ in range(25):     # Newton steps of the weighted logistic fit with the offsets
-            p = 1 / (1 + np.exp(-np.clip(design @ link + offsets, -50, 50)))
-            hessian = (design * (p * (1 - p))[:, None]).T @ design + 1e-6 * np.eye(2)
-            step = np.linalg.solve(hessian, design.T @ (posterior - p))
-            link = link + step
-            if np.max(np.abs(step)) < 1e-9:
-                break
-        updated = 1 / (1 + np.exp(-np.clip(design @ link + offsets, -50, 50)))
-        change = np.max(np.abs(updated - posterior))
-        posterior = updated
-        if change < tolerance:
-            break
-    return posterior
-
-
 def readings(trained, shipped):
     """{name: scores per micrograph} of the readings above."""
     sizes = np.cumsum([len(r["network"]) for r in trained])[:-1]
     ranks = np.concatenate([r["ranks"] for r in trained])
     network = np.concatenate([r["network"] for r in trained])
     reference = np.concatenate([r["network"] for r in shipped])
-    model = ev.fit_joint_evidence(ranks, reference)
-    shipped_patterns = ev.apply_evidence(model, ranks, reference)
-    patterns, _ = ev.who_picked(ranks)
-    particle, other = (np.asarray(t) for t in model["who_picked"])
-    shared = link_with_fixed_shares(ev.network_logit(network, len(network)),
-                                    (particle - other)[patterns])
+    model = ev.fit_anchored_evidence(ranks, network, reference)
+    own = {"who_picked": model["anchor"]["who_picked"], "link": model["link"]}
     found = {"votes": ev.combine_evidence(ranks, network),
-             "shipped patterns": shipped_patterns, "shared shares": shared,
-             "either": np.maximum(shipped_patterns, shared)}
+             "shipped patterns": ev.apply_evidence(model["anchor"], ranks, reference),
+             "shared shares": ev.apply_evidence(own, ranks, network),
+             "either": ev.apply_evidence(model, ranks, network, reference)}
     return {name: np.split(scores, sizes) for name, scores in found.items()}
 
 

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from xmipp3_deepcons.core.evidence import (apply_evidence, combine_evidence, fit_evidence,
+from xmipp3_deepcons.core.evidence import (apply_evidence, combine_evidence,
+                                           fit_anchored_evidence, fit_evidence,
                                            fit_joint_evidence, picker_ranks, suggest_threshold)
 from xmipp3_deepcons.core.metrics import ranking_quality
 from xmipp3_deepcons.run.keep import falls_back, final_scores, held_out_check
@@ -118,6 +119,46 @@ def test_the_joint_fit_runs_to_its_fixed_point():
     converged = apply_evidence(fit_joint_evidence(ranks, network), ranks, network)
     longer = fit_joint_evidence(ranks, network, iterations=5000)
     np.testing.assert_allclose(apply_evidence(longer, ranks, network), converged, atol=1e-5)
+
+
+def precise_picker_alone(rng, n=6000):
+    """Picker A precise (its lone picks mostly particles), B and C adding background of their
+    own; a network trained on the consensus that scores A's lone particles like junk, and a
+    weaker shipped one that does not."""
+    real = rng.random(n) < 0.5
+    picked = np.column_stack([
+        np.where(real, rng.random(n) < 0.9, rng.random(n) < 0.05),
+        np.where(real, rng.random(n) < 0.6, rng.random(n) < 0.55),
+        np.where(real, rng.random(n) < 0.3, rng.random(n) < 0.45)])
+    keep = picked.any(axis=1)
+    real, picked = real[keep], picked[keep]
+    a_alone = picked[:, 0] & ~picked[:, 1:].any(axis=1)
+    consensus = np.where(real & ~a_alone, rng.beta(6, 2, len(real)), rng.beta(2, 5, len(real)))
+    shipped = np.where(real, rng.beta(4, 3, len(real)), rng.beta(3, 4, len(real)))
+    return real, picked.astype(float), consensus, shipped, a_alone
+
+
+def test_anchored_evidence_keeps_the_particles_a_precise_picker_found_alone():
+    """Who picked as one answer believes a consensus-trained network about the one-vote
+    candidates; read by the shipped network it keeps the particles only picker A found, and
+    ranks the union above the vote count and above `patterns` with the trained network."""
+    real, ranks, consensus, shipped, a_alone = precise_picker_alone(np.random.default_rng(7))
+    patterns = apply_evidence(fit_joint_evidence(ranks, consensus), ranks, consensus)
+    model = fit_anchored_evidence(ranks, consensus, shipped)
+    anchored = apply_evidence(model, ranks, consensus, shipped)
+    particles_alone = real & a_alone
+    assert (patterns[particles_alone] > 0.5).mean() < 0.3
+    assert (anchored[particles_alone] > 0.5).mean() > 0.7
+    auc_votes = ranking_quality(real, ranks.sum(axis=1))[0]
+    assert ranking_quality(real, anchored)[0] > max(auc_votes,
+                                                    ranking_quality(real, patterns)[0]) + 0.02
+    assert abs(model["prior"] - anchored.mean()) < 1e-9
+    # JSON round trip and later candidates; the shipped network's scores are required
+    again = json.loads(json.dumps(model))
+    np.testing.assert_allclose(apply_evidence(again, ranks[:50], consensus[:50], shipped[:50]),
+                               anchored[:50], rtol=1e-9)
+    with pytest.raises(ValueError, match="shipped network"):
+        apply_evidence(model, ranks, consensus)
 
 
 def as_tables(ranks, network, n_micrographs=6):

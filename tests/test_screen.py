@@ -11,7 +11,8 @@ from xmipp3_deepcons.cli import main
 from xmipp3_deepcons.constants import DEFAULT_VIEWS
 from xmipp3_deepcons.core.consensus import coordinate_consensus
 from xmipp3_deepcons.core.metrics import match_to_reference, precision_recall_f1, ranking_quality
-from xmipp3_deepcons.run.folder import RunFolder
+from xmipp3_deepcons.core.evidence import apply_evidence, presence_ranks
+from xmipp3_deepcons.run.folder import REFERENCE, RunFolder
 from xmipp3_deepcons.io.coordinates import find_coordinate_file, read_coordinates
 
 PICKERS = [name for name, *_ in synthetic.PICKERS]
@@ -156,6 +157,23 @@ def test_output_settings_apply_without_retraining(screened):
             same = ((members >= 0) == pattern).all(axis=1)
             order = np.argsort(network[same], kind="stable")
             assert (np.diff(final[same][order]) >= -1e-6).all()
+    # anchored: the shipped network scores every candidate too, beside the run's network, and
+    # the score is the larger of the two readings of who picked (the shipped one among them)
+    assert main(argv + ["--picker-evidence", "anchored"]) == 0
+    run = RunFolder(out)
+    evidence = run.evidence()
+    assert evidence["mode"] == "anchored" and "anchor" in evidence["model"]
+    for stem in run.stems():
+        network, reference = run.network_scores(stem), run.network_scores(stem, source=REFERENCE)
+        assert reference is not None and len(reference) == len(network)
+        assert np.abs(reference - network).max() > 0.05
+        ranks = presence_ranks(run.candidates(stem)["members"])
+        shipped = apply_evidence(evidence["model"]["anchor"], ranks, reference)
+        final = run.final_scores(stem)
+        assert (final >= shipped - 1e-6).all() and (final > shipped + 1e-3).any()
+    anchored = np.load(os.path.join(out, "candidates.npz"))
+    np.testing.assert_array_equal(anchored["network_score"], candidates["network_score"])
+    assert anchored["kept"].sum() == ((anchored["score"] > 0.5) & ~anchored["duplicate"]).sum()
     assert main(argv + ["--classic"]) == 0
     classic = np.load(os.path.join(out, "candidates.npz"))
     np.testing.assert_array_equal(classic["score"], classic["network_score"])

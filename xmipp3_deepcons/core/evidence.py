@@ -17,6 +17,12 @@ maximisation over a hidden class ("particle" or not), in one of two models:
   one-vote candidates it believes the network about them, and on EMPIAR-10017 it keeps fewer
   of the particles only crYOLO found. Measurements: docs/measurements.md.
 
+- *who picked, read by the shipped network* (``fit_anchored_evidence``; ``--picker-evidence
+  anchored``), for a trained network: the share of particles of each pattern comes from the
+  second model fitted with a shipped network's scores (it never learnt this run's consensus,
+  so it is fair to the one-vote candidates), the run's network ranks within a pattern through
+  its own link, and a candidate counts as a particle when either reading says so.
+
 A fitted model (JSON-ready) scores candidates that arrive later (streaming) with
 ``apply_evidence``, which reads which model it is.
 """
@@ -112,12 +118,13 @@ def _log_frequencies(answers, n_answers, posterior):
     return [np.log(particle / particle.sum()).tolist(), np.log(other / other.sum()).tolist()]
 
 
-def _logistic_fit(x, target, start, steps=25):
-    """Weighted logistic regression of a soft target on [1, x] (Newton, a small ridge)."""
+def _logistic_fit(x, target, start, steps=25, offset=0.0):
+    """Weighted logistic regression of a soft target on [1, x] plus a fixed ``offset`` per
+    sample (Newton, a small ridge)."""
     design = np.column_stack([np.ones_like(x), x])
     w = np.asarray(start, dtype=float)
     for _ in range(steps):
-        p = 1 / (1 + np.exp(-np.clip(design @ w, -50, 50)))
+        p = 1 / (1 + np.exp(-np.clip(design @ w + offset, -50, 50)))
         hessian = (design * (p * (1 - p))[:, None]).T @ design + 1e-6 * np.eye(2)
         step = np.linalg.solve(hessian, design.T @ (target - p))
         w = w + step
@@ -151,9 +158,47 @@ def fit_joint_evidence(ranks, network_scores=None, initial=None, iterations=MAX_
     return model
 
 
-def apply_evidence(model, ranks, network_scores=None):
-    """Posterior P(particle) of each candidate under a fitted model of either kind."""
+def _pattern_log_odds(model, ranks):
+    patterns, _ = who_picked(ranks)
+    particle, other = (np.asarray(t) for t in model["who_picked"])
+    return (particle - other)[patterns]
+
+
+def fit_anchored_evidence(ranks, network_scores, reference_scores,
+                          iterations=MAX_ITERATIONS):
+    """Who picked as one answer with its shares read by ``reference_scores`` (a network that
+    never learnt this run's consensus), and ``network_scores`` ranking within a pattern: its
+    link fitted by EM with each pattern's log-odds fixed."""
     ranks = np.asarray(ranks, dtype=float)
+    anchor = fit_joint_evidence(ranks, reference_scores)
+    offsets = _pattern_log_odds(anchor, ranks)
+    logit = network_logit(network_scores, len(ranks))
+    posterior = _initial_posterior(ranks, network_scores, None)
+    link = np.array([0.0, 1.0])
+    for _ in range(iterations):
+        link = _logistic_fit(logit, posterior, link, offset=offsets)
+        updated = 1 / (1 + np.exp(-np.clip(link[0] + link[1] * logit + offsets, -50, 50)))
+        change = np.max(np.abs(updated - posterior), initial=0.0)
+        posterior = updated
+        if change < TOLERANCE:
+            break
+    model = {"anchor": anchor, "link": link.tolist()}
+    model["prior"] = float(apply_evidence(model, ranks, network_scores, reference_scores).mean())
+    return model
+
+
+def apply_evidence(model, ranks, network_scores=None, reference_scores=None):
+    """Posterior P(particle) of each candidate under a fitted model of any kind
+    (``reference_scores``: the shipped network's, for an anchored model)."""
+    ranks = np.asarray(ranks, dtype=float)
+    if "anchor" in model:
+        if reference_scores is None:
+            raise ValueError("an anchored evidence model needs the shipped network's scores")
+        shipped = apply_evidence(model["anchor"], ranks, reference_scores)
+        a, b = model["link"]
+        own = a + b * network_logit(network_scores, len(ranks)) + _pattern_log_odds(
+            model["anchor"], ranks)
+        return np.maximum(shipped, 1 / (1 + np.exp(-np.clip(own, -50, 50))))
     if "who_picked" not in model:
         log_odds = np.full(len(ranks), np.log(model["prior"] / (1 - model["prior"])))
         for (answers, _), (if_particle, if_not) in zip(witness_answers(ranks, network_scores),
@@ -161,10 +206,7 @@ def apply_evidence(model, ranks, network_scores=None):
             log_odds += np.asarray(if_particle)[answers] - np.asarray(if_not)[answers]
         return 1 / (1 + np.exp(-np.clip(log_odds, -50, 50)))
     a, b = model["link"]
-    log_odds = a + b * network_logit(network_scores, len(ranks))
-    patterns, _ = who_picked(ranks)
-    particle, other = (np.asarray(t) for t in model["who_picked"])
-    log_odds += particle[patterns] - other[patterns]
+    log_odds = a + b * network_logit(network_scores, len(ranks)) + _pattern_log_odds(model, ranks)
     return 1 / (1 + np.exp(-np.clip(log_odds, -50, 50)))
 
 

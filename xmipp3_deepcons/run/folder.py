@@ -14,6 +14,7 @@ users may rely on.
     model_round<r>/                after self-training round r
     model/                         the final ensemble; evidence_<views>.json beside its weights
     work/scores[_<v>views]/<stem>.npz   network score of every candidate, with its key
+    work/scores_reference[...]/    the shipped network's scores (``--picker-evidence anchored``)
 
 Every product records the key of what it was made from (the micrograph's bytes, its picks,
 the settings that matter, the model), and a reader that finds another key, or a file it cannot
@@ -35,6 +36,7 @@ from .settings import RunSettings
 
 log = logging.getLogger("xmipp3_deepcons")
 SETTINGS_FILE = "run.json"
+REFERENCE = "reference"     # the score source of the shipped network that anchors the evidence
 
 
 def per_views(name, views):
@@ -300,6 +302,21 @@ class RunFolder:
         return [h for h in (read_json(os.path.join(d, "history.json")) for d in folders) if h]
 
     # scores -----------------------------------------------------------------------------
+    def source_model(self, source):
+        """The model folder a score source comes from: the final model, a training pass (its
+        folder relative to the run) or the shipped reference network."""
+        if source == "final":
+            return self.model_dir()
+        if source == REFERENCE:
+            from ..resources import pretrained_model
+            folder = pretrained_model(self.settings().phase_flip, "large")
+            if folder is None:
+                raise InputError("--picker-evidence anchored needs the shipped large network, "
+                                 "which is not installed: reinstall the plugin or choose "
+                                 "another --picker-evidence")
+            return folder
+        return self.path(source)
+
     def scores_file(self, stem, views, source="final"):
         folder = "scores" if source == "final" else f"scores_{source}"
         return self.path("work", per_views(folder, views), stem + ".npz")
@@ -311,14 +328,14 @@ class RunFolder:
         stored = load_npz(self.scores_file(stem, views, source))
         if stored is None:
             return None
-        model = self.model_dir() if source == "final" else self.path(source)
+        model = self.source_model(source)
         if (str(stored["candidate_key"]) != self.candidate_key(stem)
                 or str(stored["model_key"]) != self.model_key(model)):
             return None
         return stored["scores"]
 
     def write_network_scores(self, stem, views, scores, source="final"):
-        model = self.model_dir() if source == "final" else self.path(source)
+        model = self.source_model(source)
         write_npz(self.scores_file(stem, views, source), scores=np.asarray(scores, np.float32),
                   candidate_key=self.candidate_key(stem), model_key=self.model_key(model))
 
@@ -339,8 +356,10 @@ class RunFolder:
         network = self.network_scores(stem, settings.views)
         if network is None:
             return None
+        reference = (self.network_scores(stem, settings.views, REFERENCE)
+                     if settings.picker_evidence == "anchored" else None)
         return final_scores(settings, self.evidence(settings.views), self.candidates(stem),
-                            network)
+                            network, reference)
 
     def threshold(self, settings=None, final=None):
         """(threshold in use, suggested threshold): 'auto' takes the suggested one, the valley

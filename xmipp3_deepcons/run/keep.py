@@ -5,7 +5,8 @@ Both front ends, the viewer and the tests call these; nothing else decides what 
 import numpy as np
 
 from ..core.consensus import suppress_duplicates
-from ..core.evidence import apply_evidence, fit_evidence, fit_joint_evidence, presence_ranks
+from ..core.evidence import (apply_evidence, fit_anchored_evidence, fit_evidence,
+                             fit_joint_evidence, presence_ranks)
 
 
 def picker_evidence(mode, table, quantiles=None):
@@ -38,20 +39,24 @@ def score_quantiles(tables, n_pickers, points=201):
     return quantiles
 
 
-def fit_model(mode, ranks, network):
-    """``patterns``: who picked as one answer; ``votes`` and ``ranks``: independent pickers."""
+def fit_model(mode, ranks, network, reference=None):
+    """``patterns``: who picked as one answer; ``anchored``: its shares read by the shipped
+    network's ``reference`` scores; ``votes`` and ``ranks``: independent pickers."""
+    if mode == "anchored":
+        return fit_anchored_evidence(ranks, network, reference)
     return (fit_joint_evidence if mode == "patterns" else fit_evidence)(ranks, network)
 
 
-def fit(mode, tables, network_scores, n_pickers):
+def fit(mode, tables, network_scores, n_pickers, reference_scores=None):
     """The evidence model of these micrographs (JSON-ready)."""
     quantiles = score_quantiles(tables, n_pickers) if mode == "ranks" else None
     ranks = np.concatenate([picker_evidence(mode, t, quantiles) for t in tables])
-    model = fit_model(mode, ranks, np.concatenate(network_scores))
+    reference = np.concatenate(reference_scores) if reference_scores else None
+    model = fit_model(mode, ranks, np.concatenate(network_scores), reference)
     return {"mode": mode, "model": model, "quantiles": quantiles}
 
 
-def held_out_check(mode, tables, network_scores, n_pickers):
+def held_out_check(mode, tables, network_scores, n_pickers, reference_scores=None):
     """Does the combined score rank candidates better than the vote count? Asked without
     truth: the evidence is fitted on every other micrograph and checked on the rest, each
     picker held out in turn as the label (which candidates it picked), ranked by the others'
@@ -71,11 +76,13 @@ def held_out_check(mode, tables, network_scores, n_pickers):
     halves = [list(range(0, len(tables), 2)), list(range(1, len(tables), 2))]
     quantiles = (score_quantiles([tables[i] for i in halves[0]], n_pickers)
                  if mode == "ranks" else None)
-    ranks, network = [], []
+    ranks, network, reference = [], [], []
     for half in halves:
         ranks.append(np.concatenate([picker_evidence(mode, tables[i], quantiles)
                                      for i in half]))
         network.append(np.concatenate([network_scores[i] for i in half]))
+        reference.append(np.concatenate([reference_scores[i] for i in half])
+                         if reference_scores else None)
     found = {"votes": [], "combined": [], "within_votes": []}
     for p in range(n_pickers):
         fit_on, check_on = (np.delete(r, p, axis=1) for r in ranks)
@@ -84,7 +91,8 @@ def held_out_check(mode, tables, network_scores, n_pickers):
         known = votes > 0
         if not (fit_on > 0).any() or label[known].all() or not label[known].any():
             continue
-        combined = apply_evidence(fit_model(mode, fit_on, network[0]), check_on, network[1])
+        combined = apply_evidence(fit_model(mode, fit_on, network[0], reference[0]),
+                                  check_on, network[1], reference[1])
         found["votes"].append(ranking_quality(label[known], votes[known])[0])
         found["combined"].append(ranking_quality(label[known], combined[known])[0])
         levels = [votes == v for v in range(1, n_pickers)
@@ -115,9 +123,10 @@ def vote_scores(table, network, n_pickers):
             / n_pickers).astype(np.float32)
 
 
-def final_scores(settings, evidence, table, network):
+def final_scores(settings, evidence, table, network, reference=None):
     """The network's score, or its combination with the pickers' evidence when the run uses
-    it and the evidence was fitted in the same mode."""
+    it and the evidence was fitted in the same mode (``reference``: the shipped network's
+    scores, for ``anchored``)."""
     network = np.asarray(network, dtype=np.float32)
     if (not settings.uses_evidence or evidence is None
             or evidence.get("mode") != settings.picker_evidence or not len(network)):
@@ -125,7 +134,7 @@ def final_scores(settings, evidence, table, network):
     if evidence.get("fallback"):
         return vote_scores(table, network, settings.n_pickers)
     ranks = picker_evidence(evidence["mode"], table, evidence.get("quantiles"))
-    return apply_evidence(evidence["model"], ranks, network).astype(np.float32)
+    return apply_evidence(evidence["model"], ranks, network, reference).astype(np.float32)
 
 
 def keep_mask(xy, scores, dedupe_radius_px, threshold):

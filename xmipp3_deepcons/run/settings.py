@@ -16,7 +16,7 @@ from ..constants import (DEFAULT_DEDUPE_RADIUS, DEFAULT_EPOCHS, DEFAULT_L2, DEFA
 from ..core.micrograph import downsample_factor
 from ..errors import InputError
 
-EVIDENCE_MODES = ("votes", "ranks", "patterns", "none")
+EVIDENCE_MODES = ("votes", "ranks", "patterns", "anchored", "none")
 # Free to change on a continued run: they act after the network has scored.
 OUTPUT_ONLY = ("threshold", "dedupe_radius", "picker_evidence", "views")
 

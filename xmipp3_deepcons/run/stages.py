@@ -17,7 +17,8 @@ from ..constants import (DEEP_PARTICLE_SIZE, MIN_POSITIVES, SELF_TRAINING_MIN_AC
 from ..errors import InputError, UnusableMicrograph
 from ..io.atomic import atomic_path
 from . import schedule
-from .folder import RunFolder, arrays_digest, copy_folder, read_json, write_json, write_npz
+from .folder import (REFERENCE, RunFolder, arrays_digest, copy_folder, read_json, write_json,
+                     write_npz)
 from .keep import fit as fit_evidence_model
 from .keep import falls_back, held_out_check
 
@@ -390,13 +391,16 @@ def fit_evidence(run, settings=None):
     predict(run, stems, settings)
     tables = [run.candidates(s) for s in stems]
     network = [run.network_scores(s, settings.views) for s in stems]
-    evidence = fit_evidence_model(settings.picker_evidence, tables, network, settings.n_pickers)
+    reference = ([run.network_scores(s, settings.views, REFERENCE) for s in stems]
+                 if settings.picker_evidence == "anchored" else None)
+    evidence = fit_evidence_model(settings.picker_evidence, tables, network, settings.n_pickers,
+                                  reference)
     evidence["micrographs"] = {s: current[s] for s in stems}
     model = evidence["model"]
     log.info(f"pickers' evidence ({settings.picker_evidence}) fitted on {len(stems)} "
              f"micrographs: share of particles {model['prior']:.3f}")
     evidence["check"] = check = held_out_check(settings.picker_evidence, tables, network,
-                                               settings.n_pickers)
+                                               settings.n_pickers, reference)
     if check is None:
         log.info("the check against the vote count needs 3 pickers and 2 training micrographs")
     else:
@@ -416,23 +420,27 @@ def fit_evidence(run, settings=None):
 # ------------------------------------------------------------------------------ scoring
 def predict(run, stems, settings=None, source="final"):
     """The network score of every candidate of these micrographs, with the final model (or
-    ``source``: a training pass's folder relative to the run, for preliminary outputs)."""
+    ``source``: a training pass's folder relative to the run, for preliminary outputs); with
+    ``--picker-evidence anchored`` the shipped network's scores too."""
     from ..core.ensemble import Ensemble
     from ..core.pipeline import score_candidates
     settings = settings or run.settings()
-    todo = [s for s in stems if run.network_scores(s, settings.views, source) is None]
-    if not todo:
-        return
-    model = run.model_dir() if source == "final" else run.path(source)
-    ensemble = Ensemble.load(model, settings.views)
+    sources = [source] + ([REFERENCE] if source == "final"
+                          and settings.picker_evidence == "anchored" else [])
     views = f"{settings.views} view" + ("s" if settings.views > 1 else "")
-    for i, stem in enumerate(todo, 1):
-        if not run.is_prepared(stem):
-            raise InputError(f"micrograph {stem} is not prepared; run `prepare` first")
-        scores = score_candidates(run, stem, ensemble)
-        run.write_network_scores(stem, settings.views, scores, source)
-        log.info(f"scored {i}/{len(todo)} {stem} ({views} each): {len(scores)} candidates, "
-                 f"{int((scores > 0.5).sum())} with network score above 0.5")
+    for current in sources:
+        todo = [s for s in stems if run.network_scores(s, settings.views, current) is None]
+        if not todo:
+            continue
+        ensemble = Ensemble.load(run.source_model(current), settings.views)
+        by = " by the shipped network" if current == REFERENCE else ""
+        for i, stem in enumerate(todo, 1):
+            if not run.is_prepared(stem):
+                raise InputError(f"micrograph {stem} is not prepared; run `prepare` first")
+            scores = score_candidates(run, stem, ensemble)
+            run.write_network_scores(stem, settings.views, scores, current)
+            log.info(f"scored {i}/{len(todo)} {stem}{by} ({views} each): {len(scores)} "
+                     f"candidates, {int((scores > 0.5).sum())} with network score above 0.5")
 
 
 def evaluate(run, settings=None):
