@@ -74,10 +74,9 @@ def readings(trained, shipped):
     network = np.concatenate([r["network"] for r in trained])
     reference = np.concatenate([r["network"] for r in shipped])
     model = ev.fit_anchored_evidence(ranks, network, reference)
-    own = {"who_picked": model["anchor"]["who_picked"], "link": model["link"]}
     found = {"votes": ev.combine_evidence(ranks, network),
              "shipped patterns": ev.apply_evidence(model["anchor"], ranks, reference),
-             "shared shares": ev.apply_evidence(own, ranks, network),
+             "shared shares": ev.apply_evidence(ev.own_reading(model), ranks, network),
              "either": ev.apply_evidence(model, ranks, network, reference)}
     return {name: np.split(scores, sizes) for name, scores in found.items()}
 
@@ -89,8 +88,10 @@ def main():
     parser.add_argument("--trained", default="defaults", help="label of the trained runs")
     parser.add_argument("--shipped", default="pretrained_votes",
                         help="label of the runs of the shipped network without training")
-    parser.add_argument("--empiar-trained", help="benchmarks/empiar10017.py --out of a trained run")
-    parser.add_argument("--empiar-shipped", help="the same, of the shipped network without training")
+    parser.add_argument("--empiar-trained",
+                        help="benchmarks/empiar10017.py --out of a trained run")
+    parser.add_argument("--empiar-shipped",
+                        help="the same, of the shipped network without training")
     args = parser.parse_args()
     data = []
     for name in filter(None, args.sets.split(",")):

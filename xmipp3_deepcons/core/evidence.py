@@ -174,17 +174,22 @@ def fit_anchored_evidence(ranks, network_scores, reference_scores,
     offsets = _pattern_log_odds(anchor, ranks)
     logit = network_logit(network_scores, len(ranks))
     posterior = _initial_posterior(ranks, network_scores, None)
-    link = np.array([0.0, 1.0])
+    model = {"anchor": anchor, "link": [0.0, 1.0]}
     for _ in range(iterations):
-        link = _logistic_fit(logit, posterior, link, offset=offsets)
-        updated = 1 / (1 + np.exp(-np.clip(link[0] + link[1] * logit + offsets, -50, 50)))
+        model["link"] = _logistic_fit(logit, posterior, model["link"], offset=offsets).tolist()
+        updated = apply_evidence(own_reading(model), ranks, network_scores)
         change = np.max(np.abs(updated - posterior), initial=0.0)
         posterior = updated
         if change < TOLERANCE:
             break
-    model = {"anchor": anchor, "link": link.tolist()}
     model["prior"] = float(apply_evidence(model, ranks, network_scores, reference_scores).mean())
     return model
+
+
+def own_reading(anchored):
+    """The run's network's half of an anchored model: who picked as one answer with the
+    anchor's shares and the network's own link (a model ``apply_evidence`` reads)."""
+    return {"who_picked": anchored["anchor"]["who_picked"], "link": anchored["link"]}
 
 
 def apply_evidence(model, ranks, network_scores=None, reference_scores=None):
@@ -194,11 +199,8 @@ def apply_evidence(model, ranks, network_scores=None, reference_scores=None):
     if "anchor" in model:
         if reference_scores is None:
             raise ValueError("an anchored evidence model needs the shipped network's scores")
-        shipped = apply_evidence(model["anchor"], ranks, reference_scores)
-        a, b = model["link"]
-        own = a + b * network_logit(network_scores, len(ranks)) + _pattern_log_odds(
-            model["anchor"], ranks)
-        return np.maximum(shipped, 1 / (1 + np.exp(-np.clip(own, -50, 50))))
+        return np.maximum(apply_evidence(model["anchor"], ranks, reference_scores),
+                          apply_evidence(own_reading(model), ranks, network_scores))
     if "who_picked" not in model:
         log_odds = np.full(len(ranks), np.log(model["prior"] / (1 - model["prior"])))
         for (answers, _), (if_particle, if_not) in zip(witness_answers(ranks, network_scores),

@@ -357,7 +357,7 @@ class RunFolder:
         if network is None:
             return None
         reference = (self.network_scores(stem, settings.views, REFERENCE)
-                     if settings.picker_evidence == "anchored" else None)
+                     if settings.uses_reference else None)
         return final_scores(settings, self.evidence(settings.views), self.candidates(stem),
                             network, reference)
 

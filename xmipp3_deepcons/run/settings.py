@@ -89,6 +89,11 @@ class RunSettings:
         has the same answer, and the posterior would only re-bin the network's score."""
         return self.picker_evidence != "none" and self.n_pickers >= 2
 
+    @property
+    def uses_reference(self):
+        """The evidence reads who picked with the shipped network's scores too (``anchored``)."""
+        return self.uses_evidence and self.picker_evidence == "anchored"
+
     def preparation_key(self):
         """What a micrograph's preprocessing and candidates depend on. Not the seed (it
         draws the negatives): a run folder never changes its seed, and two runs with other

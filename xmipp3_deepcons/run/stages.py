@@ -392,7 +392,7 @@ def fit_evidence(run, settings=None):
     tables = [run.candidates(s) for s in stems]
     network = [run.network_scores(s, settings.views) for s in stems]
     reference = ([run.network_scores(s, settings.views, REFERENCE) for s in stems]
-                 if settings.picker_evidence == "anchored" else None)
+                 if settings.uses_reference else None)
     evidence = fit_evidence_model(settings.picker_evidence, tables, network, settings.n_pickers,
                                   reference)
     evidence["micrographs"] = {s: current[s] for s in stems}
@@ -425,8 +425,7 @@ def predict(run, stems, settings=None, source="final"):
     from ..core.ensemble import Ensemble
     from ..core.pipeline import score_candidates
     settings = settings or run.settings()
-    sources = [source] + ([REFERENCE] if source == "final"
-                          and settings.picker_evidence == "anchored" else [])
+    sources = [source] + ([REFERENCE] if source == "final" and settings.uses_reference else [])
     views = f"{settings.views} view" + ("s" if settings.views > 1 else "")
     for current in sources:
         todo = [s for s in stems if run.network_scores(s, settings.views, current) is None]
