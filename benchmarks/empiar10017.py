@@ -2,6 +2,7 @@
 
 usage: python benchmarks/empiar10017.py [--data ../shared/data/empiar10017] [--out bench_out]
                                         [--label NAME] [--reuse] [--ablation]
+                                        [--pickers crYOLO,topaz]
                                         [-- extra screen options]
 
 Prepares the data (MRC + .pos), runs `xmipp_deep_consensus screen` with the default parameters
@@ -37,10 +38,12 @@ def main():
     parser.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data",
                                                        "empiar10017"))
     parser.add_argument("--out", default="bench_out")
+    parser.add_argument("--pickers", default=",".join(PICKERS),
+                        help="comma-separated subset of the pickers to screen with")
     add_arguments(parser)
     args = parser.parse_args()
     prepared = prepare(os.path.abspath(args.data), os.path.join(args.out, "empiar10017"))
-    run(args, prepared, PICKERS, BOX, MATCH_RADIUS)
+    run(args, prepared, args.pickers.split(","), BOX, MATCH_RADIUS)
 
 
 if __name__ == "__main__":
