@@ -220,9 +220,13 @@ def test_who_picked_is_a_pattern_up_to_six_pickers_and_a_count_beyond():
     assert who_picked(many)[1] == 8
 
 
-def test_default_evidence_reads_who_picked_as_one_answer_only_for_a_shipped_network(tmp_path):
-    """A network trained on the pickers' agreement is biased against one-vote candidates
-    (independent witnesses); a shipped one that scores without training is not (patterns)."""
+def test_default_evidence_reads_who_picked_as_one_answer_when_three_pickers_can_tell(
+        tmp_path, monkeypatch):
+    """A shipped network that scores without training reads who picked alone (patterns); a
+    network trained on the pickers' agreement is biased against one-vote candidates, so with
+    three pickers the shipped network reads who picked (anchored); with two, or without the
+    shipped network, the pickers are independent witnesses (votes)."""
+    from xmipp3_deepcons.resources import MODELS_VAR
     from xmipp3_deepcons.run.settings import default_picker_evidence
 
     def model(name, extra):
@@ -234,8 +238,18 @@ def test_default_evidence_reads_who_picked_as_one_answer_only_for_a_shipped_netw
 
     shipped = model("shipped", {"phase_flip": False, "pretrained": True})
     trained = model("trained", {"phase_flip": False, "micrographs": ["mic_000"]})
-    assert default_picker_evidence(shipped, skip_training=True) == "patterns"
-    assert default_picker_evidence(shipped, skip_training=False) == "votes"   # trained further
-    assert default_picker_evidence(trained, skip_training=True) == "votes"
-    assert default_picker_evidence(None, skip_training=False) == "votes"
-    assert default_picker_evidence(str(tmp_path / "missing"), skip_training=True) == "votes"
+    for phase_flip in (False, True):
+        assert default_picker_evidence(shipped, True, 3, phase_flip) == "patterns"
+        assert default_picker_evidence(shipped, True, 2, phase_flip) == "patterns"
+        assert default_picker_evidence(shipped, False, 3, phase_flip) == "anchored"  # trained on
+        assert default_picker_evidence(trained, True, 4, phase_flip) == "anchored"
+        assert default_picker_evidence(None, False, 3, phase_flip) == "anchored"
+        assert default_picker_evidence(None, False, 2, phase_flip) == "votes"
+        # the user says two pickers share their mistakes (the form's "Pickers agree on junk?")
+        assert default_picker_evidence(None, False, 2, phase_flip, True) == "anchored"
+        assert default_picker_evidence(shipped, True, 2, phase_flip, True) == "patterns"
+        assert default_picker_evidence(str(tmp_path / "missing"), True, 3,
+                                       phase_flip) == "anchored"
+    monkeypatch.setenv(MODELS_VAR, str(tmp_path / "no_models"))
+    assert default_picker_evidence(None, False, 3, False) == "votes"
+    assert default_picker_evidence(None, False, 2, False, True) == "patterns"

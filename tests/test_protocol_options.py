@@ -28,6 +28,7 @@ from xmipp3_deepcons.core.micrograph import preprocess_micrograph
 from xmipp3_deepcons.io.coordinates import write_pos
 from xmipp3_deepcons.io.images import read_micrograph, write_stack
 from xmipp3_deepcons.protocols import XmippProtScreenDeepConsensus
+from xmipp3_deepcons.run.folder import REFERENCE
 
 pyworkflow.PYTHON = os.environ["SCIPION_PYTHON"]
 
@@ -162,12 +163,16 @@ class TestDeepConsensusOptions(BaseTest):
                       % expected, log)
 
     def test_pickers_agree_on_junk_takes_who_picked_as_one_answer(self):
+        # three pickers and a trained network: who picked is read by the shipped network
         run = self.screen.runFolder()
-        self.assertEqual(run.settings().picker_evidence, "patterns")
+        self.assertEqual(run.settings().picker_evidence, "anchored")
         model = run.evidence()["model"]
-        self.assertEqual(len(model["who_picked"][0]), 2 ** run.settings().n_pickers)
+        self.assertEqual(len(model["anchor"]["who_picked"][0]), 2 ** run.settings().n_pickers)
+        for stem in run.stems():
+            self.assertEqual(len(run.network_scores(stem, source=REFERENCE)),
+                             len(run.network_scores(stem)))
         with open(self.screen.getLogPaths()[0]) as f:
-            self.assertIn("pickers' evidence (patterns) fitted on", f.read())
+            self.assertIn("pickers' evidence (anchored) fitted on", f.read())
 
     def test_unlabeled_candidates_stay_out_when_switched_off(self):
         # Switched off here so that the first pass is confident enough for a self-training

@@ -24,6 +24,7 @@ from protocol_helpers import (BOX, PICKERS, SAMPLING, import_coordinates, import
                               kept_by_rule, make_data, run_scores, scored_items, wait_for)
 from xmipp3_deepcons.constants import DEEP_PARTICLE_SIZE
 from xmipp3_deepcons.protocols import XmippProtDeepConsSubSet, XmippProtScreenDeepConsensus
+from xmipp3_deepcons.run.folder import REFERENCE
 
 pyworkflow.PYTHON = os.environ["SCIPION_PYTHON"]
 
@@ -89,7 +90,12 @@ class TestDeepConsensus(BaseTest):
         self.assertEqual(list(evidence["micrographs"]),
                          [s for p in run.passes() for s in p["micrographs"]])
         self.assertTrue(0 < evidence["model"]["prior"] < 1)
-        self.assertEqual(len(evidence["model"]["witnesses"]), len(PICKERS) + 1)
+        # three pickers: who picked read by the shipped network, which scored every candidate
+        self.assertEqual(evidence["mode"], "anchored")
+        self.assertEqual(len(evidence["model"]["anchor"]["who_picked"][0]), 2 ** len(PICKERS))
+        for stem in run.stems():
+            self.assertEqual(len(run.network_scores(stem, source=REFERENCE)),
+                             len(run.network_scores(stem)))
         network = np.concatenate(list(run_scores(prot, network=True).values()))
         self.assertGreater(np.abs(allScores - network).max(), 0.01)
 

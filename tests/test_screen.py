@@ -138,9 +138,28 @@ def test_output_settings_apply_without_retraining(screened):
     assert float(candidates["threshold"]) == float(candidates["suggested_threshold"])
     assert candidates["kept"].sum() == ((candidates["score"] > candidates["threshold"])
                                         & ~candidates["duplicate"]).sum()
-    # by default the evidence is who picked: candidates picked by the same pickers with the
-    # same network score bin share one posterior, whatever the pickers' figures of merit
-    assert len(np.unique(candidates["score"])) <= 2 ** len(PICKERS) * 10
+    # by default (three pickers, a trained network) the shipped network scores every
+    # candidate too, beside the run's network, and the score is the larger of the two
+    # readings of who picked (the shipped one among them)
+    run = RunFolder(out)
+    evidence = run.evidence()
+    assert run.settings().picker_evidence == "anchored"
+    assert evidence["mode"] == "anchored" and "anchor" in evidence["model"]
+    for stem in run.stems():
+        network, reference = run.network_scores(stem), run.network_scores(stem, source=REFERENCE)
+        assert reference is not None and len(reference) == len(network)
+        assert np.abs(reference - network).max() > 0.05
+        ranks = presence_ranks(run.candidates(stem)["members"])
+        shipped = apply_evidence(evidence["model"]["anchor"], ranks, reference)
+        final = run.final_scores(stem)
+        assert (final >= shipped - 1e-6).all() and (final > shipped + 1e-3).any()
+    # who picked, each picker a witness: candidates picked by the same pickers with the same
+    # network score bin share one posterior, whatever the pickers' figures of merit
+    assert main(argv + ["--picker-evidence", "votes"]) == 0
+    votes = np.load(os.path.join(out, "candidates.npz"))
+    np.testing.assert_array_equal(votes["network_score"], candidates["network_score"])
+    assert len(np.unique(votes["score"])) <= 2 ** len(PICKERS) * 10
+    assert votes["kept"].sum() == ((votes["score"] > 0.5) & ~votes["duplicate"]).sum()
     assert main(argv + ["--picker-evidence", "ranks"]) == 0
     ranks = np.load(os.path.join(out, "candidates.npz"))
     np.testing.assert_array_equal(ranks["network_score"], candidates["network_score"])
@@ -157,23 +176,6 @@ def test_output_settings_apply_without_retraining(screened):
             same = ((members >= 0) == pattern).all(axis=1)
             order = np.argsort(network[same], kind="stable")
             assert (np.diff(final[same][order]) >= -1e-6).all()
-    # anchored: the shipped network scores every candidate too, beside the run's network, and
-    # the score is the larger of the two readings of who picked (the shipped one among them)
-    assert main(argv + ["--picker-evidence", "anchored"]) == 0
-    run = RunFolder(out)
-    evidence = run.evidence()
-    assert evidence["mode"] == "anchored" and "anchor" in evidence["model"]
-    for stem in run.stems():
-        network, reference = run.network_scores(stem), run.network_scores(stem, source=REFERENCE)
-        assert reference is not None and len(reference) == len(network)
-        assert np.abs(reference - network).max() > 0.05
-        ranks = presence_ranks(run.candidates(stem)["members"])
-        shipped = apply_evidence(evidence["model"]["anchor"], ranks, reference)
-        final = run.final_scores(stem)
-        assert (final >= shipped - 1e-6).all() and (final > shipped + 1e-3).any()
-    anchored = np.load(os.path.join(out, "candidates.npz"))
-    np.testing.assert_array_equal(anchored["network_score"], candidates["network_score"])
-    assert anchored["kept"].sum() == ((anchored["score"] > 0.5) & ~anchored["duplicate"]).sum()
     assert main(argv + ["--classic"]) == 0
     classic = np.load(os.path.join(out, "candidates.npz"))
     np.testing.assert_array_equal(classic["score"], classic["network_score"])

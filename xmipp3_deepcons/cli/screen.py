@@ -71,7 +71,8 @@ def add_args(parser):
                         "unbiased about one-vote candidates, for a trained network "
                         "('anchored': every candidate is also scored by the shipped large "
                         "network), or nothing ('none'); default: 'patterns' when a shipped "
-                        "pretrained network scores without training, 'votes' otherwise")
+                        "pretrained network scores without training, else 'anchored' with "
+                        "three pickers or more, 'votes' with two")
     g.add_argument("--no-picker-evidence", dest="picker_evidence", action="store_const",
                    const="none", help="the same as --picker-evidence none")
     g.add_argument("--classic", action="store_true",
@@ -158,8 +159,8 @@ def init_run(args):
         precompiled_negatives=args.precompiled_negatives,
         unlabeled_negatives=args.unlabeled_negatives, self_training=args.self_training,
         views=args.views, threshold=args.threshold, dedupe_radius=args.dedupe_radius,
-        picker_evidence=args.picker_evidence or default_picker_evidence(model,
-                                                                        args.skip_training))
+        picker_evidence=args.picker_evidence or default_picker_evidence(
+            model, args.skip_training, len(pickers), ctf is not None))
     run.write_settings(settings)
     common.set_compute(args.threads, args.gpu)
     write_json(run.path("inputs", "pickers.json"), labels)
