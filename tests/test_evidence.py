@@ -220,12 +220,13 @@ def test_who_picked_is_a_pattern_up_to_six_pickers_and_a_count_beyond():
     assert who_picked(many)[1] == 8
 
 
-def test_default_evidence_reads_who_picked_as_one_answer_when_three_pickers_can_tell(
+def test_default_evidence_reads_who_picked_as_one_answer_unless_told_otherwise(
         tmp_path, monkeypatch):
     """A shipped network that scores without training reads who picked alone (patterns); a
-    network trained on the pickers' agreement is biased against one-vote candidates, so with
-    three pickers the shipped network reads who picked (anchored); with two, or without the
-    shipped network, the pickers are independent witnesses (votes)."""
+    network trained on the pickers' agreement is biased against one-vote candidates, so the
+    shipped network reads who picked (anchored); the pickers are independent witnesses
+    (votes) when the user says they do not share their mistakes, or without the shipped
+    network."""
     from xmipp3_deepcons.resources import MODELS_VAR
     from xmipp3_deepcons.run.settings import default_picker_evidence
 
@@ -238,18 +239,15 @@ def test_default_evidence_reads_who_picked_as_one_answer_when_three_pickers_can_
 
     shipped = model("shipped", {"phase_flip": False, "pretrained": True})
     trained = model("trained", {"phase_flip": False, "micrographs": ["mic_000"]})
-    for phase_flip in (False, True):
-        assert default_picker_evidence(shipped, True, 3, phase_flip) == "patterns"
-        assert default_picker_evidence(shipped, True, 2, phase_flip) == "patterns"
-        assert default_picker_evidence(shipped, False, 3, phase_flip) == "anchored"  # trained on
-        assert default_picker_evidence(trained, True, 4, phase_flip) == "anchored"
-        assert default_picker_evidence(None, False, 3, phase_flip) == "anchored"
-        assert default_picker_evidence(None, False, 2, phase_flip) == "votes"
-        # the user says two pickers share their mistakes (the form's "Pickers agree on junk?")
-        assert default_picker_evidence(None, False, 2, phase_flip, True) == "anchored"
-        assert default_picker_evidence(shipped, True, 2, phase_flip, True) == "patterns"
-        assert default_picker_evidence(str(tmp_path / "missing"), True, 3,
-                                       phase_flip) == "anchored"
+    for flip in (False, True):
+        assert default_picker_evidence(shipped, True, phase_flip=flip) == "patterns"
+        assert default_picker_evidence(shipped, True, False, flip) == "patterns"
+        assert default_picker_evidence(shipped, False, phase_flip=flip) == "anchored"  # trained
+        assert default_picker_evidence(trained, True, phase_flip=flip) == "anchored"
+        assert default_picker_evidence(None, False, phase_flip=flip) == "anchored"
+        assert default_picker_evidence(None, False, False, flip) == "votes"
+        assert default_picker_evidence(str(tmp_path / "missing"), True,
+                                       phase_flip=flip) == "anchored"
     monkeypatch.setenv(MODELS_VAR, str(tmp_path / "no_models"))
-    assert default_picker_evidence(None, False, 3, False) == "votes"
-    assert default_picker_evidence(None, False, 2, False, True) == "patterns"
+    assert default_picker_evidence(None, False) == "votes"
+    assert default_picker_evidence(shipped, True) == "patterns"

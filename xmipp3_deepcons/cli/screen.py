@@ -71,8 +71,7 @@ def add_args(parser):
                         "unbiased about one-vote candidates, for a trained network "
                         "('anchored': every candidate is also scored by the shipped large "
                         "network), or nothing ('none'); default: 'patterns' when a shipped "
-                        "pretrained network scores without training, else 'anchored' with "
-                        "three pickers or more, 'votes' with two")
+                        "pretrained network scores without training, 'anchored' otherwise")
     g.add_argument("--no-picker-evidence", dest="picker_evidence", action="store_const",
                    const="none", help="the same as --picker-evidence none")
     g.add_argument("--classic", action="store_true",
@@ -160,7 +159,7 @@ def init_run(args):
         unlabeled_negatives=args.unlabeled_negatives, self_training=args.self_training,
         views=args.views, threshold=args.threshold, dedupe_radius=args.dedupe_radius,
         picker_evidence=args.picker_evidence or default_picker_evidence(
-            model, args.skip_training, len(pickers), ctf is not None))
+            model, args.skip_training, phase_flip=ctf is not None))
     run.write_settings(settings)
     common.set_compute(args.threads, args.gpu)
     write_json(run.path("inputs", "pickers.json"), labels)

@@ -482,9 +482,9 @@ class XmippProtScreenDeepConsensus(ProtParticlePicking):
         from ..run.settings import default_picker_evidence
         if not self.pickerEvidence.get():
             return "none"
-        return default_picker_evidence(start, self._justPredict(), len(self.inputCoordinates),
-                                       not self.ignoreCTF.get(),
-                                       bool(self.pickersShareMistakes.get()))
+        return default_picker_evidence(start, self._justPredict(),
+                                       bool(self.pickersShareMistakes.get()),
+                                       not self.ignoreCTF.get())
 
     def _justPredict(self):
         return (self.modelInitialization.get() != self.ADD_MODEL_TRAIN_NEW

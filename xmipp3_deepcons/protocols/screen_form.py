@@ -89,25 +89,23 @@ def define_params(self, form):
                   label="Combine with who picked?", expertLevel=params.LEVEL_ADVANCED,
                   help="Yes: the score is the probability of a particle given the "
                        "network's score and which pickers picked the candidate, fitted once "
-                       "on the training micrographs (kept in extra/evidence*.json). With "
-                       "three pickers or more, the share of particles among the candidates "
-                       "of each pattern of pickers (crYOLO and Topaz but not DeepPicker) is "
-                       "read by the shipped pretrained network, which never learnt from "
-                       "these pickers and so does not trust junk they agree on, and this "
-                       "run's network ranks the candidates within each pattern; every "
-                       "candidate is then also scored by the shipped network. With two, "
-                       "each picker is a witness of its own, weighted by how reliable it "
-                       "proves on this data (Dawid-Skene). No: the network's score alone, "
-                       "as the original (not in Xmipp's form).")
-    form.addParam('pickersShareMistakes', params.BooleanParam, default=False,
+                       "on the training micrographs (kept in extra/evidence*.json). No: the "
+                       "network's score alone, as the original (not in Xmipp's form).")
+    form.addParam('pickersShareMistakes', params.BooleanParam, default=True,
                   condition='pickerEvidence', expertLevel=params.LEVEL_ADVANCED,
-                  label="Pickers agree on junk?",
-                  help="Yes: read who picked as one answer also with two pickers, where it "
-                       "is otherwise one witness per picker. Choose it when both pickers "
-                       "fall for the same junk (ice, aggregates, denatured particles). "
-                       "With three pickers or more, and when the shipped pretrained network "
-                       "scores without training, who picked is one answer anyway "
-                       "(--picker-evidence anchored or patterns; not in Xmipp's form).")
+                  label="Pickers may agree on junk?",
+                  help="Yes: who picked is one answer (crYOLO and Topaz but not "
+                       "DeepPicker), and the share of particles among the candidates of each "
+                       "answer is read by the shipped pretrained network, which never learnt "
+                       "from these pickers and so does not trust junk they agree on (ice, "
+                       "aggregates, denatured particles); this run's network ranks the "
+                       "candidates within each answer, and every candidate is also scored by "
+                       "the shipped network (--picker-evidence anchored). No: each picker is "
+                       "a witness of its own, weighted by how reliable it proves on this data "
+                       "(Dawid-Skene, --picker-evidence votes): better when one picker is "
+                       "precise alone and the pickers' junk differs, wrong when they share it. "
+                       "A shipped network scoring without training reads who picked as one "
+                       "answer either way (--picker-evidence patterns). Not in Xmipp's form.")
     form.addParam('scoringViews', params.EnumParam,
                   default=VIEW_CHOICES.index(DEFAULT_VIEWS),
                   choices=['1 (the original)', '4', '8'],

@@ -19,25 +19,20 @@ from ..errors import InputError
 EVIDENCE_MODES = ("votes", "ranks", "patterns", "anchored", "none")
 # Free to change on a continued run: they act after the network has scored.
 OUTPUT_ONLY = ("threshold", "dedupe_radius", "picker_evidence", "views")
-# With two pickers, three patterns are too few for the shipped network's reading to beat
-# independent witnesses (docs/measurements.md).
-ANCHORED_MIN_PICKERS = 3
 
 
-def default_picker_evidence(start_model, skip_training, n_pickers, phase_flip,
-                            shared_mistakes=False):
+def default_picker_evidence(start_model, skip_training, shared_mistakes=True, phase_flip=False):
     """The evidence mode a run gets when none is asked for.
 
     A shipped network that scores without training never saw a picker: its opinion of every
     pattern of pickers is fair, so who picked is read as one answer (``patterns``), which does
     not trust junk the pickers agree on. A network trained on this run learnt "picked by
-    several = particle" and scores the one-vote candidates low, true or not; with three
-    pickers or more, the shipped network reads who picked and the trained one ranks within
-    each pattern (``anchored``, docs/measurements.md, "Who picked read with the shipped
-    network"). With two, or without the shipped network, the pickers are independent
-    witnesses (``votes``), which learn from the data that one picker is reliable alone, unless
-    the user says the pickers share their mistakes (the Scipion form's "Pickers agree on
-    junk?"): then who picked is one answer there too."""
+    several = particle" and scores the one-vote candidates low, true or not: the shipped
+    network reads who picked and the trained one ranks within each pattern (``anchored``,
+    docs/measurements.md, "Who picked read with the shipped network"). Independent witnesses
+    (``votes``) learn when one picker is reliable alone, but trust junk the pickers agree on:
+    only when the user says they do not (the Scipion form's "Pickers may agree on junk?" No),
+    or without the shipped network."""
     from ..resources import pretrained_model, read_manifest
     if skip_training and start_model:
         try:
@@ -46,10 +41,9 @@ def default_picker_evidence(start_model, skip_training, n_pickers, phase_flip,
             extra = None     # the model's own checks report a bad folder
         if isinstance(extra, dict) and extra.get("pretrained") is True:
             return "patterns"
-    shipped = pretrained_model(phase_flip, "large") is not None
-    if shipped and (n_pickers >= ANCHORED_MIN_PICKERS or shared_mistakes):
+    if shared_mistakes and pretrained_model(phase_flip, "large") is not None:
         return "anchored"
-    return "patterns" if shared_mistakes else "votes"
+    return "votes"
 
 
 @dataclass
