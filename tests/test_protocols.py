@@ -273,6 +273,19 @@ class TestDeepConsensus(BaseTest):
         self.assertEqual(prot.validate(), [])
         self.assertEqual(prot.warnings(), [])
 
+    def test_form_reads_who_picked_as_the_user_says(self):
+        def evidence(**kwargs):
+            prot = self.deepConsensus("evidence", launch=False, **dict(FAST, **kwargs))
+            return prot._pickerEvidence(prot._startingModel())
+
+        self.assertEqual(evidence(), "anchored")             # the default: may agree on junk
+        self.assertEqual(evidence(ignoreCTF=False), "anchored")        # the phase-flip network
+        self.assertEqual(evidence(pickersShareMistakes=False), "votes")
+        self.assertEqual(evidence(pickerEvidence=False), "none")
+        self.assertEqual(evidence(modelInitialization=1, skipTraining=True), "patterns")
+        self.assertEqual(evidence(modelInitialization=1, skipTraining=True,
+                                  pickersShareMistakes=False), "patterns")
+
     # ------------------------------------------------------------ Pretrained
     def test_pretrained_skip_training_with_one_picker(self):
         prot = self.deepConsensus("pretrained", inputs=self.coordImports[:1],
