@@ -304,13 +304,15 @@ def screen_row(folder, out, extra, manifest, pickers=None):
     """Screen one set with ``pickers`` (default: all) and return its row of numbers."""
     from screen_benchmark import evaluate, run_screen
     from xmipp3_deepcons.core.metrics import precision_recall_f1
-    pickers = pickers or sorted(os.path.basename(p)
-                                for p in glob.glob(os.path.join(folder, "coords", "*")))
+    everyone = sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, "coords", "*")))
+    pickers = pickers or everyone
     seconds = run_screen(folder, out, extra, pickers, manifest["box"])
     rows, vote_rank, score_rank = evaluate(folder, out, pickers, manifest["box"],
                                            manifest["particle_radius"])
     f1 = {name: precision_recall_f1(*counts)[2] for name, counts in rows.items()}
-    return {"purity": manifest["stats"]["two_vote_purity"],
+    # the manifest's purity is of every picker's two-vote positives
+    purity = manifest["stats"]["two_vote_purity"] if sorted(pickers) == everyone else None
+    return {"purity": "n/a" if purity is None else f"{purity:.2f}",
             "best_picker": max(f1[p] for p in pickers),
             "vote_f1": f1[f"2-of-{len(pickers)} vote"],
             "f1": f1["Deep Consensus"], "vote_auc": vote_rank[0], "auc": score_rank[0],
@@ -343,7 +345,7 @@ def main():
         folder = os.path.join(args.out, name)
         row = screen_row(folder, os.path.join(folder, "screen_" + (args.model_of or args.label)),
                          args.extra, manifests[name], pickers)
-        print(f"| {name} | {row['purity']:.2f} | {row['best_picker']:.3f} | "
+        print(f"| {name} | {row['purity']} | {row['best_picker']:.3f} | "
               f"{row['vote_f1']:.3f} | **{row['f1']:.3f}** | {row['vote_auc']:.3f} | "
               f"**{row['auc']:.3f}** | {row['kept']} | {row['seconds']:.0f} |", flush=True)
 
