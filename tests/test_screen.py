@@ -192,7 +192,8 @@ def test_output_settings_apply_without_retraining(screened):
 
 def test_training_in_passes_stops_on_validation_accuracy(tmp_path, monkeypatch):
     # This test is about the passes, not about what they learn: each pass trains one Keras
-    # epoch of 2 batches (as tests/test_bad_input.py), and boxes are scored in one view.
+    # epoch of 2 batches (as tests/test_bad_input.py), boxes are scored in one view, and the
+    # pickers are independent witnesses (no scoring by the shipped network).
     from xmipp3_deepcons.core import training
     monkeypatch.setattr(training, "BATCHES_PER_KERAS_EPOCH", 2)
     data = str(tmp_path / "data")
@@ -200,7 +201,7 @@ def test_training_in_passes_stops_on_validation_accuracy(tmp_path, monkeypatch):
     base = ["screen", "--micrographs", os.path.join(data, "micrographs", "*.mrc"),
             "--box-size", "128", "--models", "1", "--epochs", "0.1", "--min-batches", "0",
             "--network-size", "small", "--views", "1",
-            "--seed", "2", "--training-batch", "4"]
+            "--seed", "2", "--training-batch", "4", "--picker-evidence", "votes"]
     for name in PICKERS:
         base += ["--coordinates", os.path.join(data, "coords", name)]
     import json

@@ -25,6 +25,7 @@ import pytest
 
 from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 from xmipp3_deepcons.cluster import slurm_host_section, write_slurm_hosts_conf
+from xmipp3_deepcons.run.folder import REFERENCE, RunFolder
 
 
 def _script(path, body):
@@ -487,6 +488,11 @@ def test_array_script_continues_and_gives_the_particles_of_one_screen(slurm_clus
 
     mine, theirs = np.load(run / "candidates.npz"), np.load(one / "candidates.npz")
     assert len(theirs["xy"]) > 500 and 0 < theirs["kept"].sum() < len(theirs["kept"])
+    # the default evidence: the shards scored every micrograph with the shipped network too
+    sharded = RunFolder(str(run))
+    assert sharded.settings().picker_evidence == "anchored"
+    assert all(len(sharded.network_scores(stem, source=REFERENCE))
+               == len(sharded.network_scores(stem)) for stem in sharded.stems())
     for key in ("micrograph", "xy", "votes", "duplicate", "kept"):
         np.testing.assert_array_equal(mine[key], theirs[key], err_msg=key)
     for key in ("score", "network_score"):
@@ -505,10 +511,12 @@ def test_array_script_continues_and_gives_the_particles_of_one_screen(slurm_clus
 # pass, fit: the final model, which scores every micrograph for the pickers' evidence, and
 # predict), each of which waits for pyworkflow's polling.
 DEEPCONS_MICROGRAPHS = 6
+# These tests are about the queue: independent witnesses spare every run the shipped network's
+# scoring (the default, `anchored`, goes through Slurm shards in the array-script test).
 DEEPCONS_FAST = dict(nEpochs=1.0, minBatches=0, nModels=1, toTrainDataSize=1000, randomSeed=11,
                      threshold=0.5, extractingBatch=DEEPCONS_MICROGRAPHS,
                      trainingBatch=DEEPCONS_MICROGRAPHS, numberOfThreads=2, addTrainingData=0,
-                     useGpu=False)
+                     useGpu=False, pickersShareMistakes=False)
 DEEPCONS_STAGE = re.compile(r"-m xmipp3_deepcons (prepare|fit|predict|evaluate|finish) ")
 
 
