@@ -32,6 +32,7 @@ from xmipp3_deepcons.core.consensus import suppress_duplicates  # noqa: E402
 from xmipp3_deepcons.core.metrics import (match_to_reference, precision_recall_f1,  # noqa: E402
                                           ranking_quality)
 from xmipp3_deepcons.run.folder import RunFolder  # noqa: E402
+from xmipp3_deepcons.run.keep import keep_mask  # noqa: E402
 
 SETS = ("low_snr", "decoys", "correlated", "ice_gradient", "species", "all")
 EMPIAR_MATCH_RADIUS = 54
@@ -57,7 +58,7 @@ def judged(rows, scores, dedupe_px, radius):
     labels, ranked = [], []
     for row, score in zip(rows, scores):
         single = suppress_duplicates(row["xy"], score, dedupe_px)
-        keep = single & (score > 0.5)
+        keep = keep_mask(row["xy"], score, dedupe_px, 0.5)
         matched += match_to_reference(np.round(row["xy"][keep]), row["truth"], radius).sum()
         kept += keep.sum()
         truth += len(row["truth"])

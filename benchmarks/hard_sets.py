@@ -311,8 +311,9 @@ def screen_row(folder, out, extra, manifest, pickers=None):
                                            manifest["particle_radius"])
     f1 = {name: precision_recall_f1(*counts)[2] for name, counts in rows.items()}
     # the manifest's purity is of every picker's two-vote positives
-    purity = manifest["stats"]["two_vote_purity"] if sorted(pickers) == everyone else None
-    return {"purity": "n/a" if purity is None else f"{purity:.2f}",
+    purity = (f"{manifest['stats']['two_vote_purity']:.2f}" if sorted(pickers) == everyone
+              else "n/a")
+    return {"purity": purity,
             "best_picker": max(f1[p] for p in pickers),
             "vote_f1": f1[f"2-of-{len(pickers)} vote"],
             "f1": f1["Deep Consensus"], "vote_auc": vote_rank[0], "auc": score_rank[0],

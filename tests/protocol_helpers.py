@@ -66,6 +66,16 @@ def kept_by_rule(prot):
     return sum(int(run.kept(stem).sum()) for stem in run.scored_stems())
 
 
+def scored_by_the_shipped_network(run):
+    """Every micrograph's candidates also have the shipped network's scores (``anchored``)."""
+    from xmipp3_deepcons.run.folder import REFERENCE
+    for stem in run.stems():
+        reference = run.network_scores(stem, source=REFERENCE)
+        if reference is None or len(reference) != len(run.network_scores(stem)):
+            return False
+    return True
+
+
 def wait_for(condition, timeout, step=1.0):
     """Poll until condition() is true; fails the test on timeout."""
     end = time.time() + timeout

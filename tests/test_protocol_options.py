@@ -20,7 +20,7 @@ from pyworkflow.object import Pointer
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from protocol_helpers import (BOX, PICKERS, SAMPLING, import_coordinates, import_micrographs,
-                              make_data)
+                              make_data, scored_by_the_shipped_network)
 from xmipp3_deepcons.constants import DEEP_PARTICLE_SIZE
 from xmipp3_deepcons.core.ctf import CTFParams
 from xmipp3_deepcons.core.extract import extract_boxes
@@ -28,7 +28,6 @@ from xmipp3_deepcons.core.micrograph import preprocess_micrograph
 from xmipp3_deepcons.io.coordinates import write_pos
 from xmipp3_deepcons.io.images import read_micrograph, write_stack
 from xmipp3_deepcons.protocols import XmippProtScreenDeepConsensus
-from xmipp3_deepcons.run.folder import REFERENCE
 
 pyworkflow.PYTHON = os.environ["SCIPION_PYTHON"]
 
@@ -168,9 +167,7 @@ class TestDeepConsensusOptions(BaseTest):
         self.assertEqual(run.settings().picker_evidence, "anchored")
         model = run.evidence()["model"]
         self.assertEqual(len(model["anchor"]["who_picked"][0]), 2 ** run.settings().n_pickers)
-        for stem in run.stems():
-            self.assertEqual(len(run.network_scores(stem, source=REFERENCE)),
-                             len(run.network_scores(stem)))
+        self.assertTrue(scored_by_the_shipped_network(run))
         with open(self.screen.getLogPaths()[0]) as f:
             self.assertIn("pickers' evidence (anchored) fitted on", f.read())
 

@@ -25,7 +25,7 @@ import pytest
 
 from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 from xmipp3_deepcons.cluster import slurm_host_section, write_slurm_hosts_conf
-from xmipp3_deepcons.run.folder import REFERENCE, RunFolder
+from xmipp3_deepcons.run.folder import RunFolder
 
 
 def _script(path, body):
@@ -489,10 +489,10 @@ def test_array_script_continues_and_gives_the_particles_of_one_screen(slurm_clus
     mine, theirs = np.load(run / "candidates.npz"), np.load(one / "candidates.npz")
     assert len(theirs["xy"]) > 500 and 0 < theirs["kept"].sum() < len(theirs["kept"])
     # the default evidence: the shards scored every micrograph with the shipped network too
+    from protocol_helpers import scored_by_the_shipped_network
     sharded = RunFolder(str(run))
     assert sharded.settings().picker_evidence == "anchored"
-    assert all(len(sharded.network_scores(stem, source=REFERENCE))
-               == len(sharded.network_scores(stem)) for stem in sharded.stems())
+    assert scored_by_the_shipped_network(sharded)
     for key in ("micrograph", "xy", "votes", "duplicate", "kept"):
         np.testing.assert_array_equal(mine[key], theirs[key], err_msg=key)
     for key in ("score", "network_score"):
