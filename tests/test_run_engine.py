@@ -10,6 +10,7 @@ from xmipp3_deepcons.cli import main
 from xmipp3_deepcons.constants import MIN_POSITIVES
 from xmipp3_deepcons.run import schedule, stages
 from xmipp3_deepcons.run.folder import RunFolder
+from xmipp3_deepcons.core.pipeline import positive_mask
 from xmipp3_deepcons.run.keep import final_scores, keep_mask
 from xmipp3_deepcons.run.settings import RunSettings
 from xmipp3_deepcons.run.streaming import Admission, Queued, next_work, stem_for
@@ -142,6 +143,24 @@ def test_one_picker_scores_with_the_network_alone():
     kept = keep_mask(table["xy"], alone, 128 * 0.3, 0.5)
     np.testing.assert_array_equal(kept, [False, True, True])
     np.testing.assert_array_equal(keep_mask(table["xy"], alone, 128 * 0.3, -1), [1, 1, 1])
+
+
+def test_a_box_that_leaves_the_micrograph_is_never_a_positive_nor_kept():
+    # 1000 x 800 px micrograph (rows, columns), box 128: centres 64 px from an edge fit
+    xy = np.array([[64, 64], [63, 400], [400, 737], [736, 736], [400, 400]], float)
+    table = {"xy": xy, "votes": np.array([3, 3, 2, 2, 1]), "members": np.zeros((5, 3), int),
+             "micrograph_shape": np.array([800, 1000]), "shape": np.array([569, 711]),
+             "factor": np.array(1.406)}
+    np.testing.assert_array_equal(positive_mask(table, 2, 128), [1, 0, 0, 1, 0])
+    np.testing.assert_array_equal(positive_mask(table, 2, None), [1, 1, 1, 1, 0])
+    network = np.full(5, 0.9, np.float32)
+    np.testing.assert_array_equal(final_scores(settings(n_pickers=1), None, table, network),
+                                  np.float32([0.9, 0, 0, 0.9, 0.9]))
+    kept = final_scores(settings(n_pickers=1, keep_edge_boxes=True), None, table, network)
+    np.testing.assert_array_equal(kept, network)
+    # a table prepared before the micrograph's shape was stored: preprocessed shape x factor
+    del table["micrograph_shape"]
+    np.testing.assert_array_equal(positive_mask(table, 2, 128), [1, 0, 0, 1, 0])
 
 
 # ---------------------------------------------------------------------- run folder

@@ -74,6 +74,10 @@ def add_args(parser):
                         "pretrained network scores without training, 'anchored' otherwise")
     g.add_argument("--no-picker-evidence", dest="picker_evidence", action="store_const",
                    const="none", help="the same as --picker-evidence none")
+    g.add_argument("--keep-edge-boxes", action="store_true",
+                   help="also train on and keep candidates whose box leaves the micrograph "
+                        "(by default they are never positives, never kept: none can be "
+                        "extracted whole, and a denoiser's border stripes fool every picker)")
     g.add_argument("--classic", action="store_true",
                    help="the original method: network score of one view alone, no duplicate "
                         "merging")
@@ -157,6 +161,7 @@ def init_run(args):
         training_batch=args.training_batch, max_val_acc=args.max_val_acc,
         precompiled_negatives=args.precompiled_negatives,
         unlabeled_negatives=args.unlabeled_negatives, self_training=args.self_training,
+        keep_edge_boxes=args.keep_edge_boxes,
         views=args.views, threshold=args.threshold, dedupe_radius=args.dedupe_radius,
         picker_evidence=args.picker_evidence or default_picker_evidence(
             model, args.skip_training, phase_flip=ctf is not None))

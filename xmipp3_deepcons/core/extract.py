@@ -48,6 +48,17 @@ def iter_box_batches(image, centres_xy, size=DEEP_PARTICLE_SIZE, batch=512):
         yield part, extract_boxes(image, centres[part], size)
 
 
+def box_inside(centres_xy, shape, box_size):
+    """Which boxes of ``box_size`` px around these centres lie whole inside a micrograph of
+    ``shape`` (rows, columns). A box that leaves it cannot be extracted whole: junk whoever
+    picked it (the micrograph's edge, a denoiser's border stripes), or a cut particle."""
+    xy = np.asarray(centres_xy, dtype=float).reshape(-1, 2)
+    half = box_size / 2.0
+    rows, cols = shape
+    return ((xy[:, 0] >= half) & (xy[:, 0] <= cols - half)
+            & (xy[:, 1] >= half) & (xy[:, 1] <= rows - half))
+
+
 def _pixel_centres(centres_xy):
     """(n, 2) integer pixel centres; rounded half up so .5 never depends on parity."""
     centres = np.asarray(centres_xy, dtype=float)

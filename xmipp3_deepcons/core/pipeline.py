@@ -9,11 +9,32 @@ import numpy as np
 
 from ..constants import DEEP_PARTICLE_SIZE, SELF_TRAINING_NEGATIVE, SELF_TRAINING_POSITIVE
 from ..io.images import read_micrograph
-from .extract import extract_boxes
+from .extract import box_inside, extract_boxes
 
 
-def collect_training_boxes(run, stems, min_votes, train_size=-1, seed=0):
-    """Positives (candidates with at least ``min_votes`` votes) and negatives (noise).
+def micrograph_shape(table):
+    """(rows, columns) of the user's micrograph (tables prepared before it was stored: the
+    preprocessed shape times the downsampling factor); None when the table has neither."""
+    if "micrograph_shape" in table:
+        return tuple(int(v) for v in table["micrograph_shape"])
+    if "shape" in table:
+        return tuple(int(round(v * float(table["factor"]))) for v in table["shape"])
+    return None
+
+
+def positive_mask(table, min_votes, edge_box=None):
+    """Training positives: candidates at least ``min_votes`` pickers found, and (``edge_box``,
+    a box size) whose box lies whole inside the micrograph."""
+    votes = np.asarray(table["votes"])
+    keep = votes >= min_votes
+    shape = micrograph_shape(table)
+    if edge_box and len(votes) and shape:
+        keep &= box_inside(table["xy"], shape, edge_box)
+    return keep
+
+
+def collect_training_boxes(run, stems, min_votes, train_size=-1, seed=0, edge_box=None):
+    """Positives (``positive_mask``) and negatives (noise).
 
     Micrographs are taken in the given order until ``train_size`` positives are reached
     (all when -1); negatives are taken from the same micrographs.
@@ -22,7 +43,7 @@ def collect_training_boxes(run, stems, min_votes, train_size=-1, seed=0):
     n_pos = 0
     for stem in stems:
         table = run.load_candidates(stem)
-        keep = table["votes"] >= min_votes
+        keep = positive_mask(table, min_votes, edge_box)
         if keep.any() or len(table["negatives"]):
             pre = read_micrograph(run.preprocessed(stem))
             factor = float(table["factor"])
@@ -39,13 +60,14 @@ def collect_training_boxes(run, stems, min_votes, train_size=-1, seed=0):
     return pos, neg
 
 
-def unlabeled_boxes(run, stems, min_votes):
-    """Boxes of the candidates fewer than ``min_votes`` pickers found: not positives, and on
-    real data mostly junk, so harder negatives than empty background."""
+def unlabeled_boxes(run, stems, min_votes, edge_box=None):
+    """Boxes of the candidates that are not positives (fewer than ``min_votes`` pickers found
+    them, or their box leaves the micrograph): on real data mostly junk, so harder negatives
+    than empty background."""
     boxes = [np.zeros((0, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE), np.float32)]
     for stem in stems:
         table = run.load_candidates(stem)
-        unlabeled = table["votes"] < min_votes
+        unlabeled = ~positive_mask(table, min_votes, edge_box)
         if unlabeled.any():
             pre = read_micrograph(run.preprocessed(stem))
             boxes.append(extract_boxes(pre, table["xy"][unlabeled] / float(table["factor"]),

@@ -255,8 +255,10 @@ class RunFolder:
                 and (not self.settings().write_particles or not len(table["xy"])
                      or os.path.exists(self.particles(stem))))
 
-    def positives(self, stem, min_votes):
-        return int((self.candidates(stem)["votes"] >= min_votes).sum())
+    def positives(self, stem, settings):
+        from ..core.pipeline import positive_mask
+        return int(positive_mask(self.candidates(stem), settings.min_votes,
+                                 settings.edge_box).sum())
 
     # models -----------------------------------------------------------------------------
     def pass_dir(self, number):

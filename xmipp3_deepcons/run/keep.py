@@ -5,6 +5,7 @@ Both front ends, the viewer and the tests call these; nothing else decides what 
 import numpy as np
 
 from ..core.consensus import suppress_duplicates
+from ..core.extract import box_inside
 from ..core.evidence import (apply_evidence, fit_anchored_evidence, fit_evidence,
                              fit_joint_evidence, presence_ranks)
 
@@ -123,18 +124,30 @@ def vote_scores(table, network, n_pickers):
             / n_pickers).astype(np.float32)
 
 
+def inside(settings, table):
+    """The candidates whose box lies whole inside the micrograph (all when the run keeps edge
+    boxes): the others are never kept, and the pickers' evidence is fitted without them."""
+    from ..core.pipeline import micrograph_shape
+    n, shape = len(table["xy"]), micrograph_shape(table)
+    if settings.edge_box is None or not n or shape is None:
+        return np.ones(n, bool)
+    return box_inside(table["xy"], shape, settings.edge_box)
+
+
 def final_scores(settings, evidence, table, network, reference=None):
     """The network's score, or its combination with the pickers' evidence when the run uses
     it and the evidence was fitted in the same mode (``reference``: the shipped network's
-    scores, for ``anchored``)."""
+    scores, for ``anchored``); 0 for a candidate whose box leaves the micrograph."""
     network = np.asarray(network, dtype=np.float32)
     if (not settings.uses_evidence or evidence is None
             or evidence.get("mode") != settings.picker_evidence or not len(network)):
-        return network
-    if evidence.get("fallback"):
-        return vote_scores(table, network, settings.n_pickers)
-    ranks = picker_evidence(evidence["mode"], table, evidence.get("quantiles"))
-    return apply_evidence(evidence["model"], ranks, network, reference).astype(np.float32)
+        scores = network
+    elif evidence.get("fallback"):
+        scores = vote_scores(table, network, settings.n_pickers)
+    else:
+        ranks = picker_evidence(evidence["mode"], table, evidence.get("quantiles"))
+        scores = apply_evidence(evidence["model"], ranks, network, reference)
+    return np.where(inside(settings, table), scores, 0).astype(np.float32)
 
 
 def keep_mask(xy, scores, dedupe_radius_px, threshold):

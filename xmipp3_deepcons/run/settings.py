@@ -76,6 +76,7 @@ class RunSettings:
     positive_weight: float = 1.0             # weight of additional/extra_positives_*.npy
     negative_weight: float = 1.0             # weight of additional/extra_negatives_*.npy
     write_particles: bool = False            # 128 px stack per micrograph (Scipion's particles)
+    keep_edge_boxes: bool = False            # candidates whose box leaves the micrograph count
     # output only
     views: int = DEFAULT_VIEWS
     threshold: object = DEFAULT_THRESHOLD    # a number, -1 (keep all) or "auto"
@@ -89,6 +90,12 @@ class RunSettings:
     @property
     def dedupe_radius_px(self):
         return (self.dedupe_radius or 0) * self.box_size
+
+    @property
+    def edge_box(self):
+        """The box that must lie whole inside the micrograph for a candidate to be a training
+        positive or kept; None when edge boxes are kept."""
+        return None if self.keep_edge_boxes else self.box_size
 
     @property
     def uses_evidence(self):

@@ -20,7 +20,9 @@ from . import schedule
 from .folder import (REFERENCE, RunFolder, arrays_digest, copy_folder, read_json, write_json,
                      write_npz)
 from .keep import fit as fit_evidence_model
-from .keep import falls_back, held_out_check
+from .keep import falls_back, held_out_check, inside
+
+CANDIDATE_COLUMNS = ("xy", "votes", "members", "picker_scores")   # one row per candidate
 
 log = logging.getLogger("xmipp3_deepcons")
 
@@ -71,6 +73,7 @@ def prepare(run, stems, settings=None):
         if settings.phase_flip:
             from ..core.ctf import CTFParams
             ctf = CTFParams(*[float(v) for v in inputs["ctf"]])
+        image_shape = image.shape
         pre = preprocess_micrograph(image, settings.factor, invert=not settings.inverted,
                                     ctf=ctf, pixel_size=settings.pixel_size, name=files[stem])
         del image
@@ -78,7 +81,7 @@ def prepare(run, stems, settings=None):
                   for s, p in zip(inputs["scores"], inputs["picks"])]
         table = dict(xy=found.xy, votes=found.votes, members=found.members,
                      picker_scores=found.member_values(scores), negatives=negatives,
-                     shape=np.array(pre.shape), factor=np.array(settings.factor),
+                     shape=np.array(pre.shape), micrograph_shape=np.array(image_shape), factor=np.array(settings.factor),
                      key=np.array(key))
         os.makedirs(os.path.dirname(run.preprocessed(stem)), exist_ok=True)
         write_mrc(run.preprocessed(stem), pre)
@@ -131,7 +134,7 @@ def training_state(run, settings, prepared_positives=None):
     positives = {} if prepared_positives is None else prepared_positives
     for stem in ledger:
         if stem not in positives and run.is_prepared(stem):
-            positives[stem] = run.positives(stem, settings.min_votes)
+            positives[stem] = run.positives(stem, settings)
     valid = []
     for recorded in run.passes():
         plan = schedule.next_pass(ledger, positives, valid, settings, run.inputs_closed())
@@ -190,7 +193,7 @@ def train_pass(run, plan, settings=None):
     used = sum(p["positives"] for p in passes)
     budget = settings.train_size - used if settings.train_size >= 0 else -1
     positives, negatives = collect_training_boxes(run, plan.stems, settings.min_votes, budget,
-                                                  [settings.seed, plan.number])
+                                                  [settings.seed, plan.number], settings.edge_box)
     if len(positives) < MIN_POSITIVES:
         raise InputError(f"too few positives to train: {len(positives)} candidates have at "
                          f"least {settings.min_votes} votes, {MIN_POSITIVES} are needed; add "
@@ -279,8 +282,9 @@ def unlabeled_negatives(run, settings, stems):
     if not settings.unlabeled_negatives:
         return []
     from ..core.pipeline import unlabeled_boxes
-    boxes = unlabeled_boxes(run, stems, settings.min_votes)
-    log.info(f"unlabeled candidates as negatives: {len(boxes)} boxes (weight 1)")
+    boxes = unlabeled_boxes(run, stems, settings.min_votes, settings.edge_box)
+    what = " and candidates whose box leaves the micrograph" if settings.edge_box else ""
+    log.info(f"unlabeled candidates{what} as negatives: {len(boxes)} boxes (weight 1)")
     return [(boxes, 1)]
 
 
@@ -393,6 +397,7 @@ def fit_evidence(run, settings=None):
     network = [run.network_scores(s, settings.views) for s in stems]
     reference = ([run.network_scores(s, settings.views, REFERENCE) for s in stems]
                  if settings.uses_reference else None)
+    tables, network, reference = inside_only(settings, tables, network, reference)
     evidence = fit_evidence_model(settings.picker_evidence, tables, network, settings.n_pickers,
                                   reference)
     evidence["micrographs"] = {s: current[s] for s in stems}
@@ -415,6 +420,18 @@ def fit_evidence(run, settings=None):
         else:
             log.info(verdict)
     write_json(path, evidence)
+
+
+def inside_only(settings, tables, network, reference):
+    """The candidate tables and scores without the candidates whose box leaves the
+    micrograph: never kept, their pattern of pickers says nothing about the others."""
+    masks = [inside(settings, t) for t in tables]
+    tables = [{k: (v[m] if k in CANDIDATE_COLUMNS else v) for k, v in t.items()}
+              for t, m in zip(tables, masks)]
+    network = [s[m] for s, m in zip(network, masks)]
+    if reference is not None:
+        reference = [s[m] for s, m in zip(reference, masks)]
+    return tables, network, reference
 
 
 # ------------------------------------------------------------------------------ scoring
