@@ -88,6 +88,16 @@ def test_topaz_extract_file_with_a_threshold(tmp_path):
     assert set(every) == set(STEMS)   # the micrograph without picks is left out
 
 
+def test_topaz_per_micrograph_coord_files(tmp_path):
+    """topaz extract --per-micrograph writes <name>.coord, each in the extract format."""
+    data = {stem: picks(i, 20) for i, stem in enumerate(STEMS)}
+    for stem, xy_score in data.items():
+        write_topaz(tmp_path / f"{stem}.coord", {stem: xy_score})
+    read = read_picker_output(f"{tmp_path}:score>=0", STEMS)
+    for stem, (xy, score) in data.items():
+        np.testing.assert_allclose(read[stem].xy, xy[score.astype(np.float32) >= 0])
+
+
 def test_threshold_syntax():
     assert parse_picker_spec("a/topaz.txt:score>-1") == PickerSpec("a/topaz.txt", -1.0, False)
     assert parse_picker_spec("x.txt:score >= 0.25") == PickerSpec("x.txt", 0.25, True)
@@ -168,7 +178,8 @@ def test_relion4_index_naming_a_missing_file(tmp_path):
     job = tmp_path / "AutoPick" / "job007"
     job.mkdir(parents=True)
     (job / "autopick.star").write_text("data_coordinate_files\nloop_\n_rlnMicrographName\n"
-                                       "_rlnMicrographCoordinates\nm/a.mrc AutoPick/job007/m/a_autopick.star\n")
+                                       "_rlnMicrographCoordinates\n"
+                                       "m/a.mrc AutoPick/job007/m/a_autopick.star\n")
     with pytest.raises(InputError, match="lists AutoPick/job007/m/a_autopick.star, which is not"):
         open_picker(str(job))
 

@@ -8,10 +8,11 @@ example:
 Each --coordinates is one picker's output as the picker wrote it: a folder with one .pos, .star,
 .box or .cbox file per micrograph named after the micrograph (a suffix such as _autopick is
 fine), a RELION autopick job folder, crYOLO's output folder, or Topaz's extract file; add
-:score>T to keep only its picks scoring above T (docs/picker-formats.md). Writes OUTDIR/coordinates.star (the kept particles, with
-the score as _rlnAutopickFigureOfMerit), OUTDIR/candidates.star (every candidate with its score
-and votes, to re-threshold without re-running), OUTDIR/coordinates/<mic>.pos, the trained model,
-score_histogram.png, training_curves.png and screen.log. Stopped runs continue where they were
+:score>T to keep only its picks scoring above T (docs/picker-formats.md). Writes
+OUTDIR/coordinates.star (the kept particles, with the score as _rlnAutopickFigureOfMerit),
+OUTDIR/candidates.star (every candidate with its score and votes, to re-threshold without
+re-running), OUTDIR/coordinates/<mic>.pos, the trained model, score_histogram.png,
+training_curves.png and screen.log. Stopped runs continue where they were
 when run again with the same -o.
 """
 import argparse

@@ -9,7 +9,7 @@ A user points at what the picker wrote, without renaming anything:
   ``coords_suffix_<pickname>.star`` with ``<micrograph's folder>/<stem>_<pickname>.star``
   below the job folder; either index file may also be given itself;
 - Topaz's one ``extract`` file for all micrographs (tab-separated, header
-  ``image_name x_coord y_coord score``);
+  ``image_name x_coord y_coord score``), or its ``--per-micrograph`` ``.coord`` files;
 - crYOLO's output folder (its ``CBOX/`` is read, which has the confidences; ``EMAN/`` .box when
   there is no CBOX), or either of those folders;
 - a STAR file listing ``_rlnMicrographName`` with ``_rlnCoordinateX`` / ``_rlnCoordinateY``.
@@ -212,7 +212,8 @@ def _open_folder(spec):
     index = _relion4_index_in(folder, names)
     if index:
         return _open_relion4_index(spec, index)
-    suffix_files = sorted(n for n in names if n.startswith("coords_suffix_") and n.endswith(".star"))
+    suffix_files = sorted(n for n in names
+                          if n.startswith("coords_suffix_") and n.endswith(".star"))
     if suffix_files:
         return _open_relion31_job(spec, os.path.join(folder, suffix_files[0]))
     cbox, eman = os.path.join(folder, "CBOX"), os.path.join(folder, "EMAN")
@@ -222,6 +223,12 @@ def _open_folder(spec):
         return _open_flat_folder(spec, eman, "crYOLO output (its EMAN folder)")
     if _files_with(folder, (".cbox",)):
         return _open_cbox_folder(spec, folder, "crYOLO CBOX folder")
+    coord = _files_with(folder, (".coord",))
+    if coord:   # topaz extract --per-micrograph: one extract-format file per micrograph
+        entries = {}
+        for name in coord:
+            entries.update(_read_topaz(os.path.join(folder, name)))
+        return PickerOutput(spec, "Topaz per-micrograph folder", entries, what="image_name")
     if _files_with(folder, EXTENSIONS, skip=RELION_BOOKKEEPING):
         return _open_flat_folder(spec, folder, "coordinate folder")
     nested = _nested_star_files(folder)
