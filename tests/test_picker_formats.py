@@ -275,6 +275,25 @@ def test_cryolo_root_without_cbox_reads_eman(tmp_path):
                                                     for s, (_, c) in written.items()}
 
 
+def test_cryolo_y_counts_from_the_bottom_of_a_jpeg(tmp_path):
+    """crYOLO reads JPEG/TIFF micrographs upside down (Scipion's crYOLO plugin flips y for
+    them), MRC images (ISPG 0) as stored: the same .cbox gives y = height - y on a JPEG."""
+    from PIL import Image
+    Image.fromarray(np.zeros((700, 1000), np.uint8)).save(tmp_path / "m.jpg")
+    write_mrc(str(tmp_path / "m.mrc"), np.zeros((700, 1000), np.float32))
+    (tmp_path / "out" / "CBOX").mkdir(parents=True)
+    write_cbox_star(tmp_path / "out" / "CBOX" / "m.cbox", [(100, 50), (300, 400)], 100, [0.9, 0.8])
+    picker = open_picker(str(tmp_path / "out"))
+    np.testing.assert_allclose(picker.read("m", str(tmp_path / "m.mrc")).xy,
+                               [[150, 100], [350, 450]])
+    np.testing.assert_allclose(picker.read("m", str(tmp_path / "m.jpg")).xy,
+                               [[150, 600], [350, 250]])
+    (tmp_path / "out" / "EMAN").mkdir()
+    write_eman_box(tmp_path / "out" / "EMAN" / "m.box", [(100, 50)], 100)
+    eman = open_picker(str(tmp_path / "out" / "EMAN"))
+    np.testing.assert_allclose(eman.read("m", str(tmp_path / "m.jpg")).xy, [[150, 600]])
+
+
 def test_old_tab_separated_cbox(tmp_path):
     path = tmp_path / "m.cbox"
     path.write_text("10\t20\t100\t100\t0.8\t90\t95\n50.5\t60\t100\t100\t0.2\t90\t95\n")

@@ -345,7 +345,7 @@ def match_inputs(micrographs, pickers, labels, scales, logger, ctf=None):
         matches.append(matched)
     inputs = []
     for stem, path in stems.items():
-        picks = [picker.read(matched[stem]) if stem in matched else Coordinates.empty()
+        picks = [picker.read(matched[stem], path) if stem in matched else Coordinates.empty()
                  for picker, matched in zip(pickers, matches)]
         if sum(len(p) for p in picks) == 0:
             logger.info(f"{stem}: no picks from any picker, skipped")

@@ -86,9 +86,11 @@ class PickerOutput:
     micrograph's stem (RELION's ``_<pickname>``).
     """
 
-    def __init__(self, spec, kind, entries, what="file name", suffix=None, default_min=None):
+    def __init__(self, spec, kind, entries, what="file name", suffix=None, default_min=None,
+                 cryolo=False):
         self.spec = spec
         self.kind = kind
+        self.cryolo = cryolo   # crYOLO counts y from the bottom on some micrographs
         self.entries = dict(entries)
         self.what = what
         self.suffix = suffix
@@ -147,10 +149,16 @@ class PickerOutput:
             return name
         return next((s for s in by_length if name.startswith(s + "_")), None)
 
-    def read(self, name):
-        """The picks of one entry, the threshold applied."""
+    def read(self, name, micrograph=None):
+        """The picks of one entry, the threshold applied; crYOLO's picks in the micrograph's
+        frame when its file is given (``cryolo_counts_y_from_bottom``)."""
         source = self.entries[name]
         picks = source if isinstance(source, Coordinates) else _read_file(source)
+        if self.cryolo and micrograph is not None and len(picks):
+            height = cryolo_counts_y_from_bottom(micrograph)
+            if height:
+                picks = Coordinates(np.column_stack([picks.xy[:, 0], height - picks.xy[:, 1]]),
+                                    picks.score)
         if self.min_score is None:
             return picks
         if len(picks) and np.isnan(picks.score).all():
@@ -220,7 +228,9 @@ def _open_folder(spec):
     if os.path.isdir(cbox) and _files_with(cbox, (".cbox",)):
         return _open_cbox_folder(spec, cbox, "crYOLO output (its CBOX folder)")
     if os.path.isdir(eman) and _files_with(eman, (".box",)):
-        return _open_flat_folder(spec, eman, "crYOLO output (its EMAN folder)")
+        picker = _open_flat_folder(spec, eman, "crYOLO output (its EMAN folder)")
+        picker.cryolo = True
+        return picker
     if _files_with(folder, (".cbox",)):
         return _open_cbox_folder(spec, folder, "crYOLO CBOX folder")
     coord = _files_with(folder, (".coord",))
@@ -230,6 +240,12 @@ def _open_folder(spec):
             entries.update(_read_topaz(os.path.join(folder, name)))
         return PickerOutput(spec, "Topaz per-micrograph folder", entries, what="image_name")
     if _files_with(folder, EXTENSIONS, skip=RELION_BOOKKEEPING):
+        parent = os.path.dirname(os.path.abspath(folder))
+        if os.path.basename(os.path.abspath(folder)) == "EMAN" and any(
+                os.path.isdir(os.path.join(parent, d)) for d in ("CBOX", "DISTR")):
+            picker = _open_flat_folder(spec, folder, "crYOLO EMAN folder")
+            picker.cryolo = True
+            return picker
         return _open_flat_folder(spec, folder, "coordinate folder")
     nested = _nested_star_files(folder)
     if nested:
@@ -257,7 +273,7 @@ def _open_flat_folder(spec, folder, kind):
 def _open_cbox_folder(spec, folder, kind):
     entries = {os.path.splitext(n)[0]: os.path.join(folder, n)
                for n in _files_with(folder, (".cbox",))}
-    return PickerOutput(spec, kind, entries, default_min=CBOX_DEFAULT_CONFIDENCE)
+    return PickerOutput(spec, kind, entries, default_min=CBOX_DEFAULT_CONFIDENCE, cryolo=True)
 
 
 def _nested_star_files(folder, depth=4):
@@ -537,3 +553,24 @@ def _cbox_centres(path, x, y, width, height, confidence):
         row = int(np.argmax(~np.isfinite(centres).all(axis=1)))
         raise InputError(f"{path}: box {row + 1} has no finite corner or size; fix or remove it")
     return Coordinates(centres, confidence)
+
+
+def cryolo_counts_y_from_bottom(micrograph):
+    """The micrograph's height when crYOLO's y counts from its bottom row, else None.
+
+    crYOLO reads an MRC image as its rows are stored (header ISPG 0, as for single images), and
+    any other file (TIFF, JPEG, PNG, an MRC with ISPG 1) flipped upside down: so Scipion's crYOLO
+    plugin flips y for those (sphire/convert.py ``needToFlipOnY``), and so does this.
+    """
+    ext = os.path.splitext(micrograph)[1].lower()
+    if ext in (".mrc", ".mrcs"):
+        import mrcfile
+        with mrcfile.open(micrograph, header_only=True, permissive=True) as mrc:
+            return int(mrc.header.ny) if int(mrc.header.ispg) != 0 else None
+    if ext in (".tif", ".tiff"):
+        import tifffile
+        with tifffile.TiffFile(micrograph) as tif:
+            return int(tif.pages[0].shape[0])
+    from PIL import Image
+    with Image.open(micrograph) as picture:
+        return int(picture.size[1])
