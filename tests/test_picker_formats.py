@@ -88,6 +88,17 @@ def test_topaz_extract_file_with_a_threshold(tmp_path):
     assert set(every) == set(STEMS)   # the micrograph without picks is left out
 
 
+@pytest.mark.parametrize("line, problem", [("m1\t10\t20\n", "line 3: 3 values, the header names 4"),
+                                           ("m1\t10\tabc\t0.5\n", "line 3: x_coord, y_coord"),
+                                           ("m1\t10\tinf\t0.5\n", "line 3: a coordinate")])
+def test_topaz_bad_line_is_named(tmp_path, line, problem):
+    path = tmp_path / "t.txt"
+    path.write_text("image_name\tx_coord\ty_coord\tscore\nm1\t1\t2\t-0.5\n" + line
+                    + "m1\t3\t4\t1.5\n")
+    with pytest.raises(InputError, match=problem):
+        open_picker(str(path))
+
+
 def test_topaz_per_micrograph_coord_files(tmp_path):
     """topaz extract --per-micrograph writes <name>.coord, each in the extract format."""
     data = {stem: picks(i, 20) for i, stem in enumerate(STEMS)}
