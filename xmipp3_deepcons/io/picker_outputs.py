@@ -168,11 +168,6 @@ class PickerOutput:
         keep = picks.score >= self.min_score if self.inclusive else picks.score > self.min_score
         return Coordinates(picks.xy[keep], picks.score[keep])
 
-    def files(self):
-        """The files its picks come from (one for Topaz or a listing STAR)."""
-        named = {s for s in self.entries.values() if isinstance(s, str)}
-        return sorted(named) or [self.path]
-
     def same_as(self, other):
         """Whether two pickers hold the same picks (the same files' bytes, or the same read
         picks, under the same threshold): given twice, they would vote twice."""
@@ -249,7 +244,7 @@ def _open_folder(spec):
         return _open_flat_folder(spec, folder, "coordinate folder")
     nested = _nested_star_files(folder)
     if nested:
-        return PickerOutput(spec, "RELION autopick folder", nested)
+        return PickerOutput(spec, "RELION autopick folder (.star files below it)", nested)
     raise InputError(f"--coordinates {spec.text}: no .pos, .star, .box or .cbox files in the "
                      "folder (nor a RELION autopick index, a crYOLO CBOX/ or EMAN/ folder); "
                      "give the picker's output folder or file")
