@@ -5,11 +5,14 @@ example:
       --coordinates crYOLO/ --coordinates topaz/ --coordinates deepPicker/ \\
       --box-size 180 -o screened/
 
-Each --coordinates folder is one picker and holds one .pos, .star or .box file per micrograph,
-named after the micrograph's file stem. Writes OUTDIR/coordinates.star (the kept particles, with
-the score as _rlnAutopickFigureOfMerit), OUTDIR/candidates.star (every candidate with its score
-and votes, to re-threshold without re-running), OUTDIR/coordinates/<mic>.pos, the trained model,
-score_histogram.png, training_curves.png and screen.log. Stopped runs continue where they were
+Each --coordinates is one picker's output as the picker wrote it: a folder with one .pos, .star,
+.box or .cbox file per micrograph named after the micrograph (a suffix such as _autopick is
+fine), a RELION autopick job folder, crYOLO's output folder, or Topaz's extract file; add
+:score>T to keep only its picks scoring above T (docs/picker-formats.md). Writes
+OUTDIR/coordinates.star (the kept particles, with the score as _rlnAutopickFigureOfMerit),
+OUTDIR/candidates.star (every candidate with its score and votes, to re-threshold without
+re-running), OUTDIR/coordinates/<mic>.pos, the trained model, score_histogram.png,
+training_curves.png and screen.log. Stopped runs continue where they were
 when run again with the same -o.
 """
 import argparse
@@ -24,6 +27,7 @@ from ..constants import (DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC, DEFAULT_RAD
                          SELF_TRAINING_POSITIVE, DEFAULT_VIEWS)
 from .. import checks
 from ..errors import InputError
+from ..io.picker_outputs import open_picker, parse_picker_spec
 from ..run import stages
 from ..run.folder import RunFolder, write_json
 from ..run.outputs import write_outputs
@@ -36,8 +40,11 @@ def add_args(parser):
     g = parser.add_argument_group("inputs")
     g.add_argument("--micrographs", required=True, nargs="+", metavar="GLOB",
                    help="micrograph files (quote the pattern): .mrc, .tif or .jpg/.png")
-    g.add_argument("--coordinates", required=True, action="append", metavar="DIR",
-                   help="one picker's coordinate folder; give once per picker")
+    g.add_argument("--coordinates", required=True, action="append", metavar="PATH",
+                   help="one picker's output as it wrote it: a folder of per-micrograph files, "
+                        "a RELION autopick job, crYOLO's output folder or Topaz's extract "
+                        "file; PATH:score>T keeps its picks scoring above T; give once per "
+                        "picker")
     g.add_argument("--box-size", type=int, required=True,
                    help="particle box in micrograph pixels (at least 128)")
     g.add_argument("--sampling", type=float,
@@ -138,9 +145,11 @@ def init_run(args):
     the checks pass."""
     validate(args)
     micrographs = find_micrographs(args.micrographs)
-    pickers = [picker_files(folder) for folder in args.coordinates]
-    labels = [f"--coordinates {folder}" for folder in args.coordinates]
+    pickers = [open_picker(spec) for spec in args.coordinates]
+    labels = [picker.label for picker in pickers]
     check_distinct_pickers(args.coordinates, pickers)
+    for picker in pickers:   # one clear line before anything is written
+        picker.match({stem_of(m) for m in micrographs})
     checks.check_box_size(args.box_size, micrograph_shape(micrographs[0]))
     ctf = read_ctf(args)
     size = pixel_size(args, micrographs)
@@ -240,7 +249,8 @@ def validate(args):
     if args.self_training and args.skip_training:
         raise InputError("--self-training retrains the model: leave out --skip-training")
     checks.check_output_folder(args.output, {"--micrographs": args.micrographs,
-                                             "--coordinates": args.coordinates,
+                                             "--coordinates": [parse_picker_spec(c).path
+                                                               for c in args.coordinates],
                                              "--ctf": args.ctf, "--model": args.model})
 
 
@@ -303,38 +313,20 @@ def stem_of(path):
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def picker_files(folder):
-    """Coordinate files of one picker folder, by micrograph stem."""
-    if not os.path.isdir(folder):
-        raise InputError(f"--coordinates {folder}: no such folder")
-    from ..io.coordinates import EXTENSIONS, find_coordinate_file
-    stems = {os.path.splitext(name)[0] for name in os.listdir(folder)
-             if os.path.splitext(name)[1] in EXTENSIONS}
-    files = {stem: find_coordinate_file(folder, stem) for stem in sorted(stems)}
-    if not files:
-        raise InputError(f"--coordinates {folder}: no .pos, .star or .box files in the folder")
-    return files
-
-
-def check_distinct_pickers(folders, pickers):
+def check_distinct_pickers(specs, pickers):
     """The same picks twice would make every one of them a two-vote positive: the screen
     would then keep everything it was given."""
-    real = [os.path.realpath(f) for f in folders]
-    for i, folder in enumerate(folders):
+    real = [os.path.realpath(p.path) for p in pickers]
+    for i, picker in enumerate(pickers):
         for j in range(i):
-            if real[i] == real[j]:
-                raise InputError(f"--coordinates {folder} is given twice (as {folders[j]}); "
+            if real[i] == real[j] and (picker.min_score, picker.inclusive) == (
+                    pickers[j].min_score, pickers[j].inclusive):
+                raise InputError(f"--coordinates {specs[i]} is given twice (as {specs[j]}); "
                                  "give each picker once")
-            if pickers[i].keys() == pickers[j].keys() and all(
-                    _same_file(pickers[i][s], pickers[j][s]) for s in pickers[i]):
-                raise InputError(f"--coordinates {folder} and --coordinates {folders[j]} hold "
+            if picker.same_as(pickers[j]):
+                raise InputError(f"--coordinates {specs[i]} and --coordinates {specs[j]} hold "
                                  "identical coordinate files: they are one picker; give each "
                                  "picker once")
-
-
-def _same_file(a, b):
-    with open(a, "rb") as f, open(b, "rb") as g:
-        return f.read() == g.read()
 
 
 def picker_scales(args):
@@ -346,22 +338,20 @@ def picker_scales(args):
 
 def match_inputs(micrographs, pickers, labels, scales, logger, ctf=None):
     """[(stem, micrograph, picks per picker, their scores)] of the micrographs with picks."""
-    from ..io.coordinates import Coordinates, read_coordinates
+    from ..io.coordinates import Coordinates
     stems = {stem_of(p): p for p in micrographs}
-    for files, label in zip(pickers, labels):
-        matched = set(files) & set(stems)
-        if not matched:
-            example = next(iter(files))
-            raise InputError(f"{label}: none of its {len(files)} coordinate files matches a "
-                             f"micrograph name (e.g. {example} vs {next(iter(stems))}); files "
-                             f"must be named after the micrographs")
-        if len(matched) < len(files):
-            logger.info(f"{label}: {len(files) - len(matched)} coordinate files match no "
-                        "micrograph and are ignored")
+    matches = []
+    for picker, label in zip(pickers, labels):
+        matched = picker.match(stems)
+        logger.info(picker.describe())
+        if len(matched) < len(picker.entries):
+            logger.info(f"{label}: {len(picker.entries) - len(matched)} of its "
+                        f"{picker.what}s match no micrograph and are ignored")
+        matches.append(matched)
     inputs = []
     for stem, path in stems.items():
-        picks = [read_coordinates(files[stem]) if stem in files else Coordinates.empty()
-                 for files in pickers]
+        picks = [picker.read(matched[stem], path) if stem in matched else Coordinates.empty()
+                 for picker, matched in zip(pickers, matches)]
         if sum(len(p) for p in picks) == 0:
             logger.info(f"{stem}: no picks from any picker, skipped")
             continue
