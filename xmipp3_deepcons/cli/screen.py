@@ -24,6 +24,7 @@ from ..constants import (DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC, DEFAULT_RAD
                          SELF_TRAINING_POSITIVE, DEFAULT_VIEWS)
 from .. import checks
 from ..errors import InputError
+from ..io import cryosparc
 from ..run import stages
 from ..run.folder import RunFolder, write_json
 from ..run.outputs import write_outputs
@@ -37,7 +38,8 @@ def add_args(parser):
     g.add_argument("--micrographs", required=True, nargs="+", metavar="GLOB",
                    help="micrograph files (quote the pattern): .mrc, .tif or .jpg/.png")
     g.add_argument("--coordinates", required=True, action="append", metavar="DIR",
-                   help="one picker's coordinate folder; give once per picker")
+                   help="one picker's coordinate folder (or a cryoSPARC particles .cs); "
+                        "give once per picker")
     g.add_argument("--box-size", type=int, required=True,
                    help="particle box in micrograph pixels (at least 128)")
     g.add_argument("--sampling", type=float,
@@ -122,6 +124,9 @@ def main(args):
     stages.fit(run, settings)
     stages.predict(run, stems, settings)
     summary = write_outputs(run, settings)
+    if any(cryosparc.is_cs(c) for c in args.coordinates):   # cryoSPARC picks in, .cs out
+        cryosparc.write_kept(run, args.coordinates, run.path("particles.cs"), settings,
+                             summary["threshold"])
     logger.info(f"kept {summary['kept']} of {summary['candidates']} candidates above "
                 f"{summary['threshold']:g} ({summary['duplicates']} duplicates merged) in "
                 f"{time.time() - started:.0f} s")
@@ -299,7 +304,10 @@ def stem_of(path):
 
 
 def picker_files(folder):
-    """Coordinate files of one picker folder, by micrograph stem."""
+    """Coordinate files of one picker folder, by micrograph stem (a cryoSPARC .cs: its
+    micrographs' picks)."""
+    if cryosparc.is_cs(folder):
+        return cryosparc.picker_files(folder)
     if not os.path.isdir(folder):
         raise InputError(f"--coordinates {folder}: no such folder")
     from ..io.coordinates import EXTENSIONS, find_coordinate_file
@@ -328,6 +336,8 @@ def check_distinct_pickers(folders, pickers):
 
 
 def _same_file(a, b):
+    if isinstance(a, cryosparc.CsMicrograph) or isinstance(b, cryosparc.CsMicrograph):
+        return isinstance(a, cryosparc.CsMicrograph) and a.same_picks(b)
     with open(a, "rb") as f, open(b, "rb") as g:
         return f.read() == g.read()
 
@@ -341,7 +351,7 @@ def picker_scales(args):
 
 def match_inputs(micrographs, pickers, labels, scales, logger, ctf=None):
     """[(stem, micrograph, picks per picker, their scores)] of the micrographs with picks."""
-    from ..io.coordinates import Coordinates, read_coordinates
+    from ..io.coordinates import Coordinates
     stems = {stem_of(p): p for p in micrographs}
     for files, label in zip(pickers, labels):
         matched = set(files) & set(stems)
@@ -355,7 +365,7 @@ def match_inputs(micrographs, pickers, labels, scales, logger, ctf=None):
                         "micrograph and are ignored")
     inputs = []
     for stem, path in stems.items():
-        picks = [read_coordinates(files[stem]) if stem in files else Coordinates.empty()
+        picks = [cryosparc.read_picks(files[stem]) if stem in files else Coordinates.empty()
                  for files in pickers]
         if sum(len(p) for p in picks) == 0:
             logger.info(f"{stem}: no picks from any picker, skipped")
