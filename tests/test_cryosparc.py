@@ -111,8 +111,8 @@ def test_screen_reads_cs_pickers_and_writes_the_kept_as_cs(dataset, tmp_path):
     status = main(["screen", "--micrographs", str(dataset / "micrographs" / "*.mrc"),
                    "--box-size", "128", "-o", str(out), "--coordinates", str(a),
                    "--coordinates", str(b), "--coordinates", str(dataset / "coords" / "pickerC"),
-                   "--model", "pretrained", "--skip-training", "--views", "1",
-                   "--seed", "1"])
+                   "--model", "pretrained", "--network-size", "small", "--skip-training",
+                   "--views", "1", "--seed", "1"])
     assert status == 0
     kept = read_star_blocks(str(out / "coordinates.star"))["particles"]
     written = Dataset.load(str(out / "particles.cs"))
