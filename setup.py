@@ -17,6 +17,8 @@ setup(
     extras_require={
         "scipion": ["scipion-pyworkflow", "scipion-em", "scipion-app", "scipion-em-xmipp"],
         "test": ["pytest"],
+        # cryoSPARC .cs picks in and out (screen --coordinates FILE.cs, particles.cs)
+        "cryosparc": ["cryosparc-tools"],
         # only to regenerate the shipped models: scripts/train_shipped_models.py
         "sim": ["aspire>=0.14.3"],
     },

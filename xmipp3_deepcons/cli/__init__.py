@@ -8,7 +8,7 @@ import sys
 
 from ..errors import InputError
 
-COMMANDS = ("screen", "train", "score", "demo", "scipion-demo")
+COMMANDS = ("screen", "train", "score", "demo", "scipion-demo", "relion-external")
 STAGE_MODULE = "stages"   # init, prepare, fit, predict, finish, evaluate
 
 
@@ -39,7 +39,11 @@ def main(argv=None):
     # TensorFlow's C++ start-up chatter (oneDNN notices, graph warnings) drowns the progress
     # lines; Python-level errors still surface. Set TF_CPP_MIN_LOG_LEVEL to see it again.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "takes_parameters", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.parameters = rest   # relion-external: RELION's --label value parameters
     try:
         return args.func(args) or 0
     except InputError as error:

@@ -28,6 +28,7 @@ from ..constants import (DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC, DEFAULT_RAD
 from .. import checks
 from ..errors import InputError
 from ..io.picker_outputs import open_picker, parse_picker_spec
+from ..io import cryosparc
 from ..run import stages
 from ..run.folder import RunFolder, write_json
 from ..run.outputs import write_outputs
@@ -133,6 +134,9 @@ def main(args):
     stages.fit(run, settings)
     stages.predict(run, stems, settings)
     summary = write_outputs(run, settings)
+    if any(cryosparc.is_cs(c) for c in args.coordinates):   # cryoSPARC picks in, .cs out
+        cryosparc.write_kept(run, args.coordinates, run.path("particles.cs"), settings,
+                             summary["threshold"])
     logger.info(f"kept {summary['kept']} of {summary['candidates']} candidates above "
                 f"{summary['threshold']:g} ({summary['duplicates']} duplicates merged) in "
                 f"{time.time() - started:.0f} s")

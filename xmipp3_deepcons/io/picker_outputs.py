@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from . import cryosparc
 from .coordinates import (EXTENSIONS, Coordinates, column_as_float, find_coordinate_file,
                           read_coordinates, read_star_blocks)
 
@@ -318,6 +319,11 @@ def _is_relion4_index(path):
 def _open_file(spec):
     path = spec.path
     name = os.path.basename(path)
+    if cryosparc.is_cs(path):
+        found = cryosparc.picker_files(path)
+        return PickerOutput(spec, "cryoSPARC .cs", {stem: m.coordinates
+                                                   for stem, m in found.items()},
+                            what="micrograph name")
     if name.startswith("coords_suffix_") and name.endswith(".star"):
         return _open_relion31_job(spec, path)
     first = _first_line(path)
