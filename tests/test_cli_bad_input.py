@@ -179,7 +179,8 @@ def test_ctrl_c_and_a_full_disk_give_one_line(dataset, tmp_path, capsys, monkeyp
     def stopped(*args, **kwargs):
         raise fault
     monkeypatch.setattr(stages, "prepare", stopped)
-    assert main(argv(dataset, tmp_path / "o")) == status
+    assert main(argv(dataset, tmp_path / "o", "--model", "pretrained",
+                     "--skip-training")) == status
     assert capsys.readouterr().err == f"xmipp_deep_consensus screen: {message}\n"
 
 
