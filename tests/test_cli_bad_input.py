@@ -174,6 +174,9 @@ def test_altered_work_files_are_made_again(dataset, tmp_path, capsys):
     (OSError(28, "No space left on device", "/full/disk/work/x.npz"), 2,
      "error: /full/disk/work/x.npz: No space left on device; free space or choose a writable "
      "folder, then run the same command again"),
+    (PermissionError(13, "Permission denied", "/data/mic_000.mrc"), 2,   # issue 30: not "free
+     "error: /data/mic_000.mrc: Permission denied; make it readable (an input) or writable "
+     "(an output), then run the same command again"),                    # space"
 ])
 def test_ctrl_c_and_a_full_disk_give_one_line(dataset, tmp_path, capsys, monkeypatch, fault,
                                               status, message):

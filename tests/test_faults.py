@@ -37,8 +37,8 @@ def data(tmp_path_factory):
     return folder
 
 
-def screen_args(data, out, *extra, mics="*.mrc"):
-    args = ["screen", "--micrographs", str(data / "micrographs" / mics), "--box-size", "128",
+def screen_args(data, out, *extra, mics="*.mrc", command="screen"):
+    args = [command, "--micrographs", str(data / "micrographs" / mics), "--box-size", "128",
             "--epochs", "1", "--models", "1", "--min-batches", "5", "--network-size", "small",
             "--seed", "0", "--views", "1", "--picker-evidence", "votes", "-o", str(out)]
     for picker in PICKERS:
@@ -81,6 +81,10 @@ def test_a_narrower_rerun_is_refused_and_the_finished_run_kept(data, copy, capsy
         "already in the folder was left as it was\n")
     assert _files(copy, kept) == before
     assert RunFolder(copy).stems() == [f"mic_00{i}" for i in range(5)]
+    assert main(screen_args(data, copy, "--epochs", "2")) == 2   # trained with epochs 1
+    assert capsys.readouterr().err == (
+        f"xmipp_deep_consensus screen: error: {copy} holds a run made with other settings "
+        "(epochs 1.0 -> 2.0); give a new output folder, or remove it to start over\n")
 
 
 def test_a_discarded_model_takes_its_outputs_with_it(copy):
@@ -182,6 +186,8 @@ def test_a_diverging_screen_stops_with_one_line(data, tmp_path, capsys):
                         "again\n")
     assert not (out / "model").exists() and not (out / "coordinates.star").exists()
     assert not (out / "training" / "pass_001" / "manifest.json").exists()
+    assert main(screen_args(data, out, "--learning-rate", "1e-4", command="init")) == 0
+    assert RunFolder(out).settings().learning_rate == 1e-4    # the lower rate, same folder
 
 
 def _boxes(n, seed=0):

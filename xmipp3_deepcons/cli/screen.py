@@ -176,7 +176,7 @@ def init_run(args, whole_run=True):
         picker_evidence=args.picker_evidence or default_picker_evidence(
             model, args.skip_training, phase_flip=ctf is not None))
     if stored is not None:
-        settings.check_continues(stored, run.root)
+        settings.check_continues(stored, run.root, run.has_training())
     has_training = stored is not None and (os.path.isdir(run.path("training"))
                                            or os.path.isdir(run.model_dir()))
     if not args.skip_training and (whole_run or has_training):

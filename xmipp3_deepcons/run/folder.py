@@ -224,11 +224,17 @@ class RunFolder:
     def has_settings(self):
         return os.path.exists(self.path(SETTINGS_FILE))
 
+    def has_training(self):
+        """Whether a network was trained (or a model put) here: a finished training pass, a
+        self-training round or a final model."""
+        return bool(self.passes()) or intact_model(self.round_dir(1)) or self.has_model()
+
     def write_settings(self, settings):
         """Start the run, or check that a stopped one continues with the same settings
-        (output options may change and are updated)."""
+        (output options may change and are updated; training options too while no network
+        was trained)."""
         if self.has_settings():
-            settings.check_continues(self.settings(), self.root)
+            settings.check_continues(self.settings(), self.root, self.has_training())
         write_json(self.path(SETTINGS_FILE), settings.to_json())
 
     # inputs -----------------------------------------------------------------------------
