@@ -246,8 +246,8 @@ def _check_writable(name, shown, folder):
 def check_output_folder(path, inputs=(), name="-o", writes=()):
     """The output folder: not a file, writable (made if missing), not an input, not inside an
     input folder, holding no input (a run writes coordinates/ and model/ into it: a picker's
-    folder there would be overwritten), and without an input at a path the run writes (``writes``: names relative
-    to the folder, such as "coordinates"). ``inputs``: {option: path or paths},
+    folder there would be overwritten), and without an input at a path the run writes
+    (``writes``: names relative to the folder, such as "coordinates"). ``inputs``: {option: path or paths},
     [(option, path)] or [path]; glob patterns stand for their folder. Returns its absolute
     path."""
     shown = os.fspath(path)

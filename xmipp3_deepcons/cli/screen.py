@@ -20,8 +20,8 @@ from dataclasses import astuple
 
 import numpy as np
 
-from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC, DEFAULT_RADIUS,
-                         DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE,
+from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC,
+                         DEFAULT_RADIUS, DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE,
                          SELF_TRAINING_MIN_ACCEPTED, SELF_TRAINING_NEGATIVE,
                          SELF_TRAINING_POSITIVE, DEFAULT_VIEWS)
 from .. import checks
