@@ -449,3 +449,22 @@ def test_score_and_train_check_options_before_tensorflow(tmp_path):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert (done.returncode, done.stderr) == (2, f"xmipp_deep_consensus {message}\n")
     assert not (tmp_path / "m").exists()
+
+
+def test_train_with_too_few_particles_is_refused_before_tensorflow(tmp_path):
+    from xmipp3_deepcons.io.images import write_stack
+    from xmipp3_deepcons.io.metadata import write_particles_xmd
+    write_stack(str(tmp_path / "few.mrcs"),
+                np.random.default_rng(0).normal(size=(12, 128, 128)).astype(np.float32))
+    xmd = tmp_path / "few.xmd"
+    write_particles_xmd(str(xmd), {"image": [f"{i}@few.mrcs" for i in range(1, 13)],
+                                   "enabled": [1] * 12})
+    args = ["train", "--positives", str(xmd), "--negatives", str(xmd), "-o", str(tmp_path / "m")]
+    code = ("import sys; from xmipp3_deepcons.cli import main; "
+            f"status = main({args!r}); sys.exit(status + 10 * ('tensorflow' in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (2, (
+        "xmipp_deep_consensus train: error: --positives: 12 particles, at least 320 are needed "
+        "to train; add particles\n"))
+    assert not (tmp_path / "m").exists()

@@ -58,14 +58,16 @@ def main(args):
     out_dir = os.path.dirname(os.path.abspath(args.output))
     logger = common.setup_logging(os.path.join(out_dir, "score.log"))
     common.set_compute(args.threads, args.gpu)
+    columns = read_particles_xmd(args.input)      # bad files are refused before TensorFlow
+    images = load_images(args.input)
+    tests = ([load_images(args.test_positives), load_images(args.test_negatives)]
+             if args.test_positives else None)
     ensemble = Ensemble.load(args.model, args.views)
-    columns = read_particles_xmd(args.input)
-    columns[SCORE_LABEL] = ensemble.score(load_images(args.input))
+    columns[SCORE_LABEL] = ensemble.score(images)
     write_particles_xmd(args.output, columns)
     logger.info(f"scored {len(columns[SCORE_LABEL])} particles into {args.output}")
-    if args.test_positives and args.test_negatives:
-        pos = ensemble.score(load_images(args.test_positives))
-        neg = ensemble.score(load_images(args.test_negatives))
+    if tests:
+        pos, neg = (ensemble.score(boxes) for boxes in tests)
         labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
         scores = np.r_[pos, neg]
         for key, value in evaluate_scores(labels, scores).items():

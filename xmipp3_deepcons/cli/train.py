@@ -72,6 +72,11 @@ def main(args):
     validate(args)
     positives = load_groups(args.positives, "--positives")
     negatives = load_groups(args.negatives, "--negatives")
+    from ..constants import MIN_POSITIVES
+    n_positives = sum(len(boxes) for boxes, _ in positives)
+    if n_positives < MIN_POSITIVES:   # refused here, before TensorFlow starts
+        raise InputError(f"--positives: {n_positives} particles, at least {MIN_POSITIVES} are "
+                         "needed to train; add particles")
     logger = common.setup_logging(os.path.join(args.output, "train.log"))
     common.set_compute(args.threads, args.gpu)
     seed = common.resolve_seed(args.seed, logger)
@@ -81,5 +86,6 @@ def main(args):
                             learning_rate=args.learning_rate, l2=args.l2,
                             auto_stop=args.auto_stop, band=args.network_size, seed=seed,
                             init_model_dir=args.model, log=logger.info)
-    logger.info(f"mean validation accuracy {report['mean_val_accuracy']:.4f}, model in {args.output}")
+    logger.info(f"mean validation accuracy {report['mean_val_accuracy']:.4f}, model in "
+                f"{args.output}")
     return 0
