@@ -111,15 +111,10 @@ def run_picker_labels(run, settings):
 
 
 def check_inside(xy, shape, label):
-    """Picks outside the micrograph mean a wrong frame or binning: refuse them."""
-    rows, cols = shape
-    xy = np.asarray(xy).reshape(-1, 2)
-    outside = (xy[:, 0] < 0) | (xy[:, 0] >= cols) | (xy[:, 1] < 0) | (xy[:, 1] >= rows)
-    if outside.any():
-        x, y = xy[np.argmax(outside)]
-        raise InputError(f"{label}: {outside.sum()} coordinates lie outside the {cols}x{rows} px "
-                         f"micrograph (first at x={x:.0f}, y={y:.0f}); were they picked on "
-                         f"micrographs of another size or binning?")
+    """Picks outside the micrograph mean a wrong frame or binning: refuse them (the command
+    line checks this before any work; streaming inputs meet it here)."""
+    from ..checks import check_picks_inside
+    check_picks_inside(xy, shape, label)
 
 
 # ------------------------------------------------------------------------------ training
