@@ -405,8 +405,8 @@ def test_a_file_given_as_a_picker_folder_and_a_missing_pick_file(dataset, tmp_pa
     args = argv(dataset, tmp_path / "run", pickers=PICKERS[1:], command="init") + [
         "--coordinates", str(picker)]
     assert main(args) == 0
-    assert (f"--coordinates {picker}: no coordinate file for micrograph mic_001: no picks there "
-            "from this picker") in capsys.readouterr().out
+    assert (f"--coordinates {picker}: no coordinate file for 1 micrograph (mic_001): no picks "
+            "there from this picker") in capsys.readouterr().out
 
 
 def test_a_run_folder_in_use_is_refused_and_released_after(dataset, tmp_path, capsys):

@@ -426,7 +426,7 @@ def match_inputs(micrographs, pickers, labels, scales, notes, ctf=None, shapes=N
         if len(matched) < len(files):
             notes.append(f"{label}: {len(files) - len(matched)} coordinate files match no "
                          "micrograph and are ignored")
-    inputs = []
+    inputs, missing = [], {}
     for stem, path in stems.items():
         picks = [read_coordinates(files[stem]) if stem in files else Coordinates.empty()
                  for files in pickers]
@@ -435,8 +435,7 @@ def match_inputs(micrographs, pickers, labels, scales, notes, ctf=None, shapes=N
             continue
         for files, label in zip(pickers, labels):
             if stem not in files:
-                notes.append(f"{label}: no coordinate file for micrograph {stem}: no picks "
-                             "there from this picker")
+                missing.setdefault(label, []).append(stem)
         if ctf is not None and stem not in ctf:
             raise InputError(f"--ctf: no CTF for micrograph {stem}; the CTF file must list "
                              "every micrograph (by file name)")
@@ -453,6 +452,10 @@ def match_inputs(micrographs, pickers, labels, scales, notes, ctf=None, shapes=N
             xy.append(p.xy[keep] * scale)
             scores.append(p.score[keep])
         inputs.append((stem, path, xy, scores))
+    for label, without in missing.items():
+        notes.append(f"{label}: no coordinate file for {len(without)} micrograph"
+                     f"{'s' if len(without) > 1 else ''} ({', '.join(without[:3])}"
+                     f"{', ...' if len(without) > 3 else ''}): no picks there from this picker")
     return inputs
 
 
