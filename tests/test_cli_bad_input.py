@@ -233,6 +233,18 @@ def test_an_output_folder_holding_an_input_is_refused_before_any_work(dataset, t
     assert not (tmp_path / "run.json").exists()
 
 
+def test_an_output_folder_holding_a_pattern_in_the_working_folder(tmp_path, monkeypatch):
+    from xmipp3_deepcons import checks
+    from xmipp3_deepcons.errors import InputError
+    monkeypatch.chdir(tmp_path)
+    inputs = {"--micrographs": ["*.mrc"]}
+    assert checks.check_output_folder("screened", inputs) == str(tmp_path / "screened")
+    for out in (".", str(tmp_path.parent)):
+        with pytest.raises(InputError, match=f"^-o {out}: holds the input \\*.mrc "
+                                             "\\(--micrographs\\)"):
+            checks.check_output_folder(out, inputs)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--seed", "-1"], "--seed -1: must be a whole number between 0 and 2147383647; give a "
                        "whole number between 0 and 2147383647"),

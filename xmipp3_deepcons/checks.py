@@ -257,7 +257,12 @@ def check_output_folder(path, inputs=(), name="-o", writes=()):
     written = [os.path.join(real, w) for w in writes]
     for option, given in _named_inputs(inputs):
         root = _input_root(given)
-        if root is None:
+        if root is None:   # '*.mrc': its folder is the working one, which may hold -o
+            here = os.path.realpath(os.getcwd())
+            if here == real or _inside(here, real):
+                raise InputError(f"{name} {shown}: holds the input {given} ({option}), and "
+                                 "the run writes its outputs there; give an output folder "
+                                 "that holds none of the inputs")
             continue
         source = os.path.realpath(root)
         if source == real:
