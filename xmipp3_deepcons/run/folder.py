@@ -227,7 +227,12 @@ class RunFolder:
     def has_training(self):
         """Whether a network was trained (or a model put) here: a finished training pass, a
         self-training round or a final model."""
-        return bool(self.passes()) or intact_model(self.round_dir(1)) or self.has_model()
+        number = 1
+        while os.path.isdir(self.pass_dir(number)):   # not passes(): it logs damaged ones,
+            if intact_model(self.pass_dir(number)):  # and the run's log is not open yet
+                return True
+            number += 1
+        return intact_model(self.round_dir(1)) or self.has_model()
 
     def write_settings(self, settings):
         """Start the run, or check that a stopped one continues with the same settings
