@@ -101,5 +101,13 @@ def test_continuing_with_other_settings_is_refused(dataset, tmp_path, capsys):
 def test_continuing_without_a_seed_keeps_the_first_one(dataset, tmp_path, capsys):
     out = tmp_path / "o"
     first = run_error(capsys, screen_args(dataset, out))
-    again = run_error(capsys, screen_args(dataset, out))
-    assert "too few positives" in first and again == first
+    assert "too few positives" in first and not out.exists()   # refused before any work
+    init = screen_args(dataset, out)
+    init[0] = "init"
+    assert main(init) == 0
+    from xmipp3_deepcons.run.folder import RunFolder
+    seed = RunFolder(out).settings().seed
+    assert f"seed {seed} (pass --seed {seed} to repeat this run)" in capsys.readouterr().out
+    assert main(init) == 0
+    assert RunFolder(out).settings().seed == seed
+    assert "pass --seed" not in capsys.readouterr().out
