@@ -36,7 +36,9 @@ def run_error(capsys, argv):
 
 def test_box_under_128(dataset, tmp_path, capsys):
     line = run_error(capsys, screen_args(dataset, tmp_path / "o", box="100"))
-    assert "box size 100" in line and "128" in line
+    assert line.endswith("error: --box-size 100: under 128 px: are the micrographs already "
+                         "downsampled? give the particle box in the micrographs' own pixels")
+    assert not (tmp_path / "o").exists()            # refused before run.json is written
 
 
 def test_one_picker_cannot_train(dataset, tmp_path, capsys):
@@ -89,7 +91,9 @@ def test_inputs_are_left_untouched(dataset, tmp_path, capsys):
 
 def test_continuing_with_other_settings_is_refused(dataset, tmp_path, capsys):
     out = tmp_path / "o"
-    run_error(capsys, screen_args(dataset, out, "--seed", "4"))      # stops at training
+    init = screen_args(dataset, out, "--seed", "4")
+    init[0] = "init"                                  # too few picks to train: screen refuses
+    assert main(init) == 0
     line = run_error(capsys, screen_args(dataset, out, "--seed", "4", "--radius", "0.2"))
     assert "other settings" in line and "radius 0.1 -> 0.2" in line
 
@@ -97,5 +101,13 @@ def test_continuing_with_other_settings_is_refused(dataset, tmp_path, capsys):
 def test_continuing_without_a_seed_keeps_the_first_one(dataset, tmp_path, capsys):
     out = tmp_path / "o"
     first = run_error(capsys, screen_args(dataset, out))
-    again = run_error(capsys, screen_args(dataset, out))
-    assert "too few positives" in first and again == first
+    assert "too few positives" in first and not out.exists()   # refused before any work
+    init = screen_args(dataset, out)
+    init[0] = "init"
+    assert main(init) == 0
+    from xmipp3_deepcons.run.folder import RunFolder
+    seed = RunFolder(out).settings().seed
+    assert f"seed {seed} (pass --seed {seed} to repeat this run)" in capsys.readouterr().out
+    assert main(init) == 0
+    assert RunFolder(out).settings().seed == seed
+    assert "pass --seed" not in capsys.readouterr().out

@@ -225,11 +225,15 @@ def test_a_continued_run_refuses_other_settings_but_not_other_paths(dataset, tmp
     monkeypatch.chdir(os.path.dirname(dataset))
     assert main(init_argv(os.path.basename(dataset), out)) == 0
     capsys.readouterr()
-    assert main(init_argv(dataset, out, "--epochs", "7")) == 2
+    assert main(init_argv(dataset, out, "--radius", "0.2")) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert error == [f"xmipp_deep_consensus init: error: {out} holds a run made with other "
-                     "settings (epochs 5.0 -> 7.0); give a new output folder, or remove it to "
+                     "settings (radius 0.1 -> 0.2); give a new output folder, or remove it to "
                      "start over"]
+    # training options may change while no network was trained (issue 30: a diverged
+    # training is continued with a lower learning rate)
+    assert main(init_argv(dataset, out, "--epochs", "7")) == 0
+    assert RunFolder(out).settings().epochs == 7
     # output options may change
     assert main(init_argv(dataset, out, "--threshold", "0.7")) == 0
     assert RunFolder(out).settings().threshold == 0.7

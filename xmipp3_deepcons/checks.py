@@ -245,8 +245,9 @@ def _check_writable(name, shown, folder):
 
 def check_output_folder(path, inputs=(), name="-o", writes=()):
     """The output folder: not a file, writable (made if missing), not an input, not inside an
-    input folder, and without an input at a path the run writes (``writes``: names relative
-    to the folder, such as "coordinates"). ``inputs``: {option: path or paths},
+    input folder, holding no input (a run writes coordinates/ and model/ into it: a picker's
+    folder there would be overwritten), and without an input at a path the run writes
+    (``writes``: names relative to the folder, such as "coordinates"). ``inputs``: {option: path or paths},
     [(option, path)] or [path]; glob patterns stand for their folder. Returns its absolute
     path."""
     shown = os.fspath(path)
@@ -256,7 +257,12 @@ def check_output_folder(path, inputs=(), name="-o", writes=()):
     written = [os.path.join(real, w) for w in writes]
     for option, given in _named_inputs(inputs):
         root = _input_root(given)
-        if root is None:
+        if root is None:   # '*.mrc': its folder is the working one, which may hold -o
+            here = os.path.realpath(os.getcwd())
+            if here == real or _inside(here, real):
+                raise InputError(f"{name} {shown}: holds the input {given} ({option}), and "
+                                 "the run writes its outputs there; give an output folder "
+                                 "that holds none of the inputs")
             continue
         source = os.path.realpath(root)
         if source == real:
@@ -270,6 +276,10 @@ def check_output_folder(path, inputs=(), name="-o", writes=()):
             if source == target or _inside(source, target):
                 raise InputError(f"{name} {shown}: the input {given} ({option}) lies where "
                                  "the run writes its outputs; give another output folder")
+        if _inside(source, real):
+            raise InputError(f"{name} {shown}: holds the input {given} ({option}), and the run "
+                             "writes its outputs there; give an output folder that holds none "
+                             "of the inputs")
     if os.path.exists(real) and not os.path.isdir(real):
         raise InputError(f"{name} {shown}: is a file, not a folder; give a folder for the "
                          "outputs (it is made if missing)")
@@ -293,3 +303,120 @@ def check_output_file(path, inputs=(), name="-o"):
                              "another file name for the output")
     _check_writable(name, shown, os.path.dirname(real))
     return os.path.abspath(shown)
+
+
+# ------------------------------------------------------------------- more run parameters
+
+SEED_MAX = 2 ** 31 - 1 - 100000   # room for the per-member and per-pass offsets added to it
+
+
+def check_seed(value, name="--seed"):
+    """A random seed: None (drawn) or a whole number from 0 to ``SEED_MAX`` (NumPy and
+    TensorFlow take no negative or 64-bit seeds)."""
+    if value is None:
+        return None
+    return check_integer(name, value, minimum=0, maximum=SEED_MAX)
+
+
+def check_gpu(value, name="--gpu"):
+    """GPUs as CUDA_VISIBLE_DEVICES takes them: '', '-1' (none), or a comma-separated list
+    of device numbers or GPU-/MIG- UUIDs. Anything else CUDA would silently read as 'no GPU'."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text in ("", "-1"):
+        return text
+    for item in text.split(","):
+        item = item.strip()
+        if not (item.isdigit() or item.startswith(("GPU-", "MIG-"))):
+            raise InputError(f"{name} {value}: '{item}' is not a GPU number; give GPU numbers "
+                             "as nvidia-smi lists them, e.g. 0 or 0,1 ('-1': no GPU)")
+    return text
+
+
+def check_box_in_micrographs(box, shapes, name="--box-size"):
+    """The box against each micrograph (``shapes``: {file: (rows, columns)}): no larger than
+    any of them, and at most half of the smallest side (a larger box leaves only the picks in
+    the middle far enough from every edge to be boxed)."""
+    for path, shape in shapes.items():
+        if shape is None:
+            continue
+        rows, cols = (int(n) for n in shape[-2:])
+        if box > min(rows, cols):
+            raise InputError(f"{name} {box}: larger than the micrograph {path} ({cols}x{rows} "
+                             "px); give the particle box in the micrographs' own pixels, or "
+                             "leave that micrograph out")
+        if 2 * box > min(rows, cols):
+            raise InputError(f"{name} {box}: more than half the micrograph {path} ({cols}x{rows}"
+                             " px): most picks would lie too close to an edge to be boxed; give "
+                             "the particle box in the micrographs' own pixels")
+    return box
+
+
+def check_pixel_sizes(sizes, name="--micrographs"):
+    """One pixel size for all micrographs (``sizes``: {file: Å/px or None}); the first is used
+    for all, the CTF phase flip included, so mixed ones are refused with two of the names."""
+    known = {path: size for path, size in sizes.items() if size}
+    if not known:
+        return None
+    first_path, first = next(iter(known.items()))
+    for path, size in known.items():
+        if abs(size - first) > 1e-3 * first:
+            raise InputError(f"{name}: the micrographs have different pixel sizes in their "
+                             f"headers ({os.path.basename(first_path)} {first:g} Å/px, "
+                             f"{os.path.basename(path)} {size:g} Å/px); screen micrographs of "
+                             "one pixel size together, or give --sampling if the headers are "
+                             "wrong")
+    return first
+
+
+def check_picks_inside(xy, shape, label):
+    """Picks outside the micrograph mean a wrong frame or binning: refused before any work,
+    with the file and the first one."""
+    rows, cols = (int(n) for n in shape[-2:])
+    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+    outside = (xy[:, 0] < 0) | (xy[:, 0] >= cols) | (xy[:, 1] < 0) | (xy[:, 1] >= rows)
+    if outside.any():
+        x, y = xy[np.argmax(outside)]
+        raise InputError(f"{label}: {int(outside.sum())} coordinates lie outside the {cols}x{rows}"
+                         f" px micrograph (first at x={x:.0f}, y={y:.0f}); were they picked on "
+                         "micrographs of another size or binning?")
+
+
+def duplicate_picks(xy, radius):
+    """Indices of the picks of ONE picker that repeat an earlier pick of the same picker
+    within ``radius`` pixels. A picker that lists a particle twice would make the copy a
+    one-vote candidate (trained as a negative) beside its own positive: merge, keep the first."""
+    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+    if len(xy) < 2 or radius <= 0:
+        return np.zeros(0, np.int64)
+    from scipy.spatial import cKDTree
+    pairs = cKDTree(xy).query_pairs(radius, output_type="ndarray")
+    drop, kept = set(), np.ones(len(xy), bool)
+    for i, j in sorted(map(tuple, pairs)):
+        if kept[i] and j not in drop:
+            drop.add(j)
+            kept[j] = False
+    return np.array(sorted(drop), np.int64)
+
+
+def same_picks(a, b, tolerance=0.5):
+    """Whether two (n, 2) pick arrays hold the same picks, in any order, within ``tolerance``
+    pixels (one picker's picks written in two formats)."""
+    a = np.asarray(a, dtype=float).reshape(-1, 2)
+    b = np.asarray(b, dtype=float).reshape(-1, 2)
+    if a.shape != b.shape:
+        return False
+    a, b = a[np.lexsort(a.T[::-1])], b[np.lexsort(b.T[::-1])]
+    return bool(np.abs(a - b).max(initial=0) <= tolerance)
+
+
+def check_training_positives(positives, min_votes, minimum=MIN_POSITIVES, where=""):
+    """Enough candidates with ``min_votes`` votes to train on, counted from the picks before
+    any work (and before a continued run discards the training it has)."""
+    if positives < minimum:
+        raise InputError(f"too few positives to train: {positives} candidates{where} have at "
+                         f"least {min_votes} votes, {minimum} are needed; add micrographs or "
+                         "pickers, lower --min-votes, or score with an existing model "
+                         "(--model DIR --skip-training)")
+    return positives

@@ -52,10 +52,17 @@ def main(argv=None):
         print(f"xmipp_deep_consensus {args.command}: interrupted; run the same command again "
               "to continue where it stopped", file=sys.stderr)
         return 130
-    except OSError as error:   # a full disk, a folder that cannot be written: no traceback
+    except OSError as error:   # a full disk, a file that cannot be read: no traceback
+        import errno
         where = f"{error.filename}: " if error.filename else ""
-        return _fail(args, f"{where}{error.strerror or error}; free space or choose a "
-                           "writable folder, then run the same command again")
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            fix = "make it readable (an input) or writable (an output)"
+        elif error.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "free space or choose a writable folder"
+        else:
+            fix = "check the file and the disk"
+        return _fail(args, f"{where}{error.strerror or error}; {fix}, then run the same "
+                           "command again")
 
 
 def _fail(args, message):

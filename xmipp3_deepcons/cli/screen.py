@@ -21,8 +21,10 @@ import os
 import time
 from dataclasses import astuple
 
-from ..constants import (DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC, DEFAULT_RADIUS,
-                         DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE,
+import numpy as np
+
+from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC,
+                         DEFAULT_RADIUS, DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE,
                          SELF_TRAINING_MIN_ACCEPTED, SELF_TRAINING_NEGATIVE,
                          SELF_TRAINING_POSITIVE, DEFAULT_VIEWS)
 from .. import checks
@@ -129,41 +131,52 @@ def add_args(parser):
 def main(args):
     started = time.time()
     run, settings, logger = init_run(args)
-    stems = run.stems()
-    stages.prepare(run, stems, settings)
-    stages.fit(run, settings)
-    stages.predict(run, stems, settings)
-    summary = write_outputs(run, settings)
-    if any(cryosparc.is_cs(c) for c in args.coordinates):   # cryoSPARC picks in, .cs out
-        cryosparc.write_kept(run, args.coordinates, run.path("particles.cs"), settings,
-                             summary["threshold"])
+    try:
+        stems = run.stems()
+        stages.prepare(run, stems, settings)
+        stages.fit(run, settings)
+        stages.predict(run, stems, settings)
+        summary = write_outputs(run, settings)
+        if any(cryosparc.is_cs(c) for c in args.coordinates):   # cryoSPARC picks in, .cs out
+            cryosparc.write_kept(run, args.coordinates, run.path("particles.cs"), settings,
+                                 summary["threshold"])
+    finally:
+        run.held.release()
     logger.info(f"kept {summary['kept']} of {summary['candidates']} candidates above "
                 f"{summary['threshold']:g} ({summary['duplicates']} duplicates merged) in "
                 f"{time.time() - started:.0f} s")
     return 0
 
 
-def init_run(args):
+def init_run(args, whole_run=True):
     """Check every option and input, then start (or continue) the run folder: its settings,
-    the micrographs with their picks, the model to start from. Nothing is written before
-    the checks pass."""
+    the micrographs with their picks, the model to start from. Nothing is written, and nothing
+    of a previous run in the folder is touched, before every check passed. The folder is then
+    held by this process (``run.held``, released when it ends) so that no other run writes
+    into it at the same time. ``whole_run``: the run trains next (``screen``), so picks too
+    few to train are refused here; ``init`` alone refuses them only where a run in the folder
+    would lose its training."""
     validate(args)
     micrographs = find_micrographs(args.micrographs)
     pickers = [open_picker(spec) for spec in args.coordinates]
     labels = [picker.label for picker in pickers]
     check_distinct_pickers(args.coordinates, pickers)
-    for picker in pickers:   # one clear line before anything is written
-        picker.match({stem_of(m) for m in micrographs})
-    checks.check_box_size(args.box_size, micrograph_shape(micrographs[0]))
+    shapes = {path: micrograph_shape(path) for path in micrographs}
+    checks.check_box_size(args.box_size, shapes[micrographs[0]])
+    checks.check_box_in_micrographs(args.box_size, shapes)
     ctf = read_ctf(args)
     size = pixel_size(args, micrographs)
+    notes = []    # logged once the run folder (and its log) may be written
+    inputs = match_inputs(micrographs, pickers, labels, picker_scales(args), notes, ctf,
+                          shapes, args.radius * args.box_size)
+    check_same_picks(inputs, labels)
+    model, replicate = resolve_model(args, notes)
     run = RunFolder(args.output)
-    stored_seed = run.settings().seed if run.has_settings() else None
-    os.makedirs(args.output, exist_ok=True)
-    logger = common.setup_logging(os.path.join(args.output, "screen.log"))
-    inputs = match_inputs(micrographs, pickers, labels, picker_scales(args), logger, ctf)
-    model, replicate = resolve_model(args, logger)
-    seed = common.resolve_seed(args.seed if args.seed is not None else stored_seed, logger)
+    stored = run.settings() if run.has_settings() else None
+    seed = args.seed if args.seed is not None else (stored.seed if stored else None)
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little") % checks.SEED_MAX
+        notes.append(f"seed {seed} (pass --seed {seed} to repeat this run)")
     settings = RunSettings(
         box_size=args.box_size, n_pickers=len(pickers), pixel_size=size, radius=args.radius,
         min_votes=args.min_votes, inverted=args.micrographs_inverted, phase_flip=ctf is not None,
@@ -178,21 +191,54 @@ def init_run(args):
         views=args.views, threshold=args.threshold, dedupe_radius=args.dedupe_radius,
         picker_evidence=args.picker_evidence or default_picker_evidence(
             model, args.skip_training, phase_flip=ctf is not None))
-    run.write_settings(settings)
-    common.set_compute(args.threads, args.gpu)
-    write_json(run.path("inputs", "pickers.json"), labels)
-    for stem, path, picks, scores in inputs:
-        run.write_inputs(stem, picks, scores, None if ctf is None else astuple(ctf[stem]))
-    run.replace_ledger([(stem, path, i + 1, os.path.basename(path))
-                        for i, (stem, path, _, _) in enumerate(inputs)])
-    run.close_inputs()
-    stages.start_model(run, settings)
+    if stored is not None:
+        settings.check_continues(stored, run.root, run.has_training())
+    has_training = stored is not None and (os.path.isdir(run.path("training"))
+                                           or os.path.isdir(run.model_dir()))
+    if not args.skip_training and (whole_run or has_training):
+        check_can_train(inputs, settings, has_training)
+    # every check passed: from here on the folder is written
+    run.held = run.lock()
+    try:
+        logger = common.setup_logging(os.path.join(args.output, "screen.log"))
+        for note in notes:
+            logger.info(note)
+        run.write_settings(settings)
+        common.set_compute(args.threads, args.gpu)
+        write_json(run.path("inputs", "pickers.json"), labels)
+        for stem, path, picks, scores in inputs:
+            run.write_inputs(stem, picks, scores, None if ctf is None else astuple(ctf[stem]))
+        run.replace_ledger([(stem, path, i + 1, os.path.basename(path))
+                            for i, (stem, path, _, _) in enumerate(inputs)])
+        run.close_inputs()
+        stages.start_model(run, settings)
+    except BaseException:
+        run.held.release()
+        raise
     logger.info(f"{len(inputs)} micrographs, {len(pickers)} pickers, box {args.box_size} px "
                 f"(downsampled by {settings.factor:.3f} to 128 px)")
     return run, settings, logger
 
 
-def resolve_model(args, logger):
+def check_can_train(inputs, settings, has_training):
+    """The training positives the picks give (the candidates with --min-votes votes), counted
+    before any work: a run that cannot train is refused before it prepares anything, and a
+    finished run asked to continue with fewer micrographs keeps its training and model."""
+    from ..core.consensus import coordinate_consensus, merge_radius
+    radius = merge_radius(settings.box_size, settings.radius)
+    positives = sum(int((coordinate_consensus(picks, radius).votes >= settings.min_votes).sum())
+                    for _, _, picks, _ in inputs)
+    where = f" of the {len(inputs)} micrographs"
+    try:
+        checks.check_training_positives(positives, settings.min_votes, where=where)
+    except InputError as error:
+        if has_training:
+            raise InputError(f"{error}. The run already in the folder was left as it was") \
+                from None
+        raise
+
+
+def resolve_model(args, notes):
     """The model folder --model names: a trained model's folder, or 'pretrained' for the shipped
     one of this run's preprocessing and size. Refused when it was trained with the other
     phase-flip setting. A pretrained model to train further becomes --models copies."""
@@ -210,12 +256,21 @@ def resolve_model(args, logger):
                              f"{'phase-flipped' if phase_flip else 'unflipped'} micrographs is "
                              f"installed in {resources.models_dir()}; regenerate them with "
                              "scripts/train_shipped_models.py or set $DEEPCONS_MODELS")
-        logger.info(f"pretrained model: {model}")
+        notes.append(f"pretrained model: {model}")
         resources.check_phase_flip(model, phase_flip)
         return os.path.abspath(model), True
     if not os.path.isdir(model):
         raise InputError(f"--model {model}: no such folder (give a trained model's folder, or "
                          "'pretrained')")
+    if not os.path.isfile(os.path.join(model, "manifest.json")):
+        if os.path.isfile(os.path.join(model, "run.json")):
+            raise InputError(f"--model {model}: is a run folder, not a model; give its model "
+                             f"folder, --model {os.path.join(model, 'model')}")
+        what = "is empty" if not os.listdir(model) else "has no manifest.json"
+        raise InputError(f"--model {model}: {what}, so it is not a trained model's folder; "
+                         "give the folder that training wrote (with manifest.json), or "
+                         "'pretrained'")
+    resources.verify_model_folder(model)
     resources.check_phase_flip(model, phase_flip, "Run with the preprocessing the model was "
                                "trained with (--ctf or not), or use another model, e.g. "
                                "--model pretrained, which matches this run.")
@@ -252,6 +307,8 @@ def validate(args):
                          f"pickers ({len(args.coordinates)})")
     if args.self_training and args.skip_training:
         raise InputError("--self-training retrains the model: leave out --skip-training")
+    args.seed = checks.check_seed(args.seed)
+    checks.check_gpu(args.gpu)
     checks.check_output_folder(args.output, {"--micrographs": args.micrographs,
                                              "--coordinates": [parse_picker_spec(c).path
                                                                for c in args.coordinates],
@@ -262,6 +319,10 @@ def check_numbers(args):
     """Numbers argparse only types: each bound named, before any work."""
     args.threshold = checks.check_threshold(args.threshold)
     checks.check_positive("--box-size", args.box_size, integer=True)
+    if args.box_size < DEEP_PARTICLE_SIZE:
+        raise InputError(f"--box-size {args.box_size}: under {DEEP_PARTICLE_SIZE} px: are the "
+                         "micrographs already downsampled? give the particle box in the "
+                         "micrographs' own pixels")
     args.sampling = checks.check_sampling(args.sampling)
     for value in args.picker_sampling or []:
         checks.check_sampling(value, "--picker-sampling")
@@ -285,12 +346,16 @@ def check_numbers(args):
 
 
 def micrograph_shape(path):
-    """The first micrograph's shape, for the box-size check (None when it is unusable: it is
-    then skipped, with its own warning, when prepared)."""
+    """A micrograph's (rows, columns) from its header, for the checks of the box and of the
+    picks before any work; None when it is unusable (it is then skipped, with its own
+    warning, when prepared)."""
     from ..errors import UnusableMicrograph
-    from ..io.images import read_micrograph
+    from ..io.images import read_micrograph_shape
+    if not os.access(path, os.R_OK):
+        raise InputError(f"--micrographs {path}: cannot be read (permission denied); make it "
+                         "readable, or leave it out")
     try:
-        return read_micrograph(path).shape
+        return read_micrograph_shape(path)
     except UnusableMicrograph:
         return None
 
@@ -340,31 +405,63 @@ def picker_scales(args):
     return [s / reference for s in args.picker_sampling]
 
 
-def match_inputs(micrographs, pickers, labels, scales, logger, ctf=None):
-    """[(stem, micrograph, picks per picker, their scores)] of the micrographs with picks."""
+def match_inputs(micrographs, pickers, labels, scales, notes, ctf=None, shapes=None,
+                 radius=0.0):
+    """[(stem, micrograph, picks per picker, their scores)] of the micrographs with picks,
+    every file read and checked before any work: picks inside their micrograph (``shapes``),
+    one picker's repeated picks (within ``radius`` px) merged, with a note."""
     from ..io.coordinates import Coordinates
     stems = {stem_of(p): p for p in micrographs}
     matches = []
     for picker, label in zip(pickers, labels):
         matched = picker.match(stems)
-        logger.info(picker.describe())
+        notes.append(picker.describe())
         if len(matched) < len(picker.entries):
-            logger.info(f"{label}: {len(picker.entries) - len(matched)} of its "
-                        f"{picker.what}s match no micrograph and are ignored")
+            notes.append(f"{label}: {len(picker.entries) - len(matched)} of its "
+                         f"{picker.what}s match no micrograph and are ignored")
         matches.append(matched)
-    inputs = []
+    inputs, missing = [], {}
     for stem, path in stems.items():
         picks = [picker.read(matched[stem], path) if stem in matched else Coordinates.empty()
                  for picker, matched in zip(pickers, matches)]
         if sum(len(p) for p in picks) == 0:
-            logger.info(f"{stem}: no picks from any picker, skipped")
+            notes.append(f"{stem}: no picks from any picker, skipped")
             continue
+        for matched, label in zip(matches, labels):
+            if stem not in matched:
+                missing.setdefault(label, []).append(stem)
         if ctf is not None and stem not in ctf:
             raise InputError(f"--ctf: no CTF for micrograph {stem}; the CTF file must list "
                              "every micrograph (by file name)")
-        inputs.append((stem, path, [p.xy * scale for p, scale in zip(picks, scales)],
-                       [p.score for p in picks]))
+        xy, scores = [], []
+        for p, scale, matched, label in zip(picks, scales, matches, labels):
+            where = f"{label} ({matched[stem]})" if stem in matched else label
+            if shapes and shapes.get(path) is not None:
+                checks.check_picks_inside(p.xy * scale, shapes[path], where)
+            repeated = checks.duplicate_picks(p.xy * scale, radius)
+            keep = np.setdiff1d(np.arange(len(p)), repeated)
+            if len(repeated):
+                notes.append(f"warning: {where}: {len(repeated)} of {len(p)} picks repeat "
+                             f"another pick of the same picker within {radius:g} px; merged")
+            xy.append(p.xy[keep] * scale)
+            scores.append(p.score[keep])
+        inputs.append((stem, path, xy, scores))
+    for label, without in missing.items():
+        notes.append(f"{label}: no coordinate file for {len(without)} micrograph"
+                     f"{'s' if len(without) > 1 else ''} ({', '.join(without[:3])}"
+                     f"{', ...' if len(without) > 3 else ''}): no picks there from this picker")
     return inputs
+
+
+def check_same_picks(inputs, labels):
+    """Two pickers with the same picks on every micrograph (one picker exported twice, say as
+    .pos and .star) would make every pick a two-vote positive: refused."""
+    for i in range(len(labels)):
+        for j in range(i):
+            if all(checks.same_picks(picks[i], picks[j]) for _, _, picks, _ in inputs):
+                raise InputError(f"{labels[i]} and {labels[j]} hold the same picks on every "
+                                 "micrograph (in other file formats): they are one picker; "
+                                 "give each picker once")
 
 
 def read_ctf(args):
@@ -378,7 +475,7 @@ def pixel_size(args, micrographs):
     if args.sampling:
         return args.sampling
     from ..io.images import read_pixel_size
-    size = read_pixel_size(micrographs[0])
+    size = checks.check_pixel_sizes({path: read_pixel_size(path) for path in micrographs})
     if args.ctf and not size:
         raise InputError("--ctf needs the pixel size: give --sampling (Å/px), the micrograph "
                          "header has none")

@@ -54,7 +54,7 @@ def main(args, stage):
     from ..run.folder import RunFolder
     if stage == "init":
         from .screen import init_run
-        init_run(args)
+        init_run(args, whole_run=False)[0].held.release()
         return 0
     run = RunFolder(args.run)
     settings = run.settings()

@@ -40,17 +40,52 @@ def load_groups(specs, option):
     return groups
 
 
+def validate(args):
+    """Every option and file, before TensorFlow starts (its start-up takes seconds and prints
+    lines that would bury the one line of a refusal)."""
+    from .. import checks
+    checks.check_positive("--epochs", args.epochs, default=5)
+    checks.check_positive("--learning-rate", args.learning_rate, default=0.0001)
+    checks.check_fraction("--l2", args.l2, 0, 1)
+    checks.check_integer("--models", args.models, minimum=1, default=3)
+    checks.check_integer("--min-batches", args.min_batches, minimum=0, default=300)
+    checks.check_integer("--threads", args.threads, minimum=0)
+    args.seed = checks.check_seed(args.seed)
+    checks.check_gpu(args.gpu)
+    for option, specs in (("--positives", args.positives), ("--negatives", args.negatives)):
+        for spec in specs:
+            path = parse_weighted(spec)[0]
+            if not os.path.isfile(path):
+                raise InputError(f"{option} {path}: no such file")
+    if args.model:
+        from ..resources import verify_model_folder
+        if not os.path.isdir(args.model):
+            raise InputError(f"--model {args.model}: no such folder; give a trained model's "
+                             "folder to continue training")
+        verify_model_folder(args.model)
+    inputs = [("--positives", parse_weighted(s)[0]) for s in args.positives] + [
+        ("--negatives", parse_weighted(s)[0]) for s in args.negatives] + [("--model", args.model)]
+    checks.check_output_folder(args.output, inputs)
+
+
 def main(args):
-    from ..core.training import train_ensemble
-    logger = common.setup_logging(os.path.join(args.output, "train.log"))
-    common.set_threads(args.threads)
-    seed = common.resolve_seed(args.seed, logger)
+    validate(args)
     positives = load_groups(args.positives, "--positives")
     negatives = load_groups(args.negatives, "--negatives")
+    from ..constants import MIN_POSITIVES
+    n_positives = sum(len(boxes) for boxes, _ in positives)
+    if n_positives < MIN_POSITIVES:   # refused here, before TensorFlow starts
+        raise InputError(f"--positives: {n_positives} particles, at least {MIN_POSITIVES} are "
+                         "needed to train; add particles")
+    logger = common.setup_logging(os.path.join(args.output, "train.log"))
+    common.set_compute(args.threads, args.gpu)
+    seed = common.resolve_seed(args.seed, logger)
+    from ..core.training import train_ensemble
     report = train_ensemble(positives, negatives, args.output, n_models=args.models,
                             epochs=args.epochs, min_batches=args.min_batches,
                             learning_rate=args.learning_rate, l2=args.l2,
                             auto_stop=args.auto_stop, band=args.network_size, seed=seed,
                             init_model_dir=args.model, log=logger.info)
-    logger.info(f"mean validation accuracy {report['mean_val_accuracy']:.4f}, model in {args.output}")
+    logger.info(f"mean validation accuracy {report['mean_val_accuracy']:.4f}, model in "
+                f"{args.output}")
     return 0

@@ -33,6 +33,11 @@ MODEL_FILE = "model_{}.keras"
 FORMAT = "xmipp3_deepcons ensemble 1"
 MIN_NEGATIVES = 10        # so that validation holds at least one
 MAX_ROTATION = 10.0       # degrees, either way
+# A loss no working network reaches: cross-entropy is at most ~16 a box (Keras clips at 1e-7),
+# so a larger one is exploded weights (the L2 term); WRONG_LOSS is confidently wrong on the
+# balanced batches (0.69 is a guess).
+LOSS_LIMIT = 1e4
+WRONG_LOSS = 5.0
 
 
 class WeightedBoxes(NamedTuple):
@@ -191,20 +196,33 @@ class EpochRecorder(keras.callbacks.Callback):
                  f"({time.time() - self._started:.0f} s)")
         for key in ("loss", "val_loss"):
             value = float(logs.get(key, 0.0))
-            if not math.isfinite(value):   # the weights are lost: every later epoch is too
+            if not math.isfinite(value) or value > LOSS_LIMIT:   # the weights are lost
                 self.diverged = (epoch + 1, key, value)
                 self.model.stop_training = True
                 break
 
-    def divergence(self, learning_rate):
-        """The ``TrainingDiverged`` to raise when a loss became NaN or Inf, else None."""
-        if self.diverged is None:
-            return None
-        epoch, key, value = self.diverged
-        return TrainingDiverged(
-            f"model {self.member}/{self.n_members}: training diverged at epoch {epoch} of "
-            f"{self.n_epochs} ({key} {value}); lower --learning-rate (now {learning_rate:g}), "
-            f"e.g. to {learning_rate / 10:g}, and train again")
+    def divergence(self, learning_rate, chance=None):
+        """The ``TrainingDiverged`` to raise when a loss became NaN, Inf or huge, or when the
+        network ends confidently wrong (a training loss above ``WRONG_LOSS``) and never
+        validated better than answering one class (``chance``: the larger class's share of
+        the validation set); else None."""
+        hint = (f"lower --learning-rate (now {learning_rate:g}), e.g. to {learning_rate / 10:g}, "
+                "and train again")
+        if self.diverged is not None:
+            epoch, key, value = self.diverged
+            return TrainingDiverged(
+                f"model {self.member}/{self.n_members}: training diverged at epoch {epoch} of "
+                f"{self.n_epochs} ({key} {value:g}); {hint}")
+        losses = self.history["loss"]
+        accuracy = [a for a in self.history["val_accuracy"] if math.isfinite(a)]
+        if (chance is not None and losses and losses[-1] > WRONG_LOSS
+                and max(accuracy, default=0.0) <= chance + 0.01):
+            return TrainingDiverged(
+                f"model {self.member}/{self.n_members}: training diverged (loss "
+                f"{losses[-1]:g} after {len(losses)} epochs, best validation accuracy "
+                f"{max(accuracy, default=0.0):.3f}: no better than answering one class, "
+                f"{chance:.3f}); {hint}")
+        return None
 
 
 def keras_epochs(epochs, n_positives, min_batches=0):
@@ -247,6 +265,7 @@ def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, lear
     pos_train, pos_val = split_validation(len(pos_boxes), rng)
     neg_train, neg_val = split_validation(len(neg_boxes), rng)
     validation = _validation_set(pos_boxes[pos_val], neg_boxes[neg_val])
+    chance = max(len(pos_val), len(neg_val)) / max(1, len(pos_val) + len(neg_val))
     train_positives = WeightedBoxes(pos_boxes, pos_train, _normalised(pos_probability[pos_train]))
     train_negatives = WeightedBoxes(neg_boxes, neg_train, _normalised(neg_probability[neg_train]))
 
@@ -271,15 +290,26 @@ def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, lear
         batches = BalancedBatches(train_positives, train_negatives, seed=[seed, i])
         recorder = EpochRecorder(log, i + 1, n_models, n_epochs)
         path = os.path.join(model_dir, MODEL_FILE.format(i))
-        model.fit(batches.dataset(n_epochs * BATCHES_PER_KERAS_EPOCH), epochs=n_epochs,
-                  steps_per_epoch=BATCHES_PER_KERAS_EPOCH, validation_data=validation,
-                  shuffle=False, verbose=0,
-                  callbacks=_callbacks(recorder, path, learning_rate, auto_stop))
-        histories.append(recorder.history)
-        diverged = recorder.divergence(learning_rate)
-        if diverged is not None:
-            log(str(diverged))
-            raise diverged
+        # The checkpoint is written under a temporary name and renamed when the network is
+        # done: a full disk or a kill never leaves part of a network under its final name.
+        partial = os.path.join(model_dir, "." + MODEL_FILE.format(i)[:-len(".keras")]
+                               + ".partial.keras")
+        try:
+            model.fit(batches.dataset(n_epochs * BATCHES_PER_KERAS_EPOCH), epochs=n_epochs,
+                      steps_per_epoch=BATCHES_PER_KERAS_EPOCH, validation_data=validation,
+                      shuffle=False, verbose=0,
+                      callbacks=_callbacks(recorder, partial, learning_rate, auto_stop))
+            histories.append(recorder.history)
+            diverged = recorder.divergence(learning_rate, chance)
+            if diverged is not None:
+                log(str(diverged))
+                raise diverged
+            if os.path.exists(partial):
+                _sync(partial)
+                os.replace(partial, path)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
         best = int(np.argmax(recorder.history["val_accuracy"]))
         members.append({"file": os.path.basename(path),
                         "val_accuracy": recorder.history["val_accuracy"][best],
@@ -303,6 +333,14 @@ def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, lear
     _write_json(os.path.join(model_dir, HISTORY), histories)
     _write_json(os.path.join(model_dir, MANIFEST), manifest)   # last: the model is complete
     return manifest
+
+
+def _sync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _callbacks(recorder, path, learning_rate, auto_stop):

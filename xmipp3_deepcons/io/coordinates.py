@@ -133,7 +133,20 @@ def _split_blocks(path):
             elif blocks:
                 blocks[-1][1].append(line)
                 blocks[-1][2].append(number)
+            else:   # read as nothing, it would make a picker's picks silently zero
+                _refuse_line(path, number, line, "lies before any data_ block")
+    for name, lines, numbers in blocks:
+        content = [(n, line) for n, line in zip(numbers, lines) if line != "loop_"]
+        if content and not any(line.startswith("_") for _, line in content):
+            _refuse_line(path, content[0][0], content[0][1],
+                         f"is in data_{name}, which has no _label columns")
     return blocks
+
+
+def _refuse_line(path, number, line, problem):
+    raise InputError(f"{path} line {number}: '{line[:40]}' {problem}; a .pos or .star file "
+                     "lists its picks in a data_ block under _xcoor _ycoor (Xmipp) or "
+                     "_rlnCoordinateX _rlnCoordinateY (RELION) labels")
 
 
 # A STAR value: quoted by ' or " up to the same quote followed by a space or the end of the line

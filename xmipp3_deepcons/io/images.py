@@ -53,6 +53,41 @@ def read_micrograph(path):
     return data
 
 
+def read_micrograph_shape(path):
+    """A micrograph's (rows, columns) from its header alone (the checks before any work read
+    no pixels); a movie or stack is refused as ``read_micrograph`` refuses it."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such micrograph file")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext in MRC_EXTENSIONS:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with mrcfile.open(path, permissive=True, header_only=True) as mrc:
+                    header = mrc.header
+                    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+            if nz > 1:
+                _refuse_frames(path, nz)
+            return ny, nx
+        if ext in TIFF_EXTENSIONS:
+            import tifffile
+            with tifffile.TiffFile(path) as tif:
+                if len(tif.pages) > 1:
+                    _refuse_frames(path, len(tif.pages))
+                shape = tif.pages[0].shape
+            return tuple(shape[:2]) if len(shape) == 3 and shape[-1] in (3, 4) else shape[-2:]
+        if ext in PICTURE_EXTENSIONS:
+            from PIL import Image
+            with Image.open(path) as picture:
+                return picture.size[1], picture.size[0]
+    except InputError:
+        raise
+    except Exception as error:   # each reader raises its own types; the user needs the path
+        raise InputError(f"{path}: cannot read the micrograph ({error})") from error
+    raise InputError(f"{path}: unknown micrograph format '{ext}'; give .mrc, .tif or .png")
+
+
 def _refuse_frames(path, n_frames):
     raise InputError(f"{path}: holds {n_frames} frames (a movie or a stack), not one "
                      "micrograph; give aligned and summed micrographs (motion-corrected), one "

@@ -36,6 +36,7 @@ from .settings import RunSettings
 
 log = logging.getLogger("xmipp3_deepcons")
 SETTINGS_FILE = "run.json"
+LOCK_FILE = "run.lock"      # held (flock) by the run writing into the folder
 REFERENCE = "reference"     # the score source of the shipped network that anchors the evidence
 
 
@@ -110,12 +111,78 @@ def load_npz(path):
 
 
 def copy_folder(source, target):
-    """Replace ``target`` with a copy of ``source``, atomically for readers of ``target``."""
+    """Replace ``target`` with a copy of ``source``, atomically for readers of ``target``; a
+    copy that fails (a full disk) leaves no ``.tmp`` folder behind."""
     tmp = target + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
+    try:
+        shutil.copytree(source, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
+
+
+_PREPROCESSED_OK = {}   # preprocessed micrograph -> stat signature last found intact
+_INTACT = {}   # model folder -> the stat signature of its files when last found intact
+
+
+def _model_signature(folder):
+    signature = []
+    for name in sorted(os.listdir(folder)):
+        stat = os.stat(os.path.join(folder, name))
+        signature.append((name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
+    return signature
+
+
+def intact_model(folder):
+    """Whether a model folder is finished and whole: its manifest readable, every network file
+    there with the size and SHA-256 the manifest records. Checked again only when a file's
+    size, times or inode changed (a checksum of every network on each call would cost more
+    than the call)."""
+    from ..resources import verify_model_folder
+    if not os.path.isfile(os.path.join(folder, "manifest.json")):
+        return False
+    key = os.path.abspath(folder)
+    try:
+        signature = _model_signature(folder)
+        if _INTACT.get(key) == signature:
+            return True
+        verify_model_folder(folder)
+    except (InputError, OSError):
+        _INTACT.pop(key, None)
+        return False
+    _INTACT[key] = signature
+    return True
+
+
+_WARNED = set()
+
+
+def _warn_once(message):
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
+
+
+class RunLock:
+    """This process's hold on a run folder (``RunFolder.lock``): released by ``release`` or
+    when the process ends, however it ends (the kernel drops an ``flock`` with its file)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 class RunFolder:
@@ -136,14 +203,43 @@ class RunFolder:
                              "or `screen`")
         return RunSettings.from_json(content)
 
+    def lock(self, name="-o"):
+        """Hold the folder for one run at a time: two runs writing the same files would mix
+        (or corrupt) them. The second is refused in one line naming the first one's PID."""
+        import fcntl
+        os.makedirs(self.root, exist_ok=True)
+        fd = os.open(self.path(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise InputError(f"{name} {self.root}: the folder is in use by PID {holder} (another "
+                             "run writes into it); wait for that run to end, or give another "
+                             "output folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return RunLock(fd)
+
     def has_settings(self):
         return os.path.exists(self.path(SETTINGS_FILE))
 
+    def has_training(self):
+        """Whether a network was trained (or a model put) here: a finished training pass, a
+        self-training round or a final model."""
+        number = 1
+        while os.path.isdir(self.pass_dir(number)):   # not passes(): it logs damaged ones,
+            if intact_model(self.pass_dir(number)):  # and the run's log is not open yet
+                return True
+            number += 1
+        return intact_model(self.round_dir(1)) or self.has_model()
+
     def write_settings(self, settings):
         """Start the run, or check that a stopped one continues with the same settings
-        (output options may change and are updated)."""
+        (output options may change and are updated; training options too while no network
+        was trained)."""
         if self.has_settings():
-            settings.check_continues(self.settings(), self.root)
+            settings.check_continues(self.settings(), self.root, self.has_training())
         write_json(self.path(SETTINGS_FILE), settings.to_json())
 
     # inputs -----------------------------------------------------------------------------
@@ -193,13 +289,16 @@ class RunFolder:
                 f.write(f"{stem}\t{os.path.abspath(micrograph)}\t{int(mic_id)}\t{name}\n")
 
     def micrograph_digest(self, stem, path):
-        """The micrograph's content digest, hashed again only when its size or modification
-        time changed (as make and git do: reading every micrograph on each call would cost
-        more than preparing it)."""
+        """The micrograph's content digest, hashed again only when its size, modification
+        time, inode change time or inode changed (as git does: reading every micrograph on
+        each call would cost more than preparing it). A file replaced by another of the same
+        size and modification time (``cp -p``, ``touch -r``) still gets a new inode or change
+        time, which no user can set back, so it is hashed again."""
         stat = os.stat(path)
         cache_path = self.path("work", "digests", stem + ".json")
         cached = read_json(cache_path) if os.path.exists(cache_path) else None
-        signature = [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
+        signature = [os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns,
+                     stat.st_ino]
         if cached and cached.get("signature") == signature:
             return cached["sha1"]
         digest = file_digest(path)
@@ -247,11 +346,41 @@ class RunFolder:
         table = self.candidates(stem)
         return None if table is None else str(table["key"])
 
+    def preprocessed_record(self, stem):
+        """What the candidate table keeps of the preprocessed micrograph just written: its
+        SHA-1 and the size, times and inode it was written with."""
+        path = self.preprocessed(stem)
+        stat = os.stat(path)
+        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        _PREPROCESSED_OK[path] = signature
+        return {"preprocessed_sha1": np.array(file_digest(path)),
+                "preprocessed_stat": np.array(signature, np.int64)}
+
+    def preprocessed_intact(self, stem, table):
+        """Whether the preprocessed micrograph is the one the candidate table was made with:
+        a damaged or truncated one is made again. Hashed only when its size, times or inode
+        differ from what was recorded (or last checked)."""
+        path = self.preprocessed(stem)
+        if not os.path.exists(path):
+            return False
+        if "preprocessed_sha1" not in table:
+            return True          # prepared by a version that kept no checksum
+        stat = os.stat(path)
+        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        if signature in (list(table["preprocessed_stat"]), _PREPROCESSED_OK.get(path)):
+            return True
+        if file_digest(path) == str(table["preprocessed_sha1"]):
+            _PREPROCESSED_OK[path] = signature
+            return True
+        _warn_once(f"{path} does not match its checksum (damaged or truncated); preparing "
+                   f"{stem} again")
+        return False
+
     def is_prepared(self, stem):
         table = self.candidates(stem)
         if table is not None and "skipped" in table:
             return True
-        return (table is not None and os.path.exists(self.preprocessed(stem))
+        return (table is not None and self.preprocessed_intact(stem, table)
                 and (not self.settings().write_particles or not len(table["xy"])
                      or os.path.exists(self.particles(stem))))
 
@@ -286,9 +415,12 @@ class RunFolder:
         candidates, positives used and mean validation accuracy."""
         found, number = [], 1
         while True:
-            manifest = read_json(os.path.join(self.pass_dir(number), "manifest.json"))
-            if manifest is None:
+            if not intact_model(self.pass_dir(number)):
+                if os.path.exists(os.path.join(self.pass_dir(number), "manifest.json")):
+                    _warn_once(f"{self.pass_dir(number)} is damaged (a network file or the "
+                               "manifest does not match); training that pass again")
                 return found
+            manifest = read_json(os.path.join(self.pass_dir(number), "manifest.json"))
             extra = manifest.get("extra", {})
             found.append({"number": number, "dir": self.pass_dir(number),
                           "micrographs": list(extra.get("micrographs", [])),

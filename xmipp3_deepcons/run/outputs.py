@@ -9,6 +9,23 @@ from ..errors import InputError
 from ..io.atomic import atomic_write
 
 log = logging.getLogger("xmipp3_deepcons")
+# What write_outputs makes: removed with the model they came from (``remove_outputs``).
+OUTPUT_FILES = ("coordinates.star", "candidates.star", "candidates.npz", "score_histogram.png",
+                "training_curves.png")
+
+
+def remove_outputs(run):
+    """Remove the outputs of a model that no longer exists: a run whose training is discarded
+    must not leave coordinates that no model of the folder gave."""
+    import shutil
+    removed = [name for name in OUTPUT_FILES if os.path.exists(run.path(name))]
+    for name in removed:
+        os.remove(run.path(name))
+    if os.path.isdir(run.path("coordinates")):
+        shutil.rmtree(run.path("coordinates"))
+        removed.append("coordinates/")
+    if removed:
+        log.info(f"outputs of the discarded model removed: {', '.join(removed)}")
 
 
 def write_outputs(run, settings=None):
@@ -31,6 +48,9 @@ def write_outputs(run, settings=None):
     pos_dir = run.path("coordinates")
     os.makedirs(pos_dir, exist_ok=True)
     names, unique, kept = [], [], []
+    stale = set(os.listdir(pos_dir)) - {stem + ".pos" for stem, *_ in ledger}
+    for name in sorted(n for n in stale if n.endswith(".pos")):
+        os.remove(os.path.join(pos_dir, name))     # a micrograph this run no longer has
     for (stem, path, *_), table, scores in zip(ledger, tables, final):
         is_unique = suppress_duplicates(table["xy"], scores, settings.dedupe_radius_px)
         keep = is_unique & ((scores > threshold) if threshold >= 0 else True)

@@ -19,6 +19,10 @@ from ..errors import InputError
 EVIDENCE_MODES = ("votes", "ranks", "patterns", "anchored", "none")
 # Free to change on a continued run: they act after the network has scored.
 OUTPUT_ONLY = ("threshold", "dedupe_radius", "picker_evidence", "views")
+# Free to change too while the folder holds no trained network: nothing was made with them
+# (a diverged training is continued with a lower learning rate in the same folder).
+TRAINING_ONLY = ("models", "network_size", "epochs", "min_batches", "learning_rate",
+                 "l2", "auto_stop")
 
 
 def default_picker_evidence(start_model, skip_training, shared_mistakes=True, phase_flip=False):
@@ -132,8 +136,11 @@ class RunSettings:
         mine, theirs = asdict(self), asdict(other)
         return [k for k in mine if k not in OUTPUT_ONLY and mine[k] != theirs.get(k)]
 
-    def check_continues(self, stored, where):
-        changed = self.changes_from(stored)
+    def check_continues(self, stored, where, trained=True):
+        """Refuse a continued run whose fingerprinted settings differ from the stored ones
+        (``trained`` False: the folder holds no trained network yet, and the training
+        settings may change)."""
+        changed = [k for k in self.changes_from(stored) if trained or k not in TRAINING_ONLY]
         if changed:
             details = ", ".join(f"{k} {getattr(stored, k)!r} -> {getattr(self, k)!r}"
                                 for k in changed)

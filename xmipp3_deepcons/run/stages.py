@@ -17,8 +17,8 @@ from ..constants import (DEEP_PARTICLE_SIZE, MIN_POSITIVES, SELF_TRAINING_MIN_AC
 from ..errors import InputError, UnusableMicrograph
 from ..io.atomic import atomic_path
 from . import schedule
-from .folder import (REFERENCE, RunFolder, arrays_digest, copy_folder, read_json, write_json,
-                     write_npz)
+from .folder import (REFERENCE, RunFolder, arrays_digest, copy_folder, intact_model, read_json,
+                     write_json, write_npz)
 from .keep import fit as fit_evidence_model
 from .keep import falls_back, held_out_check, inside
 
@@ -85,6 +85,7 @@ def prepare(run, stems, settings=None):
                      key=np.array(key))
         os.makedirs(os.path.dirname(run.preprocessed(stem)), exist_ok=True)
         write_mrc(run.preprocessed(stem), pre)
+        table.update(run.preprocessed_record(stem))
         if settings.write_particles and len(found.xy):
             boxes = extract_boxes(pre, found.xy / settings.factor, DEEP_PARTICLE_SIZE)
             os.makedirs(os.path.dirname(run.particles(stem)), exist_ok=True)
@@ -113,15 +114,10 @@ def run_picker_labels(run, settings):
 
 
 def check_inside(xy, shape, label):
-    """Picks outside the micrograph mean a wrong frame or binning: refuse them."""
-    rows, cols = shape
-    xy = np.asarray(xy).reshape(-1, 2)
-    outside = (xy[:, 0] < 0) | (xy[:, 0] >= cols) | (xy[:, 1] < 0) | (xy[:, 1] >= rows)
-    if outside.any():
-        x, y = xy[np.argmax(outside)]
-        raise InputError(f"{label}: {outside.sum()} coordinates lie outside the {cols}x{rows} px "
-                         f"micrograph (first at x={x:.0f}, y={y:.0f}); were they picked on "
-                         f"micrographs of another size or binning?")
+    """Picks outside the micrograph mean a wrong frame or binning: refuse them (the command
+    line checks this before any work; streaming inputs meet it here)."""
+    from ..checks import check_picks_inside
+    check_picks_inside(xy, shape, label)
 
 
 # ------------------------------------------------------------------------------ training
@@ -159,7 +155,9 @@ def discard_training_from(run, number):
 
 
 def discard_final_model(run):
+    from .outputs import remove_outputs
     shutil.rmtree(run.model_dir(), ignore_errors=True)
+    remove_outputs(run)
     number = 1
     while os.path.exists(run.round_dir(number)):
         shutil.rmtree(run.round_dir(number))
@@ -190,6 +188,8 @@ def train_pass(run, plan, settings=None):
     passes = training_state(run, settings)[2]
     if len(passes) >= plan.number:
         return
+    if os.path.exists(run.pass_dir(plan.number + 1)):   # made from the pass trained again
+        discard_training_from(run, plan.number + 1)
     used = sum(p["positives"] for p in passes)
     budget = settings.train_size - used if settings.train_size >= 0 else -1
     positives, negatives = collect_training_boxes(run, plan.stems, settings.min_votes, budget,
@@ -321,7 +321,11 @@ def finalize(run, reason="", settings=None):
     else:
         source = run.initial_model_dir()
         origin = {"source": settings.start_model, "source_key": run.model_key(source)}
-    if read_json(os.path.join(run.model_dir(), "origin.json")) != origin:
+    damaged = os.path.isdir(run.model_dir()) and not intact_model(run.model_dir())
+    if damaged:
+        log.warning(f"{run.model_dir()} is damaged (a network file does not match its "
+                    f"checksum); making it again from {origin['source']}")
+    if damaged or read_json(os.path.join(run.model_dir(), "origin.json")) != origin:
         if reason:
             log.info(f"training ends: {reason}")
         copy_folder(source, run.model_dir())
@@ -485,7 +489,8 @@ def evaluate(run, settings=None):
 def start_model(run, settings):
     """Copy the model to start from into the run (replicated to every member for a
     one-network pretrained model), so that the run does not depend on it changing."""
-    if not settings.start_model or run.initial_model_dir():
+    if not settings.start_model or (run.initial_model_dir()
+                                    and intact_model(run.initial_model_dir())):
         return
     from .. import resources
     target = run.path("initial_model")
