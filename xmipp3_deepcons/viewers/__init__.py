@@ -1,4 +1,5 @@
 """Scipion viewers of xmipp3-deepcons (found by Scipion through this package)."""
+from .viewer_coordinates import CoordinatesOnMicrographsViewer
 from .viewer_deep_consensus import XmippDeepConsensusViewer
 
-__all__ = ["XmippDeepConsensusViewer"]
+__all__ = ["XmippDeepConsensusViewer", "CoordinatesOnMicrographsViewer"]
