@@ -99,8 +99,45 @@ def keep_labels_given_to_new_protocols():
     return True
 
 
+def xmipp_java_viewers_installed():
+    """Whether Xmipp's Java viewers (ShowJ, the particle picker) can run here: scipion-em-xmipp
+    and an Xmipp installation with its Java bindings."""
+    if importlib.util.find_spec("xmipp3") is None:
+        return False
+    home = getattr(pwem.Config, 'XMIPP_HOME', None)
+    return bool(home) and os.path.isdir(os.path.join(home, "bindings", "java", "lib"))
+
+
+XMIPP_DATA_VIEWERS = ("pwem.viewers.DataViewer", "pwem.viewers.viewers_data.DataViewer")
+SCIPION_COORDINATE_VIEWER = "pwem.viewers.viewer_coordinates.CoordinateViewer"
+
+
+def prefer_a_coordinate_viewer_that_runs():
+    """Without Xmipp, make pwem's own coordinate viewer (Tk) the preferred viewer of
+    coordinates instead of pwem's DataViewer; returns whether the preference changed.
+
+    Scipion's launcher (``python -m scipion``) makes DataViewer the preferred viewer of
+    SetOfCoordinates when scipion.conf names none; DataViewer opens them in Xmipp's Java
+    particle picker, so Analyze Results on a picker's coordinates opened nothing ("Could not
+    find or load main class xmipp.viewer.particlepicker..."). pwem's "Scipion coordinates
+    viewer" needs no Xmipp. Runs when Scipion loads this plugin, before any viewer is
+    looked up; with Xmipp's viewers installed nothing is changed."""
+    import pyworkflow as pw
+    preferred = (getattr(pw.Config, "VIEWERS", None) or {}).get("SetOfCoordinates")
+    if not preferred or xmipp_java_viewers_installed():
+        return False
+    replaced = [SCIPION_COORDINATE_VIEWER if name in XMIPP_DATA_VIEWERS else name
+                for name in preferred]
+    if replaced == list(preferred):
+        return False
+    pw.Config.VIEWERS["SetOfCoordinates"] = replaced
+    pwem.Domain._preferred_viewers = None       # looked up again, with this preference
+    return True
+
+
 quiet_xmipp3_without_xmipp()
 keep_labels_given_to_new_protocols()
+prefer_a_coordinate_viewer_that_runs()
 
 
 class Plugin(pwem.Plugin):

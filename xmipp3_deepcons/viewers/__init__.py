@@ -1,5 +1,4 @@
 """Scipion viewers of xmipp3-deepcons (found by Scipion through this package)."""
-from .viewer_coordinates import CoordinatesOnMicrographsViewer
 from .viewer_deep_consensus import XmippDeepConsensusViewer
 
-__all__ = ["XmippDeepConsensusViewer", "CoordinatesOnMicrographsViewer"]
+__all__ = ["XmippDeepConsensusViewer"]

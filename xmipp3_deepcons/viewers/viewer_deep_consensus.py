@@ -398,13 +398,8 @@ class XmippDeepConsensusViewer(ProtocolViewer):
 
 def showjInstalled():
     """Whether Xmipp's ShowJ can run here (scipion-em-xmipp and Xmipp's Java bindings)."""
-    try:
-        import pwem
-        import xmipp3  # noqa: F401  (ShowJ is started through the xmipp3 plugin)
-    except ImportError:
-        return False
-    home = getattr(pwem.Config, 'XMIPP_HOME', None)
-    return bool(home) and os.path.isdir(os.path.join(home, "bindings", "java", "lib"))
+    from ..scipion_plugin import xmipp_java_viewers_installed
+    return xmipp_java_viewers_installed()
 
 
 def _galleryDrawer(boxes, scores, title):
@@ -501,6 +496,18 @@ def _scoreMDView():
 
         EXTENSION = os.path.join(os.path.dirname(__file__), "mdviewer_extension.py")
 
+        def arguments(self, extension=None):
+            """The metadata viewer's command line arguments (as pwem's MDView gives them,
+            with this plugin's extension, or ``extension``)."""
+            visible, order, render = self.getVisibleAndOrderLabels()
+            order = order.replace(' _filename', ' stack', 1)
+            render = render.replace(' _filename', ' stack', 1)
+            if ' _filename' in visible and ' stack' not in render:
+                render += ' stack'
+            return ["--extensionpath", extension or self.EXTENSION, self._emSet.getFileName(),
+                    "--visiblelabels", visible, "--orderlabels", order,
+                    "--renderlabels", render]
+
         def show(self):
             import subprocess
             from pwem.viewers.mdviewer.sqlite_dao import SCIPION_OBJECT_ID, SCIPION_PORT
@@ -508,15 +515,8 @@ def _scoreMDView():
             if self.port:
                 os.environ[SCIPION_PORT] = str(self.port)
                 os.environ[SCIPION_OBJECT_ID] = str(self._emSet.getObjId())
-            visible, order, render = self.getVisibleAndOrderLabels()
-            order = order.replace(' _filename', ' stack', 1)
-            render = render.replace(' _filename', ' stack', 1)
-            if ' _filename' in visible and ' stack' not in render:
-                render += ' stack'
-            self.process = subprocess.Popen(
-                [PYTHON, "-m", "metadataviewer", "--extensionpath", self.EXTENSION,
-                 self._emSet.getFileName(), "--visiblelabels", visible, "--orderlabels",
-                 order, "--renderlabels", render])
+            self.process = subprocess.Popen([PYTHON, "-m", "metadataviewer"]
+                                            + self.arguments())
             return self.process
     return ScoreMDView
 
