@@ -25,6 +25,8 @@ def steps(app, result):
         result["first_rows"] = [gui.objectManager.getCurrentRow(model, r).getId()
                                 for r in range(4)]
         result["zoom"] = gui.zoom.value()
+        images = [c for c in table.getColumns() if c.getName() == "stack"]
+        result["box_px"] = images[0].getRenderer().getSize() if images else None
         column = names.index(score)
         for _ in range(2):                          # two clicks on the header
             table.horizontalHeader().sectionClicked.emit(column)

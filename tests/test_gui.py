@@ -419,7 +419,24 @@ def test_subset_by_score_from_the_viewer(display, finished, artefacts):
         assert count.cget("text").startswith("%d of %d items" % (
             int((scores >= 0.5).sum()), len(scores))), count.cget("text")
         histogram = gh.find_one(box, name="histogram")
-        assert gh.find_widgets(histogram, cls=tk.Canvas)[0].winfo_ismapped()
+        canvas = gh.find_widgets(histogram, cls=tk.Canvas)[0]
+        assert canvas.winfo_ismapped()
+        # a drag across the histogram, from score 0.2 to 0.6, sets the range
+        axes = box.axes
+        (x0, y0), (x1, _) = axes.transData.transform([(0.2, 0), (0.6, 0)])
+        height = box.figure.bbox.height
+        y = int(height - y0 - 20)                    # inside the axes, Tk's y downwards
+        canvas.event_generate("<Motion>", x=int(x0), y=y)
+        canvas.event_generate("<ButtonPress-1>", x=int(x0), y=y)
+        for x in np.linspace(x0, x1, 6)[1:]:
+            canvas.event_generate("<B1-Motion>", x=int(x), y=y)
+        canvas.event_generate("<ButtonRelease-1>", x=int(x1), y=y)
+        yield 0.3
+        dragged = [float(gh.find_one(box, name=n).get()) for n in ("lowest", "highest")]
+        assert abs(dragged[0] - 0.2) < 0.02 and abs(dragged[1] - 0.6) < 0.02, dragged
+        assert count.cget("text").startswith("%d of %d items with a score in" % (
+            int(((scores >= dragged[0]) & (scores <= dragged[1])).sum()), len(scores)))
+        shot(artefacts, "subset_dialog_dragged.png", box)
         for name, value in zip(("lowest", "highest"), SUBSET_RANGE):
             entry = gh.find_one(box, name=name)
             entry.delete(0, "end")
@@ -619,12 +636,21 @@ def test_stopped_run_analysis_uses_the_scores_that_exist(display, finished, arte
             yield 0.5
         windows = gh.figure_windows()
         histogram = windows[FIGURES["visualizeHistogram"][0]][1]
-        seen["histogram"] = [t.get_text() for t in histogram.texts]
+        seen["histogram"] = [histogram._suptitle.get_text() if histogram._suptitle else ""]
         seen["bars"] = len(histogram.axes[0].patches)
         best = [f for t, (_, f) in windows.items() if "best" in t][0]
         seen["gallery"] = best._suptitle.get_text()
         seen["boxes"] = sum(1 for ax in best.axes if ax.images)
-        shot(artefacts, "stopped_run_histogram.png", windows[FIGURES["visualizeHistogram"][0]][0])
+        histogramWindow = windows[FIGURES["visualizeHistogram"][0]][0]
+        histogramWindow.lift()
+        histogramWindow.update()
+        yield 0.5
+        shot(artefacts, "stopped_run_histogram.png", histogramWindow)
+        bestWindow = [w for t, (w, _) in windows.items() if "best" in t][0]
+        bestWindow.lift()
+        bestWindow.update()
+        yield 0.5
+        shot(artefacts, "stopped_run_best.png", bestWindow)
         gh.find_one(form, text="Close").invoke()
 
     try:
@@ -773,7 +799,7 @@ def test_metadata_viewer_sorted_by_score_and_a_range_selected(display, finished)
     assert "error" not in result, result["error"]
     assert result["first_sorted_by"] == [SCORE_ATTRIBUTE, False]
     assert [scores[i] for i in result["first_rows"]] == best
-    assert result["zoom"] == 100
+    assert result["zoom"] == 100 and result["box_px"] == 100
     assert result["sorted_by"] == [SCORE_ATTRIBUTE, False]
     assert [scores[i] for i in result["rows"]] == best
     assert len(result["selected"]) == 4

@@ -10,8 +10,8 @@ user meets (see docs/scipion.md, "Particles and their scores"):
   shift-click asks SQLite for another column (``no such column: stack``, pwem's
   ``sqlite_dao.getSelectedRangeRowsIds``) and the viewer exits. The range is taken here in
   the column the table is sorted by (what the viewer's ObjectManager.sort stored).
-- The table opens sorted by the score, highest first, with boxes at 100 % instead of 250 %
-  (two rows on a screen).
+- The table opens sorted by the score, highest first, with boxes drawn 100 px high instead
+  of 250 (two rows on a screen).
 
 Everything is done through the program's extension hook, in its own process: nothing of
 pwem or metadataviewer is changed on disk.
@@ -79,6 +79,11 @@ def openSortedByScore(objectManager):
 
 
 def _smallerZoom():
+    """Boxes drawn at ZOOM px (the zoom box and the rows too) instead of 250."""
+    from metadataviewer.model import renderers
+    defaults = list(renderers.ImageRenderer.__init__.__defaults__)
+    defaults[0] = ZOOM                          # size=IMAGE_DEFAULT_SIZE
+    renderers.ImageRenderer.__init__.__defaults__ = tuple(defaults)
     try:
         import metadataviewer.gui.qt.qtviewer as qtviewer
     except ImportError:

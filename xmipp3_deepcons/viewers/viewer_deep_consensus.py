@@ -79,8 +79,8 @@ class _RunReader:
         if not self.unanchored:
             return None
         return ("%d of %d micrographs not scored by the shipped network yet (run stopped or "
-                "running): their candidates show this run's network score alone"
-                % (len(set(self.unanchored)), total))
+                "running):\ntheir candidates show this run's network score alone, not "
+                "combined with who picked them" % (len(set(self.unanchored)), total))
 
     def votes(self, stem):
         """How many pickers picked each candidate of a micrograph."""
@@ -423,16 +423,16 @@ def _trainingDrawer(history, title):
     def draw(figure):
         plots.draw_training_curves(figure, history)
         if "did not train" in title:
-            _addNote(figure, title.split(": ", 1)[1])
+            _addNote(figure, title.split(": ", 1)[1].replace(" (this run", "\n(this run"))
         return figure
     return draw
 
 
 def _addNote(figure, note):
-    """A line of red text at the top of a figure, the axes moved down to make room."""
-    figure.subplots_adjust(top=0.82)
-    figure.text(0.5, 0.985, note, ha="center", va="top", fontsize=8, color="darkred",
-                wrap=True)
+    """Red text (its own line breaks) at the top of a figure, above the axes (a suptitle:
+    the layout, done again when the window shows, leaves room for it)."""
+    figure.suptitle(note, fontsize=8, color="darkred")
+    figure.tight_layout()
 
 
 def _plotter(title, figsize):
