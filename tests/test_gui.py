@@ -825,3 +825,15 @@ def test_no_log_starts_with_an_import_error(finished):
     from pwem import Domain
     assert "XmippProtScreenDeepConsensus" in Domain.getProtocols()
     import xmipp3.convert   # noqa: F401  (the .pos import still has its converters)
+
+
+def test_default_run_names_have_no_underscore():
+    """The Methods tab writes a run's name between underscores (italics): the default names
+    of this plugin's runs must not hold one."""
+    from xmipp3_deepcons.protocols import (XmippProtDeepConsScoreSubset,
+                                           XmippProtDeepConsSubSet,
+                                           XmippProtScreenDeepConsensus)
+    for cls in (XmippProtScreenDeepConsensus, XmippProtDeepConsScoreSubset,
+                XmippProtDeepConsSubSet):
+        label = cls.getClassLabel()
+        assert label.startswith("xmipp3-deepcons - ") and "_" not in label, label
