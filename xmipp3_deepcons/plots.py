@@ -88,8 +88,10 @@ def draw_training_curves(figure, history):
         for ax, keys in ((ax_acc, ("accuracy", "val_accuracy")), (ax_loss, ("loss", "val_loss"))):
             for key, style in zip(keys, ("-", "--")):   # one colour per model
                 if key in h:
+                    few = len(h[key]) < 10      # markers: one epoch is a point, not a line
                     ax.plot(np.arange(1, len(h[key]) + 1), h[key], style,
-                            color="C%d" % (i % 10), label="model %d %s" % (i + 1, key))
+                            color="C%d" % (i % 10), marker="o" if few else None,
+                            markersize=4, label="model %d %s" % (i + 1, key))
     for ax, name in ((ax_acc, "accuracy"), (ax_loss, "loss")):
         ax.set_xlabel("Keras epoch (50 batches)")
         ax.set_ylabel(name)
