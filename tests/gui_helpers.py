@@ -266,9 +266,10 @@ def param_row(window, label):
 
 
 def param_shown(window, label):
-    """Whether the form shows that parameter (its label is gridded, not removed)."""
-    return any(w.winfo_manager() == "grid" for w in find_widgets(window, cls=tk.Label,
-                                                                  text=label))
+    """Whether the form shows that parameter (its label is gridded, not removed); a tab's
+    title of the same text (a section header) is not a parameter."""
+    return any(w.winfo_manager() == "grid" and "sectionheaderframe" not in str(w)
+               for w in find_widgets(window, cls=tk.Label, text=label))
 
 
 def param_button(window, label, button_text):

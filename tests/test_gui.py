@@ -165,7 +165,15 @@ def test_protocol_tree_and_the_form_in_each_model_type(display, finished, artefa
     definition = XmippProtScreenDeepConsensus()
     label = {name: definition.getParam(name).label.get()
              for name in ("modelInitialization", "continueRun", "skipTraining", "nEpochs",
-                          "inputCoordinates")}
+                          "inputCoordinates", "trainingBatch", "doPreliminarPredictions",
+                          "toTrainDataSize", "addTrainingData", "noteNoTraining")}
+    skipped = {  # with Skip training Yes: nothing of training, and the empty tab says why
+        "Pretrained": {"nEpochs": False, "trainingBatch": False, "doPreliminarPredictions": False,
+                       "addTrainingData": False, "noteNoTraining": True,
+                       "toTrainDataSize": True},      # it chooses the pretrained size
+        "PreviousRun": {"nEpochs": False, "trainingBatch": False,
+                        "doPreliminarPredictions": False, "addTrainingData": False,
+                        "noteNoTraining": True, "toTrainDataSize": False}}
     expected = {  # shown (True) or hidden (False) in each model type, skip training No
         "New": {"continueRun": False, "skipTraining": False, "nEpochs": True},
         "Pretrained": {"continueRun": False, "skipTraining": True, "nEpochs": True},
@@ -208,13 +216,31 @@ def test_protocol_tree_and_the_form_in_each_model_type(display, finished, artefa
                 assert gh.param_shown(protocolForm, label[name]) == shown, (
                     "%s: %s should be %s" % (modelType, name, "shown" if shown else "hidden"))
             assert gh.param_shown(protocolForm, label["inputCoordinates"])
-            if modelType == "PreviousRun":    # scoring with the previous run's networks
+            assert not gh.param_shown(protocolForm, label["noteNoTraining"])
+            assert gh.param_shown(protocolForm, label["trainingBatch"])
+            # one parameter per label: the custom data's kind is not a second "Additional ..."
+            assert len([w for w in gh.find_widgets(protocolForm, text=label["addTrainingData"])
+                        if w.winfo_manager() == "grid"
+                        and "sectioncontentframe" in str(w)]) <= 1
+            shot(artefacts, "form_%s.png" % modelType, protocolForm)
+            if modelType in skipped:    # scoring with the networks as they are
                 _, siblings = gh.param_row(protocolForm, label["skipTraining"])
                 yes = [w for s in siblings for w in gh.find_widgets(s, text="Yes")][0]
                 yes.invoke()
                 yield 0.3
-                assert not gh.param_shown(protocolForm, label["nEpochs"])
-            shot(artefacts, "form_%s.png" % modelType, protocolForm)
+                for name, shown in skipped[modelType].items():
+                    assert gh.param_shown(protocolForm, label[name]) == shown, (
+                        "%s + skip training: %s should be %s"
+                        % (modelType, name, "shown" if shown else "hidden"))
+                shot(artefacts, "form_%s_skip.png" % modelType, protocolForm)
+                notebook = [w for w in gh.descendants(protocolForm)
+                            if isinstance(w, ttk.Notebook)][0]
+                for tab in notebook.tabs():
+                    if notebook.tab(tab, "text").strip() == "Additional training data":
+                        notebook.select(tab)
+                yield 0.3
+                shot(artefacts, "form_%s_skip_training_data_tab.png" % modelType,
+                     protocolForm)
             gh.find_one(protocolForm, text="Close").invoke()
             yield lambda: form() is None
 
@@ -292,8 +318,25 @@ def test_analyze_results_shows_every_figure(display, finished, artefacts):
         for gallery in (best, worst):
             shown = [ax for ax in gallery.axes if ax.images]
             assert len(shown) == GALLERY
-            scores.append([float(ax.get_title()) for ax in shown])
+            titles = [ax.get_title().split() for ax in shown]
+            assert [t[0] for t in titles] == ["#%d" % (k + 1) for k in range(GALLERY)]
+            assert all(len(t[1].split(".")[1]) == 4 for t in titles), titles   # 4 decimals
+            scores.append([float(t[1]) for t in titles])
         assert min(scores[0]) >= max(scores[1])
+        assert scores[0] == sorted(scores[0], reverse=True) and scores[1] == sorted(scores[1])
+        # figure windows lie on the screen and do not all open at one place
+        places = set()
+        for title, (tkWindow, _) in windows.items():
+            tkWindow.update_idletasks()
+            x, y = tkWindow.winfo_rootx(), tkWindow.winfo_rooty()
+            assert 0 <= x and x + tkWindow.winfo_width() <= tkWindow.winfo_screenwidth(), title
+            assert 0 <= y and y + tkWindow.winfo_height() <= tkWindow.winfo_screenheight(), title
+            places.add((x, y))
+        assert len(places) == len(windows), places
+        # accuracy and validation accuracy of a model share its colour
+        accuracy = curves.axes[0]
+        colours = {line.get_label(): line.get_color() for line in accuracy.lines}
+        assert colours["model 1 accuracy"] == colours["model 1 val_accuracy"], colours
         gh.find_one(form, text="Close").invoke()
 
     open_project_window(project, script)
@@ -376,7 +419,24 @@ def test_subset_by_score_from_the_viewer(display, finished, artefacts):
         assert count.cget("text").startswith("%d of %d items" % (
             int((scores >= 0.5).sum()), len(scores))), count.cget("text")
         histogram = gh.find_one(box, name="histogram")
-        assert gh.find_widgets(histogram, cls=tk.Canvas)[0].winfo_ismapped()
+        canvas = gh.find_widgets(histogram, cls=tk.Canvas)[0]
+        assert canvas.winfo_ismapped()
+        # a drag across the histogram, from score 0.2 to 0.6, sets the range
+        axes = box.axes
+        (x0, y0), (x1, _) = axes.transData.transform([(0.2, 0), (0.6, 0)])
+        height = box.figure.bbox.height
+        y = int(height - y0 - 20)                    # inside the axes, Tk's y downwards
+        canvas.event_generate("<Motion>", x=int(x0), y=y)
+        canvas.event_generate("<ButtonPress-1>", x=int(x0), y=y)
+        for x in np.linspace(x0, x1, 6)[1:]:
+            canvas.event_generate("<B1-Motion>", x=int(x), y=y)
+        canvas.event_generate("<ButtonRelease-1>", x=int(x1), y=y)
+        yield 0.3
+        dragged = [float(gh.find_one(box, name=n).get()) for n in ("lowest", "highest")]
+        assert abs(dragged[0] - 0.2) < 0.02 and abs(dragged[1] - 0.6) < 0.02, dragged
+        assert count.cget("text").startswith("%d of %d items with a score in" % (
+            int(((scores >= dragged[0]) & (scores <= dragged[1])).sum()), len(scores)))
+        shot(artefacts, "subset_dialog_dragged.png", box)
         for name, value in zip(("lowest", "highest"), SUBSET_RANGE):
             entry = gh.find_one(box, name=name)
             entry.delete(0, "end")
@@ -428,6 +488,7 @@ def test_subset_by_score_from_the_viewer(display, finished, artefacts):
     open_project_window(project, script, timeout=120)
     subset = made["run"]
     assert subset.getClassName() == "XmippProtDeepConsScoreSubset"
+    assert subset.getObjLabel() == "deep consensus subset 0.9-1"     # the label given in code
     assert subset.isFinished(), subset.getErrorMessage()
     output = subset.outputParticles
     assert output.getSize() == expected
@@ -547,3 +608,232 @@ def test_viewer_writes_its_figures_headless(finished):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
     assert viewer._visualizeHistogram()[0].getPath() == paths[0]
     assert matplotlib.get_backend() == backend
+
+
+def test_stopped_run_analysis_uses_the_scores_that_exist(display, finished, artefacts):
+    """A run stopped after its network scored and before the shipped network did (anchored
+    evidence): the histogram and the galleries open, with the run network's scores and a note
+    saying so; no Tk callback fails."""
+    import glob
+    import shutil
+    project, run = finished
+    settings = run.runFolder().settings()
+    assert settings.uses_reference, "the finished run should use anchored evidence"
+    labels = viewer_labels(project, run)
+    [reference] = glob.glob(run._getExtraPath("work", "scores_reference*"))
+    hidden = reference + ".away"
+    shutil.move(reference, hidden)      # what a run stopped before that scoring left
+    seen = {}
+
+    def script(window, runner):
+        yield from open_analyze_results(window, runner)
+        form = window.viewerForm
+        set_entry(form, labels["visualizeGallery"], str(GALLERY))
+        for name in ("visualizeHistogram", "visualizeGallery"):
+            click_eye(runner, form, labels[name])
+            titles = FIGURES[name]
+            yield lambda: all(any(w.startswith(t) for w in gh.figure_windows()) for t in titles)
+            yield 0.5
+        windows = gh.figure_windows()
+        histogram = windows[FIGURES["visualizeHistogram"][0]][1]
+        seen["histogram"] = [histogram._suptitle.get_text() if histogram._suptitle else ""]
+        seen["bars"] = len(histogram.axes[0].patches)
+        best = [f for t, (_, f) in windows.items() if "best" in t][0]
+        seen["gallery"] = best._suptitle.get_text()
+        seen["boxes"] = sum(1 for ax in best.axes if ax.images)
+        histogramWindow = windows[FIGURES["visualizeHistogram"][0]][0]
+        histogramWindow.lift()
+        histogramWindow.update()
+        yield 0.5
+        shot(artefacts, "stopped_run_histogram.png", histogramWindow)
+        bestWindow = [w for t, (w, _) in windows.items() if "best" in t][0]
+        bestWindow.lift()
+        bestWindow.update()
+        yield 0.5
+        shot(artefacts, "stopped_run_best.png", bestWindow)
+        gh.find_one(form, text="Close").invoke()
+
+    try:
+        open_project_window(project, script)
+    finally:
+        shutil.move(hidden, reference)
+    note = "%d of %d micrographs not scored by the shipped network yet" % (MICROGRAPHS,
+                                                                           MICROGRAPHS)
+    assert any(note in text for text in seen["histogram"]), seen["histogram"]
+    assert note in seen["gallery"] and seen["boxes"] == GALLERY
+    assert seen["bars"] > 0
+
+
+def test_previous_run_training_curves_say_whose_they_are(finished):
+    """A run that did not train shows the reused networks' curves and says so."""
+    project, run = finished
+    from xmipp3_deepcons.protocols import XmippProtScreenDeepConsensus
+    from xmipp3_deepcons.viewers import XmippDeepConsensusViewer
+    viewer = XmippDeepConsensusViewer(project=project)
+    viewer.setProtocol(run)
+    assert viewer.trainingTitle() == "Deep Consensus: training curves"
+    reused = project.newProtocol(XmippProtScreenDeepConsensus, skipTraining=True,
+                                 modelInitialization=XmippProtScreenDeepConsensus
+                                 .ADD_MODEL_TRAIN_PREVRUN)
+    reused.continueRun.set(run)
+    viewer.setProtocol(reused)
+    assert viewer.trainingTitle().startswith(
+        "Deep Consensus: training curves of the previous run %s (this run did not train"
+        % run.getRunName())
+
+
+def test_counts_below_one_are_refused_with_a_message(finished):
+    project, run = finished
+    from pyworkflow.viewer import MessageView
+    from xmipp3_deepcons.viewers import XmippDeepConsensusViewer
+    viewer = XmippDeepConsensusViewer(project=project)
+    viewer.setProtocol(run)
+    viewer.visualizeGallery.set(-3)
+    viewer.visualizeHistogram.set(0)
+    [gallery] = viewer._visualizeGallery()
+    [histogram] = viewer._visualizeHistogram()
+    assert isinstance(gallery, MessageView) and isinstance(histogram, MessageView)
+    assert "number of candidates must be at least 1 (it is -3)" in gallery.getMessage()
+    assert "number of bins must be at least 1 (it is 0)" in histogram.getMessage()
+
+
+def test_workflow_template_keeps_its_labels(display, artefacts):
+    """The template's protocols keep their labels in a project (pyworkflow 3.11.7 drops the
+    label given to newProtocol: the plugin sets it after creation)."""
+    import json
+    from pyworkflow.project import Manager
+    from xmipp3_deepcons.scipion_plugin import Plugin
+    [template] = [t for t in Plugin().getTemplates()]
+    with open(template.templatePath) as f:
+        text = f.read()
+    # what Scipion's template launcher does with the ~label|default|type|alias~ fields
+    text = re.sub(r'"~[^|~]*\|([^|~]*)\|[^~]*~"', lambda m: json.dumps(m.group(1)), text)
+    wanted = [p["object.label"] for p in json.loads(text)]
+    cwd = os.getcwd()
+    project = Manager().createProject("deepcons_template_%d" % os.getpid())
+    os.chdir(project.getPath())
+    try:
+        project.loadProtocols(jsonStr=text)
+        labels = [p.getObjLabel() for p in project.getRuns(refresh=True)]
+        assert sorted(labels) == sorted(wanted), labels
+        assert {"import coordinates: picker %d" % i for i in (1, 2, 3)} <= set(labels)
+        seen = {}
+
+        def script(window, runner):
+            yield 1.0
+            canvas = window.getViewWidget().runsGraphCanvas
+            seen["texts"] = [canvas.itemcget(i, "text") for i in canvas.find_all()
+                             if canvas.type(i) == "text"]
+            shot(artefacts, "template_project.png", window.root)
+        open_project_window(project, script)
+        assert sum("picker" in t for t in seen["texts"]) == 3, seen["texts"]
+    finally:
+        os.chdir(cwd)
+
+
+def test_analyze_results_on_a_pickers_coordinates(display, finished, artefacts, monkeypatch):
+    """Analyze Results on coordinates another protocol made (a picker's import), with the
+    preferred viewers Scipion's launcher sets (Xmipp's DataViewer for coordinates): the
+    plugin prefers pwem's own coordinate viewer, which opens without Xmipp."""
+    import pwem
+    import pyworkflow
+    from xmipp3_deepcons.scipion_plugin import prefer_a_coordinate_viewer_that_runs
+    project, run = finished
+    monkeypatch.setattr(pyworkflow.Config, "VIEWERS",
+                        {"SetOfCoordinates": ["pwem.viewers.DataViewer"]})  # python -m scipion
+    monkeypatch.setattr(pwem.Domain, "_preferred_viewers", None)
+    assert prefer_a_coordinate_viewer_that_runs()
+    seen = {}
+
+    def script(window, runner):
+        view = window.getViewWidget()
+        picker = [p for p in window.project.getRuns(refresh=True)
+                  if p.getClassName() == "ProtImportCoordinates"][0]
+        before = {str(w) for w in gh.toplevels(window.root)}
+        view._selectItemProtocol(picker)
+        yield 0.2
+        runner.later(view.btnAnalyze.event_generate, "<Button-1>")
+
+        def opened():
+            """a window showing the coordinates"""
+            new = [w for w in gh.toplevels(window.root) if str(w) not in before]
+            return new or gh.figure_windows()
+        yield opened
+        yield 1.0
+        new = [w for w in gh.toplevels(window.root) if str(w) not in before]
+        seen["titles"] = [w.title() for w in new] + list(gh.figure_windows())
+        gh.screenshot(os.path.join(artefacts, "picker_coordinates.png"))
+
+    open_project_window(project, script)
+    assert "Scipion coordinates viewer" in seen["titles"], seen["titles"]
+
+
+def run_metadata_viewer(arguments):
+    """The metadata viewer driven by tests/mdviewer_script.py: its JSON result line."""
+    import json
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mdviewer_script.py")
+    done = subprocess.run([sys.executable, script, SCORE_ATTRIBUTE] + arguments,
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, "the viewer gave no result:\n%s\n%s" % (done.stdout[-2000:],
+                                                           done.stderr[-3000:])
+    return json.loads(lines[0][len("RESULT "):])
+
+
+def test_metadata_viewer_sorted_by_score_and_a_range_selected(display, finished):
+    """Particles and their scores, in Scipion's metadata viewer as the plugin opens it: sorted
+    by score (highest first) at 100 %; a click on the score header (twice), a click on row 1
+    and a shift-click on row 4 select the four best scored, and the window stays open. With
+    pwem's own extension (upstream) the same clicks close it: no such column: stack."""
+    if not gh.qt_xcb_ready():
+        pytest.skip("PyQt5's X11 plugin lacks its libraries (%s)" % " ".join(gh.QT_XCB_LIBS))
+    project, run = finished
+    from xmipp3_deepcons.viewers import XmippDeepConsensusViewer
+    viewer = XmippDeepConsensusViewer(project=project)
+    viewer.setProtocol(run)
+    [view] = viewer._visualizeParticles()
+    scores = {p.getObjId(): getattr(p, SCORE_ATTRIBUTE).get() for p in run.outputParticles}
+    best = sorted(scores.values(), reverse=True)[:4]
+
+    result = run_metadata_viewer(view.arguments())
+    assert "error" not in result, result["error"]
+    assert result["first_sorted_by"] == [SCORE_ATTRIBUTE, False]
+    assert [scores[i] for i in result["first_rows"]] == best
+    assert result["zoom"] == 100 and result["box_px"] == 100
+    assert result["sorted_by"] == [SCORE_ATTRIBUTE, False]
+    assert [scores[i] for i in result["rows"]] == best
+    assert len(result["selected"]) == 4
+    assert sorted((scores[i] for i in result["selected"]), reverse=True) == best
+
+    import pwem.viewers.mdviewer as mdviewer
+    upstream = run_metadata_viewer(view.arguments(
+        os.path.join(os.path.dirname(mdviewer.__file__), "readers.py")))
+    assert "no such column: stack" in upstream.get("error", ""), upstream
+
+
+def test_no_log_starts_with_an_import_error(finished):
+    """Every run log of the project (pyworkflow loads every plugin's protocols in each run)
+    has no plugin import error: scipion-em-xmipp without Xmipp's binding is quiet."""
+    import glob
+    project, run = finished
+    logs = glob.glob(os.path.join(project.getPath(), "Runs", "*", "logs", "run.stdout"))
+    assert len(logs) >= 5, logs                   # micrographs, 3 pickers, deep consensus
+    for path in logs:
+        with open(path) as f:
+            text = f.read()
+        assert "error when importing" not in text and "isMdEmpty" not in text, path
+    from pwem import Domain
+    assert "XmippProtScreenDeepConsensus" in Domain.getProtocols()
+    import xmipp3.convert   # noqa: F401  (the .pos import still has its converters)
+
+
+def test_default_run_names_have_no_underscore():
+    """The Methods tab writes a run's name between underscores (italics): the default names
+    of this plugin's runs must not hold one."""
+    from xmipp3_deepcons.protocols import (XmippProtDeepConsScoreSubset,
+                                           XmippProtDeepConsSubSet,
+                                           XmippProtScreenDeepConsensus)
+    for cls in (XmippProtScreenDeepConsensus, XmippProtDeepConsScoreSubset,
+                XmippProtDeepConsSubSet):
+        label = cls.getClassLabel()
+        assert label.startswith("xmipp3-deepcons - ") and "_" not in label, label

@@ -86,10 +86,12 @@ def draw_training_curves(figure, history):
     ax_acc, ax_loss = figure.subplots(1, 2)
     for i, h in enumerate(history):
         for ax, keys in ((ax_acc, ("accuracy", "val_accuracy")), (ax_loss, ("loss", "val_loss"))):
-            for key, style in zip(keys, ("-", "--")):
+            for key, style in zip(keys, ("-", "--")):   # one colour per model
                 if key in h:
+                    few = len(h[key]) < 10      # markers: one epoch is a point, not a line
                     ax.plot(np.arange(1, len(h[key]) + 1), h[key], style,
-                            label="model %d %s" % (i + 1, key))
+                            color="C%d" % (i % 10), marker="o" if few else None,
+                            markersize=4, label="model %d %s" % (i + 1, key))
     for ax, name in ((ax_acc, "accuracy"), (ax_loss, "loss")):
         ax.set_xlabel("Keras epoch (50 batches)")
         ax.set_ylabel(name)
@@ -127,8 +129,14 @@ def gallery_size(count, columns=8):
     return columns * 1.2, rows * 1.3 + 0.5
 
 
+def gallery_label(rank, score):
+    """A box's title in a gallery: its rank and its score with 4 decimals (scores of the best
+    candidates often agree to 3)."""
+    return "#%d  %.4f" % (rank, score)
+
+
 def draw_gallery(figure, boxes, scores, title, columns=8):
-    """A grid of particle boxes with their scores (best or worst scored, say)."""
+    """A grid of particle boxes with their rank and score (best or worst scored, say)."""
     n = len(boxes)
     rows = max(1, int(np.ceil(n / columns)))
     axes = figure.subplots(rows, columns, squeeze=False)
@@ -136,7 +144,7 @@ def draw_gallery(figure, boxes, scores, title, columns=8):
         ax.axis("off")
         if k < n:
             ax.imshow(boxes[k], cmap="gray")
-            ax.set_title("%.3f" % scores[k], fontsize=7)
+            ax.set_title(gallery_label(k + 1, scores[k]), fontsize=7)
     figure.suptitle(title)
     figure.tight_layout()
     return figure

@@ -14,6 +14,7 @@ from pwem.protocols import EMProtocol
 from pyworkflow.protocol import params
 
 from ..constants import SCORE_ATTRIBUTE
+from .labels import DeepConsLabel
 
 OUTPUT_NAMES = {emobj.SetOfParticles: "outputParticles",
                 emobj.SetOfCoordinates: "outputCoordinates"}
@@ -29,7 +30,7 @@ def in_range(score, lowest, highest):
     return score is not None and lowest <= score <= highest
 
 
-class XmippProtDeepConsScoreSubset(EMProtocol):
+class XmippProtDeepConsScoreSubset(DeepConsLabel, EMProtocol):
     """Keeps the particles or coordinates of a Deep Consensus run whose score lies in a range
     (for example 0.8 to 1 for the most confident ones). Made from Analyze Results of the run
     (Subset by score), or from this form."""

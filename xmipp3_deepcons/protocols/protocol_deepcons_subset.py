@@ -12,9 +12,10 @@ import pwem.objects as emobj
 from pwem.protocols import ProtUserSubSet
 
 from ..constants import SCORE_ATTRIBUTE
+from .labels import DeepConsLabel
 
 
-class XmippProtDeepConsSubSet(ProtUserSubSet):
+class XmippProtDeepConsSubSet(DeepConsLabel, ProtUserSubSet):
     """Makes a coordinate subset from the particles or coordinates selected in the results of
     a Deep Consensus run (for example, the best scored ones, sorted by
     _xmipp_zScoreDeepLearning1)."""

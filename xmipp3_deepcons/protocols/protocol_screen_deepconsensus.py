@@ -34,6 +34,7 @@ from ..run import schedule
 from ..run.folder import RunFolder, read_json, write_json
 from ..run.streaming import Queued, next_work, stem_for
 from . import screen_form, screen_inputs
+from .labels import DeepConsLabel
 
 CITATION = "Sanchez-Garcia2018"   # key in bibtex.py
 MIN_VOTES = 2                 # pickers that must agree for a candidate to be a positive
@@ -50,7 +51,7 @@ OUTPUT_FILES = {OUTPUT_COORDINATES: "coordinates.sqlite",
                 PRELIMINARY_PARTICLES: "particles_preliminary.sqlite"}
 
 
-class XmippProtScreenDeepConsensus(ProtParticlePicking):
+class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
     """Screens the picks of several particle pickers with Deep Consensus
     (Sanchez-Garcia et al. 2018).
 

@@ -13,6 +13,7 @@ from ..constants import (DEFAULT_DEDUPE_RADIUS, DEFAULT_EPOCHS, DEFAULT_L2, DEFA
 
 def define_params(self, form):
     trains = "modelInitialization==%d or not skipTraining" % self.ADD_MODEL_TRAIN_NEW
+    scoresOnly = "modelInitialization!=%d and skipTraining" % self.ADD_MODEL_TRAIN_NEW
     custom = "(%s) and addTrainingData==%d" % (trains, self.ADD_DATA_TRAIN_CUST)
 
     form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
@@ -94,18 +95,22 @@ def define_params(self, form):
     form.addParam('pickersShareMistakes', params.BooleanParam, default=True,
                   condition='pickerEvidence', expertLevel=params.LEVEL_ADVANCED,
                   label="Pickers may agree on junk?",
-                  help="Yes: who picked is one answer (crYOLO and Topaz but not "
-                       "DeepPicker), and the share of particles among the candidates of each "
-                       "answer is read by the shipped pretrained network, which never learnt "
-                       "from these pickers and so does not trust junk they agree on (ice, "
-                       "aggregates, denatured particles); this run's network ranks the "
-                       "candidates within each answer, and every candidate is also scored by "
-                       "the shipped network (--picker-evidence anchored). No: each picker is "
-                       "a witness of its own, weighted by how reliable it proves on this data "
-                       "(Dawid-Skene, --picker-evidence votes): better when one picker is "
-                       "precise alone and the pickers' junk differs, wrong when they share it. "
-                       "A shipped network scoring without training reads who picked as one "
-                       "answer either way (--picker-evidence patterns). Not in Xmipp's form.")
+                  help="Do your pickers tend to pick the same junk (ice, carbon edges, "
+                       "aggregates, denatured particles)? Pickers trained on similar data "
+                       "often do.\n"
+                       "*Yes* (safe choice): how much to trust each combination of pickers "
+                       "(say, picked by crYOLO and Topaz but not by the third) is judged by "
+                       "the pretrained network shipped with the plugin, which never learnt "
+                       "from your pickers and so is not fooled by junk they agree on. Every "
+                       "candidate is therefore also scored by that network (a little more "
+                       "time). This run's network then orders the candidates within each "
+                       "combination.\n"
+                       "*No*: each picker is trusted as far as it agrees with the others on "
+                       "this data. Better when one picker is precise on its own and the "
+                       "pickers make different mistakes; wrong when they make the same "
+                       "ones.\n"
+                       "When the run only scores with a pretrained or previous network (Skip "
+                       "training), both choices work the same way. Not in Xmipp's form.")
     form.addParam('scoringViews', params.EnumParam,
                   default=VIEW_CHOICES.index(DEFAULT_VIEWS),
                   choices=['1 (the original)', '4', '8'],
@@ -157,8 +162,13 @@ def define_params(self, form):
     form.addSection(label='Training')
     form.addParam('nEpochs', params.FloatParam, default=DEFAULT_EPOCHS,
                   label="Number of epochs", condition=trains,
-                  help='Passes over the training particles in each training pass (at '
-                       'least one Keras epoch of 50 batches of 64 boxes is run).')
+                  help='Passes over the training particles in each training pass. '
+                       'Training also runs at least "Minimum training batches" batches of '
+                       '64 boxes (%d by default, Advanced level): with few particles, 5 '
+                       'epochs would be only a few dozen batches, so more are run. The log '
+                       'counts in Keras epochs of 50 batches: "up to 6 epochs of 50 '
+                       'batches" is those %d batches, and at least one Keras epoch is '
+                       'always run.' % (DEFAULT_MIN_BATCHES, DEFAULT_MIN_BATCHES))
     form.addParam('minBatches', params.IntParam, default=DEFAULT_MIN_BATCHES,
                   label="Minimum training batches", expertLevel=params.LEVEL_ADVANCED,
                   condition=trains, validators=[params.GE(0)],
@@ -200,6 +210,8 @@ def define_params(self, form):
                        'Typical values 1 to 5; each one adds its training time.')
     form.addParam('toTrainDataSize', params.IntParam, default=DEFAULT_TRAIN_SIZE,
                   label="Expected number of particles to use for training",
+                  condition="%s or modelInitialization==%d" % (trains,
+                                                              self.ADD_MODEL_TRAIN_PRETRAIN),
                   help='Training stops once this many positive particles have been '
                        'used (-1: no limit, train on every micrograph). A new network '
                        'is sized by the positives of its first training pass (under 1500 '
@@ -252,6 +264,12 @@ def define_params(self, form):
                        'Preprocess.')
 
     form.addSection(label='Additional training data')
+    form.addParam('noteNoTraining', params.LabelParam, condition=scoresOnly,
+                  label='Not used: this run does not train (Skip training is Yes), it '
+                        'scores with the networks as they are.',
+                  help='Additional training data is used only when the run trains: with '
+                       'the New model type, or Pretrained / PreviousRun with Skip training '
+                       'No (Input tab).')
     form.addParam('addTrainingData', params.EnumParam,
                   condition=trains,
                   choices=self.ADD_DATA_TRAIN_TYPES,
@@ -270,7 +288,7 @@ def define_params(self, form):
                   condition=custom,
                   choices=self.ADD_DATA_TRAIN_CUSTOM_OPT,
                   default=self.ADD_DATA_TRAIN_CUSTOM_OPT_COORS,
-                  label='Additional training data',
+                  label='Custom data given as',
                   help='*Coordinates*: picked on the same micrographs as the inputs; '
                        'their boxes are extracted like the candidates.\n*Particles*: '
                        'particle sets of 128 px prepared as described in Preprocess '
@@ -318,6 +336,7 @@ def define_params(self, form):
     form.addSection(label='Streaming')
     form.addParam('doPreliminarPredictions', params.BooleanParam, default=False,
                   label="Perform preliminar predictions with on training CNN",
+                  condition=trains,
                   help='After every training pass that does not end training, score '
                        'all candidates so far with the networks of that pass and '
                        'publish them as preliminarOutputCoordinates and '
@@ -330,7 +349,7 @@ def define_params(self, form):
                        'the inputs are open, preprocessing waits until this many '
                        'micrographs have arrived.')
     form.addParam('trainingBatch', params.IntParam, default=5,
-                  label="Training batch size",
+                  label="Training batch size", condition=trains,
                   validators=[params.Positive],
                   help='Micrographs per training pass, in arrival order; each pass '
                        'continues the networks of the previous one. A pass takes more '

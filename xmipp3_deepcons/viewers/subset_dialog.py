@@ -1,5 +1,6 @@
 """The Subset by score dialog of Analyze Results: a score range chosen on the histogram of a
-Deep Consensus output, and a 'deep consensus subset by score' run launched with it.
+Deep Consensus output (dragged across it, or typed in the two entry boxes), and a 'deep
+consensus subset by score' run launched with it.
 
 Plain Tk (pyworkflow's Dialog) with a matplotlib Figure on a Tk canvas: no pyplot, so the
 process's matplotlib backend is left as it is. Widgets the tests look for have Tk names:
@@ -42,8 +43,9 @@ class ScoreSubsetDialog(Dialog):
 
         tk.Label(master, justify=tk.LEFT, wraplength=520, anchor='w',
                  text="Keep the items of %s whose score lies in a range (both ends "
-                      "included). A 'deep consensus subset by score' run of this project "
-                      "makes the subset." % self.runName).grid(row=0, column=0, columnspan=4,
+                      "included): drag across the histogram, or type the lowest and the "
+                      "highest score. A 'deep consensus subset by score' run of this "
+                      "project makes the subset." % self.runName).grid(row=0, column=0, columnspan=4,
                                                                 sticky='we', pady=(0, 4))
         self._histogram(master).grid(row=1, column=0, columnspan=4, sticky='news')
 
@@ -82,12 +84,24 @@ class ScoreSubsetDialog(Dialog):
         self.axes.set_xlabel("score", fontsize=8)
         self.axes.set_ylabel("items", fontsize=8)
         self.axes.tick_params(labelsize=7)
+        self.axes.set_title("drag across the histogram to choose the range", fontsize=8)
         self.span = None
         self.figure.tight_layout()
         frame = tk.Frame(master, name="histogram")
         self.canvas = FigureCanvasTkAgg(self.figure, master=frame)
         self.canvas.get_tk_widget().pack(fill=tk.BOTH, expand=True)
+        from matplotlib.widgets import SpanSelector
+        self.selector = SpanSelector(self.axes, self.selectRange, "horizontal", useblit=False,
+                                     props=dict(facecolor='tab:blue', alpha=0.2),
+                                     interactive=False, minspan=0.002)
         return frame
+
+    def selectRange(self, lowest, highest):
+        """A range dragged on the histogram: into the two entry boxes (which update the
+        count and the shaded range)."""
+        lowest, highest = max(0.0, min(lowest, highest)), min(1.0, max(lowest, highest))
+        self.lowestVar.set("%.3f" % lowest)
+        self.highestVar.set("%.3f" % highest)
 
     # ---------------------------------------------------------------- state
     def range(self):

@@ -34,6 +34,8 @@ class _RunReader:
     def __init__(self, protocol):
         self.run = protocol.runFolder()
         self._settings = self._threshold = None
+        self._final = {}
+        self.unanchored = []    # stems shown with the run network's scores alone (see below)
 
     def settings(self):
         """The run's settings; None before the run has started."""
@@ -47,8 +49,38 @@ class _RunReader:
         return [] if settings is None else self.run.scored_stems(settings.views)
 
     def finalScores(self, stem):
-        """The score every candidate of a micrograph carries in the outputs."""
-        return np.asarray(self.run.final_scores(stem, self.settings()), dtype=float)
+        """The score every candidate of a micrograph carries in the outputs.
+
+        An anchored evidence model (Combine with who picked, pickers may agree on junk) needs
+        the shipped network's scores too; a run stopped (or still running) between the
+        run's network and the shipped one has not written them for some micrographs. Those
+        micrographs show the run network's score alone, and ``unanchored`` names them, so
+        that the figures can say so."""
+        if stem not in self._final:
+            settings = self.settings()
+            if settings.uses_reference and not self._hasReference(stem):
+                self.unanchored.append(stem)
+                scores = self.run.network_scores(stem, settings.views)
+            else:
+                scores = self.run.final_scores(stem, settings)
+            self._final[stem] = np.asarray(scores, dtype=float)
+        return self._final[stem]
+
+    def _hasReference(self, stem):
+        from ..errors import InputError
+        from ..run.folder import REFERENCE
+        try:
+            return self.run.network_scores(stem, self.settings().views, REFERENCE) is not None
+        except InputError:      # the shipped network is not installed
+            return False
+
+    def unanchoredNote(self, total):
+        """The line the figures carry when some micrographs show the run network's score."""
+        if not self.unanchored:
+            return None
+        return ("%d of %d micrographs not scored by the shipped network yet (run stopped or "
+                "running):\ntheir candidates show this run's network score alone, not "
+                "combined with who picked them" % (len(set(self.unanchored)), total))
 
     def votes(self, stem):
         """How many pickers picked each candidate of a micrograph."""
@@ -57,12 +89,16 @@ class _RunReader:
     def keptMask(self, stem):
         """Which candidates of a micrograph the outputs hold (above the threshold, one per
         particle: duplicates merged)."""
-        return np.asarray(self.run.kept(stem, self.settings(), self.threshold()), dtype=bool)
+        from ..run.keep import keep_mask
+        return np.asarray(keep_mask(self.run.candidates(stem)["xy"], self.finalScores(stem),
+                                    self.settings().dedupe_radius_px, self.threshold()),
+                          dtype=bool)
 
     def threshold(self):
         """The threshold in use (-1: all kept; 'auto' resolved to the one chosen)."""
         if self._threshold is None and self.settings() is not None:
-            self._threshold = float(self.run.threshold(self.settings())[0])
+            final = [self.finalScores(stem) for stem in self.scoredMicrographs()]
+            self._threshold = float(self.run.threshold(self.settings(), final)[0])
         return self._threshold
 
     def boxes(self, stem, indices):
@@ -77,6 +113,10 @@ class _RunReader:
         """Per training pass in order (or the final model when the run did not train), the
         per-network Keras histories."""
         return self.run.training_curves()
+
+    def trained(self):
+        """Whether this run trained (else its curves are those of the networks it reused)."""
+        return bool(self.run.passes())
 
     def plotsFolder(self):
         folder = self.run.path("plots")
@@ -104,7 +144,8 @@ class XmippDeepConsensusViewer(ProtocolViewer):
                            "subset.")
         form.addParam('visualizeSubset', params.LabelParam, important=True,
                       label="Subset by score",
-                      help="Choose a score range on the histogram of the output's scores; "
+                      help="Drag across the histogram of the output's scores (or type the "
+                           "lowest and the highest score) to choose a range; "
                            "a 'deep consensus subset by score' run of the project keeps the "
                            "particles (or coordinates) in that range. Needs no Xmipp.")
         form.addParam('visualizeHistogram', params.IntParam, default=100,
@@ -117,8 +158,10 @@ class XmippDeepConsensusViewer(ProtocolViewer):
         form.addParam('visualizeTraining', params.LabelParam,
                       label="Training curves",
                       help="Accuracy and loss on the training and validation boxes, per "
-                           "Keras epoch (50 batches), for each network, over all training "
-                           "passes.")
+                           "Keras epoch (50 batches), for each network (one colour each), "
+                           "over all training passes. A run that did not train (Skip "
+                           "training) shows the curves of the networks it reused, and says "
+                           "so.")
         form.addParam('visualizeGallery', params.IntParam, default=32,
                       label="Best and worst scored candidates (how many)",
                       help="The highest and the lowest scored candidates with their scores, "
@@ -141,8 +184,7 @@ class XmippDeepConsensusViewer(ProtocolViewer):
             return [self._message("There are no output particles yet.", TITLE)]
         if showjInstalled():
             return [self._showjView(particles)]
-        from pwem.viewers.mdviewer.viewer import MDView
-        return [MDView(particles, self.protocol, getattr(self.getProject(), 'port', None))]
+        return [ScoreMDView(particles, self.protocol, getattr(self.getProject(), 'port', None))]
 
     def _showjView(self, particles):
         """Xmipp's ShowJ, as the original viewer opened it: the particles sorted by score,
@@ -168,22 +210,27 @@ class XmippDeepConsensusViewer(ProtocolViewer):
         return [ScoreSubsetView(self, outputs)]
 
     def _visualizeHistogram(self, e=None):
+        refused = self._refusedCount('visualizeHistogram', "number of bins")
+        if refused:
+            return refused
         data = self.histogramData()
         if data is None:
             return self._nothingYet("Deep Consensus scores")
         return [FigureView(self._writeHistogram(data), "%s: score histogram" % TITLE,
-                           plots.HISTOGRAM_SIZE,
-                           lambda figure: plots.draw_score_histogram(figure, **data))]
+                           plots.HISTOGRAM_SIZE, _histogramDrawer(data))]
 
     def _visualizeTraining(self, e=None):
         history = self.trainingHistory()
         if not history:
             return self._nothingYet("Deep Consensus training")
-        return [FigureView(self._writeTraining(history), "%s: training curves" % TITLE,
-                           plots.TRAINING_SIZE,
-                           lambda figure: plots.draw_training_curves(figure, history))]
+        title = self.trainingTitle()
+        return [FigureView(self._writeTraining(history), title, plots.TRAINING_SIZE,
+                           _trainingDrawer(history, title))]
 
     def _visualizeGallery(self, e=None):
+        refused = self._refusedCount('visualizeGallery', "number of candidates")
+        if refused:
+            return refused
         galleries = self.galleryData()
         if not galleries:
             return self._nothingYet("Deep Consensus particles")
@@ -191,6 +238,14 @@ class XmippDeepConsensusViewer(ProtocolViewer):
                            plots.gallery_size(len(boxes)),
                            _galleryDrawer(boxes, scores, title))
                 for name, boxes, scores, title in galleries]
+
+    def _refusedCount(self, name, what):
+        """A message when a count of the form is below 1 (instead of quietly another one)."""
+        value = getattr(self, name).get() if hasattr(self, name) else None
+        if value is not None and value < 1:
+            return [self._message("The %s must be at least 1 (it is %d): change it in the "
+                                  "form and click the eye again." % (what, value), TITLE)]
+        return None
 
     def _nothingYet(self, title):
         return [self._message("Nothing to show yet: the run has not scored or trained "
@@ -217,7 +272,21 @@ class XmippDeepConsensusViewer(ProtocolViewer):
             return None
         bins = self.visualizeHistogram.get() if hasattr(self, 'visualizeHistogram') else None
         return {"scores": np.concatenate(scores), "votes": np.concatenate(votes),
-                "threshold": reader.threshold(), "bins": bins or 100, "kept": kept}
+                "threshold": reader.threshold(), "bins": bins or 100, "kept": kept,
+                "note": reader.unanchoredNote(len(scores))}
+
+    def trainingTitle(self):
+        """The window's title; says whose curves they are when this run did not train."""
+        if self._reader().trained():
+            return "%s: training curves" % TITLE
+        previous = None
+        prot = self.protocol
+        if prot.modelInitialization.get() == prot.ADD_MODEL_TRAIN_PREVRUN:
+            previous = prot.continueRun.get()
+        source = ("the previous run %s" % previous.getRunName() if previous is not None
+                  else "the shipped pretrained network")
+        return ("%s: training curves of %s (this run did not train: it scored with those "
+                "networks)" % (TITLE, source))
 
     def trainingHistory(self):
         """Per network, the curves of every training pass one after another."""
@@ -237,7 +306,7 @@ class XmippDeepConsensusViewer(ProtocolViewer):
         empty before any score."""
         reader = self._reader()
         count = self.visualizeGallery.get() if hasattr(self, 'visualizeGallery') else None
-        count = max(1, count or 32)
+        count = count or 32     # below 1 is refused by _visualizeGallery
         entries = []
         for stem in reader.scoredMicrographs():
             entries.extend((float(s), stem, i) for i, s in enumerate(reader.finalScores(stem)))
@@ -259,6 +328,9 @@ class XmippDeepConsensusViewer(ProtocolViewer):
                 for (k, _), box in zip(items, read):
                     boxes[k] = box
             title = "%s: the %d %s scored candidates" % (TITLE, len(chosen), which)
+            note = reader.unanchoredNote(len(reader.scoredMicrographs()))
+            if note:
+                title += "\n(%s)" % note
             galleries.append((name, boxes, [entry[0] for entry in chosen], title))
         return galleries
 
@@ -279,12 +351,13 @@ class XmippDeepConsensusViewer(ProtocolViewer):
 
     def _writeHistogram(self, data):
         path = self._plotPath("score_histogram.png")
-        plots.score_histogram(path, **data)
+        plots.save(_histogramDrawer(data)(plots.new_figure(plots.HISTOGRAM_SIZE)), path)
         return path
 
     def _writeTraining(self, history):
         path = self._plotPath("training_curves.png")
-        plots.training_curves(path, history)
+        plots.save(_trainingDrawer(history, self.trainingTitle())(
+            plots.new_figure(plots.TRAINING_SIZE)), path)
         return path
 
     def _writeGallery(self, name, boxes, scores, title):
@@ -310,8 +383,9 @@ class XmippDeepConsensusViewer(ProtocolViewer):
         from ..protocols import XmippProtDeepConsScoreSubset
         project = self.getProject()
         prot = project.newProtocol(XmippProtDeepConsScoreSubset,
-                                   objLabel="deep consensus subset %g-%g" % (lowest, highest),
                                    minScore=float(lowest), maxScore=float(highest))
+        # set after creation: pyworkflow 3.11.7's newProtocol drops objLabel
+        prot.setObjLabel("deep consensus subset %g-%g" % (lowest, highest))
         prot.inputObject.set(self.protocol)
         prot.inputObject.setExtended(outputName)
         window = getattr(self, 'windows', None)
@@ -324,17 +398,41 @@ class XmippDeepConsensusViewer(ProtocolViewer):
 
 def showjInstalled():
     """Whether Xmipp's ShowJ can run here (scipion-em-xmipp and Xmipp's Java bindings)."""
-    try:
-        import pwem
-        import xmipp3  # noqa: F401  (ShowJ is started through the xmipp3 plugin)
-    except ImportError:
-        return False
-    home = getattr(pwem.Config, 'XMIPP_HOME', None)
-    return bool(home) and os.path.isdir(os.path.join(home, "bindings", "java", "lib"))
+    from ..scipion_plugin import xmipp_java_viewers_installed
+    return xmipp_java_viewers_installed()
 
 
 def _galleryDrawer(boxes, scores, title):
     return lambda figure: plots.draw_gallery(figure, boxes, scores, title)
+
+
+def _histogramDrawer(data):
+    """Draws the histogram of ``histogramData``, with its note (if any) under the title."""
+    data = dict(data)
+    note = data.pop("note", None)
+
+    def draw(figure):
+        plots.draw_score_histogram(figure, **data)
+        if note:
+            _addNote(figure, note)
+        return figure
+    return draw
+
+
+def _trainingDrawer(history, title):
+    def draw(figure):
+        plots.draw_training_curves(figure, history)
+        if "did not train" in title:
+            _addNote(figure, title.split(": ", 1)[1].replace(" (this run", "\n(this run"))
+        return figure
+    return draw
+
+
+def _addNote(figure, note):
+    """Red text (its own line breaks) at the top of a figure, above the axes (a suptitle:
+    the layout, done again when the window shows, leaves room for it)."""
+    figure.suptitle(note, fontsize=8, color="darkred")
+    figure.tight_layout()
 
 
 def _plotter(title, figsize):
@@ -363,7 +461,69 @@ class FigureView(View):
         plotter = _plotter(self.title, self.figsize)
         self.draw(plotter.getFigure())
         plotter.show()
+        placeOnScreen(getattr(plotter.getFigure().canvas.manager, "window", None))
         return plotter
+
+
+_placed = [0]
+
+
+def placeOnScreen(window):
+    """Put a figure window on the right of the screen, each next one a little lower and to
+    the left, and all of it on the screen (Tk windows otherwise open where the window
+    manager puts them: over the Analyze Results form, or past the screen's bottom)."""
+    try:
+        window.update_idletasks()
+        screenWidth, screenHeight = window.winfo_screenwidth(), window.winfo_screenheight()
+        width, height = window.winfo_reqwidth(), window.winfo_reqheight()
+    except Exception:        # not a Tk window (another backend): leave it where it is
+        return
+    step = 40 * (_placed[0] % 6)
+    _placed[0] += 1
+    x = max(0, min(screenWidth - width - 20 - step, screenWidth - width))
+    y = max(0, min(20 + step, screenHeight - height - 60))
+    window.geometry("+%d+%d" % (x, y))
+
+
+def _scoreMDView():
+    from pwem.viewers.mdviewer.viewer import MDView
+
+    class ScoreMDView(MDView):
+        """pwem's MDView (Scipion's metadata viewer in its own process) with this plugin's
+        extension of the viewer (``mdviewer_extension``): opened sorted by score, highest
+        first, at a zoom that shows several rows, and a range selected after a sort stays
+        open (pwem's viewer closes: see that module)."""
+
+        EXTENSION = os.path.join(os.path.dirname(__file__), "mdviewer_extension.py")
+
+        def arguments(self, extension=None):
+            """The metadata viewer's command line arguments (as pwem's MDView gives them,
+            with this plugin's extension, or ``extension``)."""
+            visible, order, render = self.getVisibleAndOrderLabels()
+            order = order.replace(' _filename', ' stack', 1)
+            render = render.replace(' _filename', ' stack', 1)
+            if ' _filename' in visible and ' stack' not in render:
+                render += ' stack'
+            return ["--extensionpath", extension or self.EXTENSION, self._emSet.getFileName(),
+                    "--visiblelabels", visible, "--orderlabels", order,
+                    "--renderlabels", render]
+
+        def show(self):
+            import subprocess
+            from pwem.viewers.mdviewer.sqlite_dao import SCIPION_OBJECT_ID, SCIPION_PORT
+            from pyworkflow import PYTHON
+            if self.port:
+                os.environ[SCIPION_PORT] = str(self.port)
+                os.environ[SCIPION_OBJECT_ID] = str(self._emSet.getObjId())
+            self.process = subprocess.Popen([PYTHON, "-m", "metadataviewer"]
+                                            + self.arguments())
+            return self.process
+    return ScoreMDView
+
+
+def ScoreMDView(particles, protocol, port):
+    """The view of 'Particles and their scores' without Xmipp (see _scoreMDView)."""
+    return _scoreMDView()(particles, protocol, port)
 
 
 class ScoreSubsetView(View):
