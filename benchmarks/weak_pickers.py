@@ -40,8 +40,8 @@ keeps the shared Topaz picks. --pickers-only stops there (no screen). Measured h
 LoG gives the shared picks exactly (3273 on the 4 micrographs, every one within 20 px); Topaz
 (0.3.20 with the CUDA build of torch 2.14.1 and torchvision 0.29.1 from PyPI, run on the CPU)
 gives 748 and 753 picks in two runs against the shared 747 on micrograph 0 (0.99 of the
-shared ones within 20 px) and 760 against 744 on micrograph 1 (0.97) (likely source: its preprocessing fits its normalisation on
-a sample of pixels).
+shared ones within 20 px) and 760 against 744 on micrograph 1 (0.97); likely source: its
+preprocessing fits its normalisation on a sample of pixels.
 
 Layout: OUT/empiar10017/ (prepared data, empiar10017.prepare), OUT/<set>[_<tag>]/screen (and
 _seconds.txt). --reuse reuses a finished screen there (output options after -- still apply).
