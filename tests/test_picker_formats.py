@@ -1,6 +1,5 @@
 """Pickers' native outputs read as each picker writes them (RELION autopick 3.1 / 4, Topaz extract,
 crYOLO CBOX / EMAN), matched to micrographs by name, with one clear line when nothing matches."""
-import logging
 import os
 import shutil
 import subprocess
@@ -364,9 +363,11 @@ def test_screen_takes_three_native_formats(dataset, tmp_path):
     specs = [f"{tmp_path / 'topaz.txt'}:score>-1", str(job), str(tmp_path / "cryolo")]
     pickers = [open_picker(spec) for spec in specs]
     micrographs = sorted(str(p) for p in (dataset / "micrographs").glob("*.mrc"))
+    notes = []
     inputs = screen.match_inputs(micrographs, pickers, [p.label for p in pickers], [1.0] * 3,
-                                 logging.getLogger("test"))
+                                 notes)
     assert [stem for stem, *_ in inputs] == stems
+    assert "keeping score > -1" in notes[0] and "keeping score >= 0.3" in notes[2]
     for stem, _, xy, _ in inputs:
         expected = [topaz[stem][0][topaz[stem][1].astype(np.float32) > -1], relion[stem][0],
                     cryolo[stem][0][cryolo[stem][1] >= 0.3]]

@@ -434,8 +434,8 @@ def match_inputs(micrographs, pickers, labels, scales, notes, ctf=None, shapes=N
             raise InputError(f"--ctf: no CTF for micrograph {stem}; the CTF file must list "
                              "every micrograph (by file name)")
         xy, scores = [], []
-        for p, scale, matched, label in zip(picks, scales, matches, labels):
-            where = f"{label} ({matched[stem]})" if stem in matched else label
+        for p, scale, picker, matched, label in zip(picks, scales, pickers, matches, labels):
+            where = picker.where(matched[stem]) if stem in matched else label
             if shapes and shapes.get(path) is not None:
                 checks.check_picks_inside(p.xy * scale, shapes[path], where)
             repeated = checks.duplicate_picks(p.xy * scale, radius)

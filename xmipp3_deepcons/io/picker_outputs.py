@@ -41,6 +41,7 @@ TOPAZ_HEADER_3D = ("image_name", "x_coord", "y_coord", "z_coord", "score")
 RELION_BOOKKEEPING = {"summary.star", "job.star", "job_pipeline.star", "default_pipeline.star",
                       "run.job"}
 FOLDER_EXTENSIONS = EXTENSIONS + (".cbox",)
+ONE_MICROGRAPH_EXTENSIONS = (".pos", ".box", ".cbox")   # one micrograph's picks: a folder's
 _SCORE_SUFFIX = re.compile(r"^(?P<path>.+):score\s*(?P<op>>=|>)\s*(?P<value>[-+0-9.eE]+)$")
 
 
@@ -142,6 +143,11 @@ class PickerOutput:
                              f"({self.kind}); expected names like {expected}; found {found}"
                              f"{', ...' if len(self.entries) > 3 else ''}")
         return matched
+
+    def where(self, name):
+        """The file an entry was read from, for messages (the picker for one read already)."""
+        source = self.entries[name]
+        return source if isinstance(source, str) else f"{self.label} ({name})"
 
     def _stem_of(self, name, stems, by_length):
         if self.suffix and name.endswith(self.suffix) and name[:-len(self.suffix)] in stems:
@@ -324,6 +330,9 @@ def _open_file(spec):
         return PickerOutput(spec, "cryoSPARC .cs", {stem: m.coordinates
                                                    for stem, m in found.items()},
                             what="micrograph name")
+    if name.lower().endswith(ONE_MICROGRAPH_EXTENSIONS):
+        raise InputError(f"--coordinates {spec.text}: is a file; give the folder that holds one "
+                         f"picker's files, --coordinates {os.path.dirname(path) or '.'}")
     if name.startswith("coords_suffix_") and name.endswith(".star"):
         return _open_relion31_job(spec, path)
     first = _first_line(path)
