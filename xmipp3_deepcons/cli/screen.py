@@ -78,6 +78,11 @@ def add_args(parser):
                    help="the original method: network score of one view alone, no duplicate "
                         "merging")
     common.add_views_arg(g, None)
+    g.add_argument("--full-scoring", action="store_true",
+                   help="score every candidate with every network in every view (and the "
+                        "shipped network's too); by default each gets one network's look in "
+                        "one view, and the rest only where the decision is still open "
+                        "(docs/cluster.md, 'Cost per micrograph')")
     g = parser.add_argument_group("model")
     g.add_argument("--model", metavar="DIR",
                    help="start from this trained model folder (continue training, or score "
@@ -158,6 +163,7 @@ def init_run(args):
         precompiled_negatives=args.precompiled_negatives,
         unlabeled_negatives=args.unlabeled_negatives, self_training=args.self_training,
         views=args.views, threshold=args.threshold, dedupe_radius=args.dedupe_radius,
+        full_scoring=args.full_scoring,
         picker_evidence=args.picker_evidence or default_picker_evidence(
             model, args.skip_training, phase_flip=ctf is not None))
     run.write_settings(settings)
