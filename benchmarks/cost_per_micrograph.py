@@ -126,6 +126,8 @@ def main():
     parser.add_argument("--predict-only", action="store_true")
     parser.add_argument("extra", nargs="*", help="options passed to screen (after --)")
     args = parser.parse_args()
+    if "--seed" not in args.extra:   # both screens train the same networks
+        args.extra += ["--seed", "1"]
     gflops = [matmul_gflops()]
     rows = []
     for turn, name in enumerate(args.datasets.split(",")):
