@@ -35,8 +35,8 @@ log = logging.getLogger("xmipp3_deepcons")
 
 NETWORK = "final"
 FIRST, WHOLE = 1, 2                 # what is known of a score: its first look, its whole score
-MARGIN_QUANTILE = 0.995             # of |logit(first look) - logit(whole)| on the sample
-MARGIN_SAFETY = 1.25                # the margin used is this times that quantile
+MARGIN_QUANTILE = 0.99              # of |logit(first look) - logit(whole)| on the sample
+MARGIN_SAFETY = 1.0                 # the margin used is this times that quantile
 SAMPLE = 2000                       # candidates (in all) of the evidence micrographs scored
                                     # whole: the evidence is fitted and the margins measured
                                     # on them
