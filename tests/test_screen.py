@@ -154,7 +154,9 @@ def test_output_settings_apply_without_retraining(screened):
         final = run.final_scores(stem)
         assert (final >= shipped - 1e-6).all() and (final > shipped + 1e-3).any()
     # who picked, each picker a witness: candidates picked by the same pickers with the same
-    # network score bin share one posterior, whatever the pickers' figures of merit
+    # network score bin share one posterior, whatever the pickers' figures of merit (every
+    # candidate scored whole, as `auto` did: the cascade's scores depend on the evidence)
+    argv = argv + ["--full-scoring"]
     assert main(argv + ["--picker-evidence", "votes"]) == 0
     votes = np.load(os.path.join(out, "candidates.npz"))
     np.testing.assert_array_equal(votes["network_score"], candidates["network_score"])

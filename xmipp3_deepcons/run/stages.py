@@ -442,7 +442,9 @@ def predict(run, stems, settings=None, source="final"):
     sources = [source] + ([REFERENCE] if source == "final" and settings.uses_reference else [])
     views = f"{settings.views} view" + ("s" if settings.views > 1 else "")
     for current in sources:
-        todo = [s for s in stems if run.network_scores(s, settings.views, current) is None]
+        # scores a cascade decided (for other settings) are not whole scores: scored anew
+        todo = [s for s in stems if run.network_scores(s, settings.views, current) is None
+                or run.scores_context(s, settings.views, current) is not None]
         if not todo:
             continue
         ensemble = Ensemble.load(run.source_model(current), settings.views)
