@@ -82,7 +82,7 @@ def add_args(parser):
                    help="score every candidate with every network in every view (and the "
                         "shipped network's too); by default each gets one network's look in "
                         "one view, and the rest only where the decision is still open "
-                        "(docs/cluster.md, 'Cost per micrograph')")
+                        "(docs/cluster.md, 'Re-priced with the scoring cascade')")
     g = parser.add_argument_group("model")
     g.add_argument("--model", metavar="DIR",
                    help="start from this trained model folder (continue training, or score "
