@@ -124,7 +124,8 @@ def define_params(self, form):
                   help="No (default): each candidate gets one network's look in one view, "
                        "and the whole ensemble (and the shipped network) only where the "
                        "decision could still change: several times cheaper, nearly the same "
-                       "particles (EMPIAR-10017: F1 0.877 against 0.878). Yes: every network in every view for "
+                       "particles (EMPIAR-10017: F1 0.877 against 0.878). Yes: every "
+                       "network in every view for "
                        "every candidate (--full-scoring; not in Xmipp's form).")
 
     form.addSection(label='Preprocess')
