@@ -154,7 +154,9 @@ def test_output_settings_apply_without_retraining(screened):
         final = run.final_scores(stem)
         assert (final >= shipped - 1e-6).all() and (final > shipped + 1e-3).any()
     # who picked, each picker a witness: candidates picked by the same pickers with the same
-    # network score bin share one posterior, whatever the pickers' figures of merit
+    # network score bin share one posterior, whatever the pickers' figures of merit (every
+    # candidate scored whole, as `auto` did: the cascade's scores depend on the evidence)
+    argv = argv + ["--full-scoring"]
     assert main(argv + ["--picker-evidence", "votes"]) == 0
     votes = np.load(os.path.join(out, "candidates.npz"))
     np.testing.assert_array_equal(votes["network_score"], candidates["network_score"])
@@ -220,7 +222,10 @@ def test_training_in_passes_stops_on_validation_accuracy(tmp_path, monkeypatch):
     assert os.path.exists(os.path.join(out, "training", "pass_001", "manifest.json"))
     assert not os.path.exists(os.path.join(out, "training", "pass_002"))
     log = open(os.path.join(out, "screen.log")).read()
-    assert "training ends: mean validation accuracy" in log and "scored 4/4" in log
+    # scored whole, the 4 trained micrographs for the evidence, then the others; by the cascade
+    # (the evidence fitted on sampled candidates), all 8 in predict
+    assert "training ends: mean validation accuracy" in log
+    assert "scored 4/4" in log or "scored 8/8 mic_007 by the cascade" in log
 
 
 def test_unlabeled_negatives_and_self_training(tmp_path):

@@ -92,6 +92,11 @@ def add_args(parser):
                    help="the original method: network score of one view alone, no duplicate "
                         "merging")
     common.add_views_arg(g, None)
+    g.add_argument("--full-scoring", action="store_true",
+                   help="score every candidate with every network in every view (and the "
+                        "shipped network's too); by default each gets one network's look in "
+                        "one view, and the rest only where the decision is still open "
+                        "(docs/cluster.md, 'Re-priced with the scoring cascade')")
     g = parser.add_argument_group("model")
     g.add_argument("--model", metavar="DIR",
                    help="start from this trained model folder (continue training, or score "
@@ -189,6 +194,7 @@ def init_run(args, whole_run=True):
         unlabeled_negatives=args.unlabeled_negatives, self_training=args.self_training,
         keep_edge_boxes=args.keep_edge_boxes,
         views=args.views, threshold=args.threshold, dedupe_radius=args.dedupe_radius,
+        full_scoring=args.full_scoring,
         picker_evidence=args.picker_evidence or default_picker_evidence(
             model, args.skip_training, phase_flip=ctf is not None))
     if stored is not None:

@@ -22,6 +22,7 @@ class Ensemble:
         self.manifest = manifest
         self.views = views
         self._scorers = None
+        self._first = None
 
     @classmethod
     def load(cls, model_dir, views=1):
@@ -59,9 +60,35 @@ class Ensemble:
     def band(self):
         return self.manifest.get("band")
 
+    @property
+    def first_look_is_whole(self):
+        """One member scored in one view: its first look is its whole score."""
+        return self.n_models == 1 and self.views == 1
+
+    def first_look(self, boxes):
+        """The first member's P(particle) in the first view alone (one network evaluation per
+        box): the cheap look a scoring cascade starts with (``run/cascade.py``)."""
+        boxes = self._checked(boxes)
+        if self._first is None:
+            from .scoring import Scorer
+            self._first = Scorer(self.models[0], 1)
+        return self._first(boxes)
+
     def score(self, boxes):
         """Mean P(particle) of the members over the mirror views (``scoring.Scorer``), float32
         in [0, 1], one per (128, 128) box."""
+        boxes = self._checked(boxes)
+        if self._scorers is None:   # built once: each traces its graph on first use
+            from .scoring import Scorer
+            self._scorers = [Scorer(model, self.views) for model in self.models]
+        total = np.zeros(len(boxes), np.float64)
+        for scorer in self._scorers:
+            total += scorer(boxes)
+        return (total / max(1, self.n_models)).astype(np.float32)
+
+    @staticmethod
+    def _checked(boxes):
+        """(n, 128, 128) float32 boxes, or one line saying what is wrong with them."""
         boxes = np.asarray(boxes, dtype=np.float32)
         if boxes.ndim == 4 and boxes.shape[-1] == 1:
             boxes = boxes[..., 0]
@@ -73,13 +100,7 @@ class Ensemble:
         if len(bad):
             raise InputError(f"boxes to score: {len(bad)} of {len(boxes)} have NaN or Inf "
                              "pixels; check the micrographs or particle images they come from")
-        if self._scorers is None:   # built once: each traces its graph on first use
-            from .scoring import Scorer
-            self._scorers = [Scorer(model, self.views) for model in self.models]
-        total = np.zeros(len(boxes), np.float64)
-        for scorer in self._scorers:
-            total += scorer(boxes)
-        return (total / max(1, self.n_models)).astype(np.float32)
+        return boxes
 
 
 def evaluate_scores(labels, scores):

@@ -59,20 +59,28 @@ class Scorer:
         self.boxes_per_call = max(1, batch_size // len(self.transforms))
         self._first = first
         self._rest = inference_layers(model.layers[2:])
-        self._score = tf.function(self._views_score, input_signature=[tf.TensorSpec(
-            (self.boxes_per_call, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE, 1), tf.float32)])
+        # Two batch shapes, each traced once: full batches, and a tail an eighth as large, so
+        # that a few boxes (a cascade's open candidates) do not cost a whole padded batch.
+        self._shapes = sorted({self.boxes_per_call, max(1, self.boxes_per_call // 8)},
+                              reverse=True)
+        self._scores = {size: tf.function(self._views_score, input_signature=[tf.TensorSpec(
+            (size, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE, 1), tf.float32)])
+            for size in self._shapes}
 
     def __call__(self, boxes):
         """(n, h, w) boxes -> (n,) float32 scores."""
         scores = np.zeros(len(boxes), np.float32)
-        step = self.boxes_per_call
-        batch = np.zeros((step, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE, 1), np.float32)
-        for start in range(0, len(boxes), step):
-            # Always the same batch shape, padded at the end: the graph is traced only once.
-            n = len(boxes[start:start + step])
+        start = 0
+        while start < len(boxes):
+            left = len(boxes) - start
+            # the large batch unless what is left fits in a few small ones
+            small = self._shapes[-1]
+            step = small if left <= 4 * small else self._shapes[0]
+            n = min(step, left)
+            batch = np.zeros((step, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE, 1), np.float32)
             batch[:n, ..., 0] = boxes[start:start + n]
-            batch[n:] = 0
-            scores[start:start + n] = self._score(batch).numpy()[:n]
+            scores[start:start + n] = self._scores[step](batch).numpy()[:n]
+            start += n
         return scores
 
     def _views_of(self, maps, bias):

@@ -34,9 +34,22 @@ def apply_threads():
             pass   # already running: the environment variables still hold for children
 
 
+def grow_gpu_memory():
+    """Each visible GPU takes memory as it needs it instead of all of it at the start (several
+    jobs, or TensorFlow and another program, may share one), while TensorFlow still accepts
+    it."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except (RuntimeError, ValueError):
+            pass   # already running: TF_FORCE_GPU_ALLOW_GROWTH (set below) holds for children
+
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 if "tensorflow" in sys.modules:
     tf = sys.modules["tensorflow"]
 else:
     tf = _quiet_import("tensorflow")
     apply_threads()
+    grow_gpu_memory()

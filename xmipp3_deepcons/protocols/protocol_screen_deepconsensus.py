@@ -477,7 +477,8 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
             positive_weight=float(weights[0]), negative_weight=float(weights[1]),
             write_particles=True, views=VIEW_CHOICES[self.scoringViews.get()],
             threshold=float(self.threshold.get()), dedupe_radius=self.dedupeRadius.get() or 0.0,
-            picker_evidence=self._pickerEvidence(start))
+            picker_evidence=self._pickerEvidence(start),
+            full_scoring=bool(self.fullScoring.get()))
 
     def _pickerEvidence(self, start):
         from ..run.settings import default_picker_evidence

@@ -468,10 +468,19 @@ class RunFolder:
             return None
         return stored["scores"]
 
-    def write_network_scores(self, stem, views, scores, source="final"):
+    def write_network_scores(self, stem, views, scores, source="final", context=None):
+        """``context``: what a scoring cascade decided these scores for (``run/cascade.py``);
+        None for whole scores of every candidate."""
         model = self.source_model(source)
+        extra = {} if context is None else {"context": np.array(context)}
         write_npz(self.scores_file(stem, views, source), scores=np.asarray(scores, np.float32),
-                  candidate_key=self.candidate_key(stem), model_key=self.model_key(model))
+                  candidate_key=self.candidate_key(stem), model_key=self.model_key(model),
+                  **extra)
+
+    def scores_context(self, stem, views=None, source="final"):
+        """What the stored scores were decided for by the cascade; None for whole scores."""
+        stored = load_npz(self.scores_file(stem, views or self.settings().views, source))
+        return None if stored is None or "context" not in stored else str(stored["context"])
 
     def scored_stems(self, views=None):
         return [s for s in self.stems() if self.network_scores(s, views) is not None]

@@ -155,3 +155,37 @@ def keep_mask(xy, scores, dedupe_radius_px, threshold):
     the threshold (every one with a negative threshold)."""
     keep = suppress_duplicates(xy, scores, dedupe_radius_px)
     return keep if threshold < 0 else keep & (np.asarray(scores) > threshold)
+
+
+def final_score_bounds(settings, evidence, table, network, reference=None, steps=4):
+    """The lowest and highest final score each candidate can have while its network score
+    (and the shipped network's, ``reference``) is anywhere in a range: each a (low, point,
+    high) triple of arrays, the point a value known to lie in the range.
+
+    Asked of ``final_scores`` itself, on a grid (the ends, the point and ``steps`` - 1 values
+    between), so that a change of the rule carries over to the scoring cascade
+    (``run/cascade.py``) without a second copy of it: exact for a rule monotone in each
+    score, the grid's for one that is not (``votes`` bins the score). Returns (low, high,
+    (network, reference) where low is reached, the same where high is)."""
+    def grid(triple):
+        low, point, high = (np.asarray(v, dtype=np.float64) for v in triple)
+        return [low + (high - low) * k / steps for k in range(steps + 1)] + [point]
+
+    nets = grid(network)
+    refs = grid(reference) if reference is not None else [None]
+    n = len(nets[0])
+    low, high = np.full(n, np.inf), np.full(n, -np.inf)
+    low_at = [np.zeros(n), np.zeros(n)]
+    high_at = [np.zeros(n), np.zeros(n)]
+    for net in nets:
+        for ref in refs:
+            score = np.asarray(final_scores(settings, evidence, table, net.astype(np.float32),
+                                            None if ref is None else ref.astype(np.float32)),
+                               dtype=np.float64)
+            lower, higher = score < low, score > high
+            low, high = np.where(lower, score, low), np.where(higher, score, high)
+            for at, better in ((low_at, lower), (high_at, higher)):
+                at[0] = np.where(better, net, at[0])
+                if ref is not None:
+                    at[1] = np.where(better, ref, at[1])
+    return low, high, tuple(low_at), tuple(high_at)

@@ -18,7 +18,7 @@ from ..errors import InputError
 
 EVIDENCE_MODES = ("votes", "ranks", "patterns", "anchored", "none")
 # Free to change on a continued run: they act after the network has scored.
-OUTPUT_ONLY = ("threshold", "dedupe_radius", "picker_evidence", "views")
+OUTPUT_ONLY = ("threshold", "dedupe_radius", "picker_evidence", "views", "full_scoring")
 # Free to change too while the folder holds no trained network: nothing was made with them
 # (a diverged training is continued with a lower learning rate in the same folder).
 TRAINING_ONLY = ("models", "network_size", "epochs", "min_batches", "learning_rate",
@@ -86,6 +86,7 @@ class RunSettings:
     threshold: object = DEFAULT_THRESHOLD    # a number, -1 (keep all) or "auto"
     dedupe_radius: float = DEFAULT_DEDUPE_RADIUS
     picker_evidence: str = "votes"
+    full_scoring: bool = False               # every candidate scored by the whole ensemble
 
     @property
     def factor(self):

@@ -16,13 +16,11 @@ import numpy as np
 from ..constants import (DEEP_PARTICLE_SIZE, MIN_POSITIVES, SELF_TRAINING_MIN_ACCEPTED)
 from ..errors import InputError, UnusableMicrograph
 from ..io.atomic import atomic_path
-from . import schedule
+from . import cascade, schedule
 from .folder import (REFERENCE, RunFolder, arrays_digest, copy_folder, intact_model, read_json,
                      write_json, write_npz)
 from .keep import fit as fit_evidence_model
 from .keep import falls_back, held_out_check, inside
-
-CANDIDATE_COLUMNS = ("xy", "votes", "members", "picker_scores")   # one row per candidate
 
 log = logging.getLogger("xmipp3_deepcons")
 
@@ -332,6 +330,9 @@ def finalize(run, reason="", settings=None):
         write_json(os.path.join(run.model_dir(), "origin.json"), origin)
         log.info(f"final model: {origin['source']}")
     fit_evidence(run, settings)
+    if cascade.applies(settings):   # before any shard scores: one margin for all
+        cascade.margins(run, settings, margin_micrographs(run, settings),
+                        cascade.Models(run, settings))
 
 
 def self_train(run, passes, settings):
@@ -396,18 +397,27 @@ def fit_evidence(run, settings=None):
     missing = [s for s in stems if not run.is_prepared(s)]
     if missing:
         raise InputError(f"the pickers' evidence needs micrograph {missing[0]} prepared first")
-    predict(run, stems, settings)
     tables = [run.candidates(s) for s in stems]
-    network = [run.network_scores(s, settings.views) for s in stems]
-    reference = ([run.network_scores(s, settings.views, REFERENCE) for s in stems]
-                 if settings.uses_reference else None)
+    if cascade.applies(settings):
+        # fitted on the whole scores of a sample of their candidates (the same sample
+        # whatever the cascade scores later)
+        chosen, looks = cascade.sampled_looks(run, stems, settings)
+        tables = [cascade.some_candidates(t, chosen[s]) for s, t in zip(stems, tables)]
+        network = looks[cascade.NETWORK][cascade.WHOLE]
+        reference = looks[REFERENCE][cascade.WHOLE] if settings.uses_reference else None
+    else:
+        predict(run, stems, settings)
+        network = [run.network_scores(s, settings.views) for s in stems]
+        reference = ([run.network_scores(s, settings.views, REFERENCE) for s in stems]
+                     if settings.uses_reference else None)
     tables, network, reference = inside_only(settings, tables, network, reference)
     evidence = fit_evidence_model(settings.picker_evidence, tables, network, settings.n_pickers,
                                   reference)
     evidence["micrographs"] = {s: current[s] for s in stems}
     model = evidence["model"]
     log.info(f"pickers' evidence ({settings.picker_evidence}) fitted on {len(stems)} "
-             f"micrographs: share of particles {model['prior']:.3f}")
+             f"micrographs ({sum(len(t['xy']) for t in tables)} candidates): share of "
+             f"particles {model['prior']:.3f}")
     evidence["check"] = check = held_out_check(settings.picker_evidence, tables, network,
                                                settings.n_pickers, reference)
     if check is None:
@@ -430,8 +440,7 @@ def inside_only(settings, tables, network, reference):
     """The candidate tables and scores without the candidates whose box leaves the
     micrograph: never kept, their pattern of pickers says nothing about the others."""
     masks = [inside(settings, t) for t in tables]
-    tables = [{k: (v[m] if k in CANDIDATE_COLUMNS else v) for k, v in t.items()}
-              for t, m in zip(tables, masks)]
+    tables = [cascade.some_candidates(t, m) for t, m in zip(tables, masks)]
     network = [s[m] for s, m in zip(network, masks)]
     if reference is not None:
         reference = [s[m] for s, m in zip(reference, masks)]
@@ -446,10 +455,14 @@ def predict(run, stems, settings=None, source="final"):
     from ..core.ensemble import Ensemble
     from ..core.pipeline import score_candidates
     settings = settings or run.settings()
+    if source == "final" and cascade.applies(settings):
+        return predict_by_cascade(run, stems, settings)
     sources = [source] + ([REFERENCE] if source == "final" and settings.uses_reference else [])
     views = f"{settings.views} view" + ("s" if settings.views > 1 else "")
     for current in sources:
-        todo = [s for s in stems if run.network_scores(s, settings.views, current) is None]
+        # scores a cascade decided (for other settings) are not whole scores: scored anew
+        todo = [s for s in stems if run.network_scores(s, settings.views, current) is None
+                or run.scores_context(s, settings.views, current) is not None]
         if not todo:
             continue
         ensemble = Ensemble.load(run.source_model(current), settings.views)
@@ -461,6 +474,31 @@ def predict(run, stems, settings=None, source="final"):
             run.write_network_scores(stem, settings.views, scores, current)
             log.info(f"scored {i}/{len(todo)} {stem}{by} ({views} each): {len(scores)} "
                      f"candidates, {int((scores > 0.5).sum())} with network score above 0.5")
+
+
+def predict_by_cascade(run, stems, settings):
+    """``predict`` spending the ensemble only where the decision is open (``run/cascade.py``):
+    micrographs scored for another threshold or evidence are decided again from the looks
+    already taken. Returns {source: network evaluations per candidate} of what it scored."""
+    evidence = run.evidence(settings.views) if settings.uses_evidence else None
+    models = cascade.Models(run, settings)
+    where = cascade.context(settings, evidence,
+                            cascade.margins(run, settings, margin_micrographs(run, settings),
+                                            models))
+    todo = [s for s in stems if any(
+        run.network_scores(s, settings.views, current) is None
+        or run.scores_context(s, settings.views, current) != where
+        for current in models.sources())]
+    for stem in todo:
+        if not run.is_prepared(stem):
+            raise InputError(f"micrograph {stem} is not prepared; run `prepare` first")
+    return cascade.score(run, todo, settings, evidence) if todo else {}
+
+
+def margin_micrographs(run, settings):
+    """Where the cascade measures its margins: the micrographs the evidence is fitted on."""
+    return [s for s in schedule.evidence_micrographs(run.stems(), run.passes(), settings)
+            if run.is_prepared(s)]
 
 
 def evaluate(run, settings=None):

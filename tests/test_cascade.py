@@ -1,0 +1,134 @@
+"""The scoring cascade (run/cascade.py): fewer network evaluations, the same decisions as
+scoring every candidate whole, and a PreviousRun that keeps exactly what its run kept."""
+import os
+
+import numpy as np
+import pytest
+
+from xmipp3_deepcons import synthetic
+from xmipp3_deepcons.cli import main
+from xmipp3_deepcons.run import cascade
+from xmipp3_deepcons.run.folder import REFERENCE, RunFolder
+from xmipp3_deepcons.run.keep import final_score_bounds, final_scores
+from xmipp3_deepcons.run.settings import RunSettings
+
+PICKERS = [name for name, *_ in synthetic.PICKERS]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("cascade") / "data")
+    synthetic.make_dataset(folder, n_micrographs=3, seed=3, n_particles=50, n_junk=12,
+                           shape=(1280, 1280))
+    return folder
+
+
+def screen(data, out, *extra):
+    argv = ["screen", "--micrographs", os.path.join(data, "micrographs", "*.mrc"),
+            "--box-size", "128", "--seed", "1", "-o", str(out), "--skip-training",
+            "--picker-evidence", "anchored", "--training-batch", "1"] + list(extra)
+    for name in PICKERS:
+        argv += ["--coordinates", os.path.join(data, "coords", name)]
+    assert main(argv) == 0
+    run = RunFolder(out)
+    settings = run.settings()
+    return {stem: dict(kept=run.kept(stem), final=run.final_scores(stem),
+                       network=run.network_scores(stem),
+                       reference=run.network_scores(stem, None, REFERENCE),
+                       above=run.final_scores(stem) > float(settings.threshold))
+            for stem in run.stems()}
+
+
+def test_the_cascade_decides_as_whole_scores_with_fewer_evaluations(dataset, tmp_path):
+    small = os.path.join(os.path.dirname(synthetic.__file__), "models", "pretrained",
+                         "noPhaseFlip", "small")
+    out = tmp_path / "run"
+    cascaded = screen(dataset, out, "--model", small)
+    run = RunFolder(out)
+    settings = run.settings()
+    models = cascade.Models(run, settings)
+    stems = run.stems()
+    # The evidence is fitted on the first micrograph (every candidate of it, scored whole);
+    # the others are scored by the cascade alone: far fewer evaluations than 4 views each.
+    spent = [cascade.Looks(run, stem, models) for stem in stems[1:]]
+    assert np.mean([looks.evaluations(cascade.NETWORK) for looks in spent]) < 0.6 * 4
+    assert np.mean([looks.evaluations(REFERENCE) for looks in spent]) < 0.4 * 4
+    assert os.path.exists(cascade.margins_file(run, settings.views))
+
+    # The same run scored whole (an output option: the model and evidence stay).
+    whole = screen(dataset, out, "--model", small, "--full-scoring")
+    assert run.evidence()["model"] is not None
+    candidates = sum(len(v["above"]) for v in whole.values())
+    above = sum(int((cascaded[s]["above"] != whole[s]["above"]).sum()) for s in stems)
+    # stated tolerance: the threshold decision on at most 1 % of the candidates; the kept
+    # particles (duplicates merged by score, so the cascade may keep the other one of a pair:
+    # matched within the merging radius) on at most 1 % of them
+    assert above <= 0.01 * candidates, (above, candidates)
+    radius = run.settings().dedupe_radius_px
+    unmatched = kept = 0
+    for stem in stems:
+        xy = run.candidates(stem)["xy"]
+        mine, theirs = xy[cascaded[stem]["kept"]], xy[whole[stem]["kept"]]
+        kept += len(theirs)
+        for one, other in ((mine, theirs), (theirs, mine)):
+            distance = np.sqrt(((one[:, None, :] - other[None, :, :]) ** 2).sum(-1))
+            unmatched += int((distance.min(axis=1) > radius).sum()) if len(other) else len(one)
+    assert 0 < kept and unmatched <= 0.01 * kept, (unmatched, kept)
+    # each stored score is a look the cascade took: the first, or the whole score, and a
+    # whole score is the very number whole scoring gives
+    went_on = 0
+    for stem in stems:
+        looks = cascade.Looks(run, stem, models)
+        first = looks.values[f"{cascade.NETWORK}_{cascade.FIRST}"]
+        entire = looks.values[f"{cascade.NETWORK}_{cascade.WHOLE}"]
+        stored = cascaded[stem]["network"]
+        assert np.all((stored == first) | (stored == entire))
+        is_whole = (stored == entire) & (stored != first)
+        went_on += int(is_whole.sum())
+        np.testing.assert_allclose(stored[is_whole], whole[stem]["network"][is_whole],
+                                   atol=1e-6)
+    assert went_on > 0
+
+
+def test_a_previous_run_without_training_keeps_exactly_what_the_run_kept(dataset, tmp_path):
+    small = os.path.join(os.path.dirname(synthetic.__file__), "models", "pretrained",
+                         "noPhaseFlip", "small")
+    first = screen(dataset, tmp_path / "new", "--model", small)
+    # scoring again with that run's model folder (its evidence and margins come with it)
+    again = screen(dataset, tmp_path / "previous", "--model", str(tmp_path / "new" / "model"),
+                   "--seed", "7")
+    for stem, found in first.items():
+        np.testing.assert_array_equal(again[stem]["kept"], found["kept"])
+        np.testing.assert_array_equal(again[stem]["network"], found["network"])
+        np.testing.assert_array_equal(again[stem]["reference"], found["reference"])
+
+
+def test_bounds_come_from_the_output_rule_itself():
+    settings = RunSettings(box_size=128, n_pickers=2, picker_evidence="patterns")
+    table = {"members": np.array([[0, 0], [0, -1], [-1, 0]]), "votes": np.array([2, 1, 1])}
+    evidence = {"mode": "patterns", "model": {"link": [0.2, 1.5],
+                                              "who_picked": [[-3.0, -1.0, -1.5, -0.5],
+                                                             [-0.5, -1.5, -1.0, -3.0]]}}
+    low = np.array([0.1, 0.3, 0.6])
+    high = np.array([0.2, 0.9, 0.6])
+    point = (low + high) / 2
+    lowest, highest, low_at, high_at = final_score_bounds(settings, evidence, table,
+                                                          (low, point, high))
+    # the rule is monotone in the network's score here: its ends are the bounds
+    np.testing.assert_allclose(lowest, final_scores(settings, evidence, table, low), rtol=1e-6)
+    np.testing.assert_allclose(highest, final_scores(settings, evidence, table, high),
+                               rtol=1e-6)
+    np.testing.assert_allclose(low_at[0], low)
+    assert lowest[2] == pytest.approx(highest[2])
+    assert np.all(lowest < highest + 1e-9)
+
+
+def test_the_cascade_stands_aside_where_it_cannot_aim():
+    base = dict(box_size=128, n_pickers=3)
+    assert cascade.applies(RunSettings(**base))
+    assert not cascade.applies(RunSettings(**base, full_scoring=True))
+    assert not cascade.applies(RunSettings(**base, threshold="auto"))
+    assert not cascade.applies(RunSettings(**base, threshold=-1))
+    low, high = cascade.score_range(np.array([0.5, 1e-12, 1.0]), 1.0)
+    np.testing.assert_allclose([low[0], high[0]], [1 / (1 + np.e), 1 / (1 + 1 / np.e)])
+    assert low[1] == 0.0 and high[2] == 1.0

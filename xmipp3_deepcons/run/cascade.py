@@ -1,0 +1,306 @@
+"""Scoring that spends the ensemble only where the decision is open: a cascade.
+
+Every candidate first gets one look: the first network of the ensemble in the first view (one
+network evaluation, against members x views for the ensemble's whole score). The whole score
+lies, within a margin measured on this run's candidates, in a range around that look;
+``keep.final_score_bounds`` says which final scores the candidate could then have (asking the
+output rule itself, whatever it is). Where that range lies on one side of the threshold, the
+decision is made; only the others go on to the next stage: the shipped network's first look
+(``anchored``), the ensemble's whole score, then the shipped network's whole score. After the
+last stage every open candidate has its exact scores.
+
+What is stored is a function of the looks, the margins, the evidence and the threshold alone,
+never of what happened to be computed already (the evidence is fitted on the first looks of
+every candidate of its micrographs), so that a PreviousRun scoring the same micrographs with
+the same model and evidence keeps exactly what its run kept. A candidate decided without the
+shipped network's look carries, as that score, the value of its range that gives the final
+score nearest the threshold on its side (its final score is then a bound of the exact one).
+
+Off with ``--full-scoring``, and for thresholds the cascade cannot aim at: ``auto`` (the
+threshold is the valley of all the final scores) and negative (keep all: the score is the
+output).
+"""
+import json
+import logging
+import os
+import zlib
+
+import numpy as np
+
+from ..constants import DEEP_PARTICLE_SIZE
+from .folder import REFERENCE, per_views, read_json, write_json, load_npz, write_npz
+from .keep import final_score_bounds
+
+log = logging.getLogger("xmipp3_deepcons")
+
+NETWORK = "final"
+FIRST, WHOLE = 1, 2                 # what is known of a score: its first look, its whole score
+MARGIN_QUANTILE = 0.99              # of |logit(first look) - logit(whole)| on the sample
+MARGIN_SAFETY = 1.0                 # the margin used is this times that quantile
+SAMPLE = 2000                       # candidates (in all) of the evidence micrographs scored
+                                    # whole: the evidence is fitted and the margins measured
+                                    # on them
+PER_CANDIDATE = ("xy", "votes", "members", "picker_scores")   # a candidate table's rows
+LOGIT_CLIP = 6.0                    # scores beyond sigmoid(+-6) count as that sure
+
+
+def applies(settings):
+    """Whether the run scores by the cascade: not asked off, and a threshold it can aim at."""
+    if getattr(settings, "full_scoring", False):
+        return False
+    try:
+        return float(settings.threshold) >= 0
+    except (TypeError, ValueError):
+        return False     # "auto"
+
+
+def clipped_logit(scores):
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-9, 1 - 1e-9)
+    return np.clip(np.log(p / (1 - p)), -LOGIT_CLIP, LOGIT_CLIP)
+
+
+def score_range(first, margin):
+    """Where the whole score can be, given the first look: (low, high)."""
+    logit = clipped_logit(first)
+    low = 1 / (1 + np.exp(-(logit - margin)))
+    high = 1 / (1 + np.exp(-(logit + margin)))
+    # a look beyond the clip may be surer still: the range then reaches 0 or 1
+    low = np.where(logit <= -LOGIT_CLIP, 0.0, low)
+    high = np.where(logit >= LOGIT_CLIP, 1.0, high)
+    return low, high
+
+
+class Models:
+    """The ensembles the cascade looks with, loaded once: the run's and the shipped one."""
+
+    def __init__(self, run, settings):
+        self.run, self.settings, self._loaded = run, settings, {}
+
+    def __getitem__(self, source):
+        if source not in self._loaded:
+            from ..core.ensemble import Ensemble
+            self._loaded[source] = Ensemble.load(self.run.source_model(source),
+                                                 self.settings.views)
+        return self._loaded[source]
+
+    def key(self, source):
+        return self.run.model_key(self.run.source_model(source))
+
+    def sources(self):
+        return [NETWORK] + ([REFERENCE] if self.settings.uses_reference else [])
+
+
+class Looks:
+    """Every look taken at one micrograph's candidates, cached in the run folder (work/
+    cascade*/<stem>.npz): a first look and a whole score per source, NaN where not taken."""
+
+    def __init__(self, run, stem, models):
+        self.run, self.stem, self.models = run, stem, models
+        self.table = run.load_candidates(stem)
+        self.n = len(self.table["xy"])
+        self.path = run.path("work", per_views("cascade", models.settings.views),
+                             stem + ".npz")
+        stored = load_npz(self.path) or {}
+        self.values, self.keys = {}, {}
+        for source in models.sources():
+            key = f"{self.run.candidate_key(stem)}/{models.key(source)}"
+            self.keys[source] = key
+            for level in (FIRST, WHOLE):
+                name = f"{source}_{level}"
+                ok = (str(stored.get(name + "_key", "")) == key
+                      and len(stored.get(name, ())) == self.n)
+                self.values[name] = (np.array(stored[name], np.float32) if ok
+                                     else np.full(self.n, np.nan, np.float32))
+        self._image = None
+        self.changed = False
+
+    def get(self, source, level, index):
+        """The look ``level`` of ``source`` at candidates ``index``, taking those missing."""
+        values = self.values[f"{source}_{level}"]
+        index = np.asarray(index, dtype=int)
+        missing = index[np.isnan(values[index])]
+        if len(missing):
+            from ..core.extract import extract_boxes
+            from ..io.images import read_micrograph
+            if self._image is None:
+                self._image = read_micrograph(self.run.preprocessed(self.stem))
+            ensemble = self.models[source]
+            factor = float(self.table["factor"])
+            for start in range(0, len(missing), 512):
+                part = missing[start:start + 512]
+                boxes = extract_boxes(self._image, self.table["xy"][part] / factor,
+                                      DEEP_PARTICLE_SIZE)
+                values[part] = (ensemble.first_look(boxes) if level == FIRST
+                                and not ensemble.first_look_is_whole else ensemble.score(boxes))
+            self.changed = True
+        return values[index]
+
+    def evaluations(self, source):
+        """Network evaluations spent on each candidate so far (mean), by this cache."""
+        ensemble = self.models[source]
+        whole = ensemble.n_models * ensemble.views
+        first = ~np.isnan(self.values[f"{source}_{FIRST}"])
+        full = ~np.isnan(self.values[f"{source}_{WHOLE}"])
+        return (first.sum() * (whole if ensemble.first_look_is_whole else 1)
+                + full.sum() * whole) / max(1, self.n)
+
+    def save(self):
+        if self.changed:
+            arrays = dict(self.values)
+            for name in list(self.values):
+                arrays[name + "_key"] = np.array(self.keys[name.rsplit("_", 1)[0]])
+            write_npz(self.path, **arrays)
+            self.changed = False
+
+
+# ------------------------------------------------------------------------------ sample
+def sample(run, stems, size=SAMPLE):
+    """{stem: sorted candidate indices}: about ``size`` candidates in all, each micrograph's
+    share of them drawn with a seed of its name (not the run's seed: a PreviousRun with
+    another seed draws the same), every candidate when there are fewer."""
+    counts = {s: len(run.load_candidates(s)["xy"]) for s in stems}
+    share = min(1.0, size / max(1, sum(counts.values())))
+    chosen = {}
+    for stem, n in counts.items():
+        rng = np.random.default_rng([0, zlib.crc32(stem.encode("utf-8"))])
+        chosen[stem] = np.sort(rng.choice(n, min(n, int(np.ceil(share * n))), replace=False))
+    return chosen
+
+
+def some_candidates(table, index):
+    """A micrograph's candidate table with only these candidates (what the evidence reads)."""
+    return {k: (np.asarray(v)[index] if k in PER_CANDIDATE else v) for k, v in table.items()}
+
+
+def sampled_looks(run, stems, settings, models=None):
+    """First looks and whole scores of the sampled candidates of ``stems``: {stem: index},
+    {source: {FIRST: [arrays], WHOLE: [arrays]}}."""
+    models = models or Models(run, settings)
+    chosen = sample(run, stems)
+    found = {s: {FIRST: [], WHOLE: []} for s in models.sources()}
+    for stem in stems:
+        looks = Looks(run, stem, models)
+        for source in found:
+            for level in (FIRST, WHOLE):
+                found[source][level].append(looks.get(source, level, chosen[stem]))
+        looks.save()
+    return chosen, found
+
+
+# ------------------------------------------------------------------------------ margins
+def margins_file(run, views):
+    return os.path.join(run.model_dir(), per_views("cascade", views) + ".json")
+
+
+def margins(run, settings, stems, models):
+    """How far (in logit) a first look may be from the whole score, per source: measured once
+    per model on the sampled candidates of ``stems``, kept in the model folder so that a
+    PreviousRun uses the same."""
+    path = margins_file(run, settings.views)
+    keys = {s: models.key(s) for s in models.sources()}
+    stored = read_json(path)
+    if stored and all(stored.get(s, {}).get("model_key") == k for s, k in keys.items()):
+        return {s: stored[s]["margin"] for s in keys}
+    found = sampled_looks(run, stems, settings, models)[1]
+    result = dict(stored or {})
+    for source in keys:
+        first, whole = (np.concatenate([np.zeros(0)] + found[source][level])
+                        for level in (FIRST, WHOLE))
+        if models[source].first_look_is_whole or not len(first):
+            margin = 0.0 if len(first) else 2 * LOGIT_CLIP
+        else:
+            gap = np.abs(clipped_logit(first) - clipped_logit(whole))
+            margin = float(MARGIN_SAFETY * np.quantile(gap, MARGIN_QUANTILE))
+        result[source] = {"model_key": keys[source], "margin": margin,
+                          "candidates": int(len(first))}
+        log.info(f"scoring cascade, {'shipped network' if source == REFERENCE else 'ensemble'}:"
+                 f" first look within {margin:.2f} (logit) of the whole score, measured on "
+                 f"{len(first)} candidates")
+    write_json(path, result)
+    return {s: result[s]["margin"] for s in keys}
+
+
+# ------------------------------------------------------------------------------ scoring
+def context(settings, evidence, margin):
+    """What the stored scores of a micrograph were decided for: the same context gives the
+    same scores."""
+    return json.dumps({"threshold": float(settings.threshold), "margins": margin,
+                       "evidence": evidence if settings.uses_evidence else None,
+                       "mode": settings.picker_evidence, "pickers": settings.n_pickers},
+                      sort_keys=True)
+
+
+def decide(looks, settings, evidence, margin):
+    """Run the cascade on one micrograph: (network scores, shipped network's scores or None,
+    evaluations per candidate by source)."""
+    table, n = looks.table, looks.n
+    threshold = float(settings.threshold)
+    sources = looks.models.sources()
+    low = {s: np.zeros(n) for s in sources}
+    high = {s: np.ones(n) for s in sources}
+    point = {s: np.full(n, 0.5) for s in sources}
+    known = {s: np.zeros(n, int) for s in sources}
+    stages = [(NETWORK, FIRST)] + [(REFERENCE, FIRST)] * (REFERENCE in sources) \
+        + [(NETWORK, WHOLE)] + [(REFERENCE, WHOLE)] * (REFERENCE in sources)
+    open_ = np.ones(n, bool)
+
+    def bounds(triples):
+        return final_score_bounds(settings, evidence, table, triples[NETWORK],
+                                  triples.get(REFERENCE))
+
+    for source, level in stages:
+        index = np.flatnonzero(open_ & (known[source] < level))
+        if len(index):
+            values = looks.get(source, level, index).astype(np.float64)
+            exact = level == WHOLE or looks.models[source].first_look_is_whole
+            if exact:
+                low[source][index] = high[source][index] = values
+            else:
+                low[source][index], high[source][index] = score_range(values, margin[source])
+            point[source][index] = values
+            known[source][index] = WHOLE if exact else FIRST
+        lowest, highest = bounds({s: (low[s], point[s], high[s]) for s in sources})[:2]
+        open_ = (lowest <= threshold) & (highest > threshold)
+        if not open_.any():
+            break
+    network = point[NETWORK].astype(np.float32)
+    reference = None
+    if REFERENCE in sources:
+        reference = point[REFERENCE].copy()
+        unseen = known[REFERENCE] == 0
+        if unseen.any():
+            # decided without the shipped network: the value of its range that gives the final
+            # score nearest the threshold on the side decided
+            fixed = {NETWORK: (point[NETWORK],) * 3,
+                     REFERENCE: (low[REFERENCE], point[REFERENCE], high[REFERENCE])}
+            lowest, _, low_at, high_at = bounds(fixed)
+            kept = lowest > threshold
+            reference[unseen] = np.where(kept, low_at[1], high_at[1])[unseen]
+        reference = reference.astype(np.float32)
+    return network, reference
+
+
+def score(run, stems, settings, evidence=None, log_each=True):
+    """Score these micrographs by the cascade and store the scores (with the context they
+    were decided in); returns {source: evaluations per candidate} over them."""
+    models = Models(run, settings)
+    margin = margins(run, settings, stems, models)
+    where = context(settings, evidence, margin)
+    spent = {s: [0.0, 0] for s in models.sources()}
+    for i, stem in enumerate(stems, 1):
+        looks = Looks(run, stem, models)
+        network, reference = decide(looks, settings, evidence, margin)
+        looks.save()
+        run.write_network_scores(stem, settings.views, network, NETWORK, context=where)
+        if reference is not None:
+            run.write_network_scores(stem, settings.views, reference, REFERENCE, context=where)
+        for source in spent:
+            spent[source][0] += looks.evaluations(source) * looks.n
+            spent[source][1] += looks.n
+        if log_each:
+            each = ", ".join(f"{looks.evaluations(s):.2f} by the "
+                             f"{'shipped network' if s == REFERENCE else 'ensemble'}"
+                             for s in models.sources())
+            log.info(f"scored {i}/{len(stems)} {stem} by the cascade: {looks.n} candidates, "
+                     f"network evaluations per candidate {each}")
+    return {s: total / max(1, count) for s, (total, count) in spent.items()}
