@@ -128,10 +128,10 @@ def inside(settings, table):
     """The candidates whose box lies whole inside the micrograph (all when the run keeps edge
     boxes): the others are never kept, and the pickers' evidence is fitted without them."""
     from ..core.pipeline import micrograph_shape
-    n, shape = len(table["xy"]), micrograph_shape(table)
-    if settings.edge_box is None or not n or shape is None:
-        return np.ones(n, bool)
-    return box_inside(table["xy"], shape, settings.edge_box)
+    xy, shape = table.get("xy"), micrograph_shape(table)
+    if settings.edge_box is None or xy is None or shape is None:
+        return np.ones(len(table["votes"]) if xy is None else len(xy), bool)
+    return box_inside(xy, shape, settings.edge_box)
 
 
 def final_scores(settings, evidence, table, network, reference=None):
