@@ -20,7 +20,7 @@ from . import cascade, schedule
 from .folder import (REFERENCE, RunFolder, arrays_digest, copy_folder, intact_model, read_json,
                      write_json, write_npz)
 from .keep import fit as fit_evidence_model
-from .keep import falls_back, held_out_check, inside
+from .keep import falls_back, held_out_check
 
 log = logging.getLogger("xmipp3_deepcons")
 
@@ -410,7 +410,6 @@ def fit_evidence(run, settings=None):
         network = [run.network_scores(s, settings.views) for s in stems]
         reference = ([run.network_scores(s, settings.views, REFERENCE) for s in stems]
                      if settings.uses_reference else None)
-    tables, network, reference = inside_only(settings, tables, network, reference)
     evidence = fit_evidence_model(settings.picker_evidence, tables, network, settings.n_pickers,
                                   reference)
     evidence["micrographs"] = {s: current[s] for s in stems}
@@ -434,17 +433,6 @@ def fit_evidence(run, settings=None):
         else:
             log.info(verdict)
     write_json(path, evidence)
-
-
-def inside_only(settings, tables, network, reference):
-    """The candidate tables and scores without the candidates whose box leaves the
-    micrograph: never kept, their pattern of pickers says nothing about the others."""
-    masks = [inside(settings, t) for t in tables]
-    tables = [cascade.some_candidates(t, m) for t, m in zip(tables, masks)]
-    network = [s[m] for s, m in zip(network, masks)]
-    if reference is not None:
-        reference = [s[m] for s, m in zip(reference, masks)]
-    return tables, network, reference
 
 
 # ------------------------------------------------------------------------------ scoring
