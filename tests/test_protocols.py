@@ -24,6 +24,7 @@ from protocol_helpers import (BOX, PICKERS, SAMPLING, import_coordinates, import
                               kept_by_rule, make_data, run_scores, scored_by_the_shipped_network,
                               scored_items, wait_for)
 from xmipp3_deepcons.constants import DEEP_PARTICLE_SIZE
+from xmipp3_deepcons.core.pipeline import positive_mask
 from xmipp3_deepcons.protocols import XmippProtDeepConsSubSet, XmippProtScreenDeepConsensus
 
 pyworkflow.PYTHON = os.environ["SCIPION_PYTHON"]
@@ -164,11 +165,15 @@ class TestDeepConsensus(BaseTest):
             log = f.read()
         passes = work.passes()
         self.assertGreater(len(passes), 0)
-        for trainingPass in passes:
-            expected = sum(int((work.load_candidates(stem)["votes"] < 2).sum())
+        settings = work.settings()
+        for trainingPass in passes:   # the candidates that are not positives: too few votes,
+            # or a box that leaves the micrograph
+            expected = sum(int((~positive_mask(work.load_candidates(stem), 2,
+                                               settings.edge_box)).sum())
                            for stem in trainingPass["micrographs"])
             self.assertGreater(expected, 0)
-            self.assertIn("unlabeled candidates as negatives: %d boxes (weight 1)" % expected, log)
+            self.assertIn("unlabeled candidates and candidates whose box leaves the micrograph "
+                          "as negatives: %d boxes (weight 1)" % expected, log)
 
     def test_previous_run_skip_training_keeps_what_that_run_kept(self):
         # all micrographs in one batch (the New run had batches of 2): one prepare job, one

@@ -13,6 +13,7 @@ from xmipp3_deepcons.core.consensus import coordinate_consensus
 from xmipp3_deepcons.core.metrics import match_to_reference, precision_recall_f1, ranking_quality
 from xmipp3_deepcons.core.evidence import apply_evidence, presence_ranks
 from xmipp3_deepcons.run.folder import REFERENCE, RunFolder
+from xmipp3_deepcons.run.keep import inside as keep_inside
 from xmipp3_deepcons.io.coordinates import find_coordinate_file, read_coordinates
 
 PICKERS = [name for name, *_ in synthetic.PICKERS]
@@ -152,7 +153,10 @@ def test_output_settings_apply_without_retraining(screened):
         ranks = presence_ranks(run.candidates(stem)["members"])
         shipped = apply_evidence(evidence["model"]["anchor"], ranks, reference)
         final = run.final_scores(stem)
-        assert (final >= shipped - 1e-6).all() and (final > shipped + 1e-3).any()
+        inside = keep_inside(run.settings(), run.candidates(stem))   # edge boxes score 0
+        assert (final[~inside] == 0).all()
+        assert (final[inside] >= shipped[inside] - 1e-6).all()
+        assert (final[inside] > shipped[inside] + 1e-3).any()
     # who picked, each picker a witness: candidates picked by the same pickers with the same
     # network score bin share one posterior, whatever the pickers' figures of merit (every
     # candidate scored whole, as `auto` did: the cascade's scores depend on the evidence)
@@ -175,14 +179,17 @@ def test_output_settings_apply_without_retraining(screened):
         members, network = run.candidates(stem)["members"], run.network_scores(stem)
         final = run.final_scores(stem)
         for pattern in np.unique(members >= 0, axis=0):
-            same = ((members >= 0) == pattern).all(axis=1)
+            same = ((members >= 0) == pattern).all(axis=1) & keep_inside(run.settings(),
+                                                                          run.candidates(stem))
             order = np.argsort(network[same], kind="stable")
             assert (np.diff(final[same][order]) >= -1e-6).all()
     assert main(argv + ["--classic"]) == 0
     classic = np.load(os.path.join(out, "candidates.npz"))
-    np.testing.assert_array_equal(classic["score"], classic["network_score"])
+    inside = np.concatenate([keep_inside(run.settings(), run.candidates(s)) for s in run.stems()])
+    assert 0 < (~inside).sum() < len(inside)   # edge boxes: never kept, even as the original
+    np.testing.assert_array_equal(classic["score"], np.where(inside, classic["network_score"], 0))
     assert not classic["duplicate"].any()
-    assert classic["kept"].sum() == (classic["network_score"] > 0.5).sum()
+    assert classic["kept"].sum() == ((classic["network_score"] > 0.5) & inside).sum()
     # the original scored one view: the same model scores again into its own folder, and the
     # defaults' mean of four mirror views differs from it
     stems = sorted({os.path.splitext(os.path.basename(m))[0] for m in classic["micrograph"]})
@@ -237,11 +244,13 @@ def test_unlabeled_negatives_and_self_training(tmp_path):
             "--box-size", "128", "--models", "1", "--epochs", "1", "--min-batches", "0",
             "--network-size", "small",
             "--seed", "3", "--unlabeled-negatives", "--self-training", "1", "--views", "1",
-            "-o", out]   # one view: this 1-epoch network is confident enough for a round
+            "--keep-edge-boxes",
+            "-o", out]   # one view, edge boxes: this 1-epoch network is confident enough
     for name in PICKERS:
         argv += ["--coordinates", os.path.join(data, "coords", name)]
     assert main(argv) == 0
     log = open(os.path.join(out, "screen.log")).read()
+    # edge boxes kept (--keep-edge-boxes): the unlabeled negatives are the one-vote candidates
     candidates = np.load(os.path.join(out, "candidates.npz"))
     assert (f"unlabeled candidates as negatives: {(candidates['votes'] < 2).sum()} boxes"
             in log)
