@@ -75,8 +75,9 @@ def test_a_narrower_rerun_is_refused_and_the_finished_run_kept(data, copy, capsy
     capsys.readouterr()
     assert main(screen_args(data, copy, mics="mic_00[0-1].mrc")) == 2
     assert capsys.readouterr().err == (
-        "xmipp_deep_consensus screen: error: too few positives to train: 136 candidates of the "
-        "2 micrographs have at least 2 votes, 320 are needed; add micrographs or pickers, lower "
+        "xmipp_deep_consensus screen: error: too few positives to train: 133 candidates of the "
+        "2 micrographs have at least 2 votes and their box inside the micrograph, 320 are "
+        "needed; add micrographs or pickers, lower "
         "--min-votes, or score with an existing model (--model DIR --skip-training). The run "
         "already in the folder was left as it was\n")
     assert _files(copy, kept) == before

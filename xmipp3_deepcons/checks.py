@@ -412,11 +412,13 @@ def same_picks(a, b, tolerance=0.5):
 
 
 def check_training_positives(positives, min_votes, minimum=MIN_POSITIVES, where=""):
-    """Enough candidates with ``min_votes`` votes to train on, counted from the picks before
-    any work (and before a continued run discards the training it has)."""
+    """Enough candidates with ``min_votes`` votes (and their box inside the micrograph) to
+    train on, counted from the picks before any work (and before a continued run discards the
+    training it has)."""
     if positives < minimum:
         raise InputError(f"too few positives to train: {positives} candidates{where} have at "
-                         f"least {min_votes} votes, {minimum} are needed; add micrographs or "
+                         f"least {min_votes} votes and their box inside the micrograph, "
+                         f"{minimum} are needed; add micrographs or "
                          "pickers, lower --min-votes, or score with an existing model "
                          "(--model DIR --skip-training)")
     return positives

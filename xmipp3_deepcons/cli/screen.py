@@ -202,7 +202,7 @@ def init_run(args, whole_run=True):
     has_training = stored is not None and (os.path.isdir(run.path("training"))
                                            or os.path.isdir(run.model_dir()))
     if not args.skip_training and (whole_run or has_training):
-        check_can_train(inputs, settings, has_training)
+        check_can_train(inputs, settings, has_training, shapes)
     # every check passed: from here on the folder is written
     run.held = run.lock()
     try:
@@ -226,14 +226,21 @@ def init_run(args, whole_run=True):
     return run, settings, logger
 
 
-def check_can_train(inputs, settings, has_training):
-    """The training positives the picks give (the candidates with --min-votes votes), counted
-    before any work: a run that cannot train is refused before it prepares anything, and a
-    finished run asked to continue with fewer micrographs keeps its training and model."""
+def check_can_train(inputs, settings, has_training, shapes=None):
+    """The training positives the picks give (``positive_mask``: --min-votes votes, a box
+    inside the micrograph of ``shapes``), counted before any work: a run that cannot train is
+    refused before it prepares anything, and a finished run asked to continue with fewer
+    micrographs keeps its training and model."""
     from ..core.consensus import coordinate_consensus, merge_radius
+    from ..core.pipeline import positive_mask
     radius = merge_radius(settings.box_size, settings.radius)
-    positives = sum(int((coordinate_consensus(picks, radius).votes >= settings.min_votes).sum())
-                    for _, _, picks, _ in inputs)
+    positives = 0
+    for _, path, picks, _ in inputs:
+        found = coordinate_consensus(picks, radius)
+        table = {"xy": found.xy, "votes": found.votes}
+        if (shapes or {}).get(path) is not None:
+            table["micrograph_shape"] = shapes[path]
+        positives += int(positive_mask(table, settings.min_votes, settings.edge_box).sum())
     where = f" of the {len(inputs)} micrographs"
     try:
         checks.check_training_positives(positives, settings.min_votes, where=where)

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from ..constants import (DEEP_PARTICLE_SIZE, MIN_POSITIVES, SELF_TRAINING_MIN_ACCEPTED)
+from ..constants import DEEP_PARTICLE_SIZE, SELF_TRAINING_MIN_ACCEPTED
 from ..errors import InputError, UnusableMicrograph
 from ..io.atomic import atomic_path
 from . import cascade, schedule
@@ -192,11 +192,8 @@ def train_pass(run, plan, settings=None):
     budget = settings.train_size - used if settings.train_size >= 0 else -1
     positives, negatives = collect_training_boxes(run, plan.stems, settings.min_votes, budget,
                                                   [settings.seed, plan.number], settings.edge_box)
-    if len(positives) < MIN_POSITIVES:
-        raise InputError(f"too few positives to train: {len(positives)} candidates have at "
-                         f"least {settings.min_votes} votes, {MIN_POSITIVES} are needed; add "
-                         "micrographs or pickers, lower the votes needed, or score with an "
-                         "existing model (--model DIR --skip-training)")
+    from ..checks import check_training_positives
+    check_training_positives(len(positives), settings.min_votes)
     log.info(f"training pass {plan.number} on {len(plan.stems)} micrographs: "
              f"{len(positives)} positives and {len(negatives)} background boxes")
     positive_groups = [(positives, 1)] + additional_boxes(run, "positives",
