@@ -15,6 +15,22 @@ SAMPLING = 2.0
 BOX = 160            # original pixels: micrographs are downsampled by 160 / 128 = 1.25
 
 
+class Launcher:
+    """What the import helpers below need of a test class, on a plain project (pytest
+    fixtures, where no ``BaseTest`` class holds the project)."""
+
+    def __init__(self, project):
+        self.project = project
+
+    def newProtocol(self, cls, **kwargs):
+        return self.project.newProtocol(cls, **kwargs)
+
+    def launchProtocol(self, prot):
+        self.project.launchProtocol(prot, wait=True)
+        assert prot.isFinished(), "%s: %s" % (prot.getObjLabel(), prot.getErrorMessage())
+        return prot
+
+
 def make_data(folder, n_micrographs=6, seed=3):
     """Synthetic micrographs plus one folder of .pos files per picker; returns the folder."""
     synthetic.make_dataset(folder, n_micrographs=n_micrographs, seed=seed, n_particles=90,

@@ -144,10 +144,11 @@ def test_training_refuses_non_finite_boxes_and_parameters(tmp_path):
                               "micrographs or particle images they come from")
     positives, negatives = [(_boxes(320), 1)], [(_boxes(20, 1), 1)]
     for option, value, problem in (
-            ("learning_rate", float("nan"), "--learning-rate nan: not a finite number"),
-            ("learning_rate", -1.0, "--learning-rate -1: must be above 0"),
-            ("epochs", float("inf"), "--epochs inf: not a finite number"),
-            ("n_models", 0, "--models 0: must be a whole number of at least 1")):
+            ("learning_rate", float("nan"), "the learning rate nan: not a finite number"),
+            ("learning_rate", -1.0, "the learning rate -1: must be above 0"),
+            ("epochs", float("inf"), "the epochs inf: not a finite number"),
+            ("n_models", 0, "the number of models 0: must be a whole number of at least 1"),
+            ("l2", 2.0, r"the L2 strength 2: must be in \[0, 1\]")):
         with pytest.raises(InputError, match="^" + problem):
             train_ensemble(positives, negatives, str(tmp_path), **{option: value})
     negatives[0][0][4, 0, 0] = np.inf
@@ -165,7 +166,7 @@ def test_a_diverging_training_stops_and_says_to_lower_the_learning_rate(tmp_path
                                 epochs=0.1, learning_rate=1e30, band="small", seed=1,
                                 min_batches=6, auto_stop=False, log=lines.append)
     assert message(error) == ("model 1/2: training diverged at epoch 1 of 3 (loss nan); lower "
-                              "--learning-rate (now 1e+30), e.g. to 1e+29, and train again")
+                              "the learning rate (now 1e+30), e.g. to 1e+29, and train again")
     assert lines[-1] == message(error)
     assert not os.path.exists(os.path.join(folder, "manifest.json"))   # not a finished model
 

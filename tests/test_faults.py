@@ -183,7 +183,7 @@ def test_a_diverging_screen_stops_with_one_line(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("xmipp_deep_consensus screen: error: model 1/1: training diverged at "
                           "epoch 1 of 2 (loss ")
-    assert err.endswith("); lower --learning-rate (now 1e+06), e.g. to 100000, and train "
+    assert err.endswith("); lower the learning rate (now 1e+06), e.g. to 100000, and train "
                         "again\n")
     assert not (out / "model").exists() and not (out / "coordinates.star").exists()
     assert not (out / "training" / "pass_001" / "manifest.json").exists()
@@ -220,7 +220,7 @@ def test_a_network_confidently_wrong_at_chance_has_diverged():
     error = recorder.divergence(1e6, chance=0.644)
     assert str(error) == ("model 1/3: training diverged (loss 8.7 after 2 epochs, best validation "
                           "accuracy 0.356: no better than answering one class, 0.644); lower "
-                          "--learning-rate (now 1e+06), e.g. to 100000, and train again")
+                          "the learning rate (now 1e+06), e.g. to 100000, and train again")
     recorder.history.update(loss=[0.71, 0.69])
     assert recorder.divergence(1e-4, chance=0.644) is None
     recorder.history.update(loss=[9.1, 8.7], val_accuracy=[0.356, 0.81])

@@ -240,10 +240,11 @@ class TestDeepConsensus(BaseTest):
             return "\n".join(prot.validate())
 
         self.assertEqual(errors(), "")
-        self.assertIn("box size of the first input coordinates is 100 px",
+        self.assertIn("'Box size of the first input coordinates' 100: under 128 px",
                       errors(inputs=[small] + self.coordImports[1:]))
         self.assertIn("Phase flipping needs the CTFs", errors(ignoreCTF=False))
-        self.assertIn("only one coordinate set", errors(inputs=self.coordImports[:1]).lower())
+        self.assertIn("training needs at least two coordinate sets",
+                      errors(inputs=self.coordImports[:1]))
         self.assertIn("at least 320", errors(toTrainDataSize=100))
         self.assertEqual(errors(modelInitialization=1), "")     # the shipped models
 
@@ -275,19 +276,6 @@ class TestDeepConsensus(BaseTest):
         prot = self.deepConsensus("precompiled", launch=False, **dict(FAST, addTrainingData=1))
         self.assertEqual(prot.validate(), [])
         self.assertEqual(prot.warnings(), [])
-
-    def test_form_reads_who_picked_as_the_user_says(self):
-        def evidence(**kwargs):
-            prot = self.deepConsensus("evidence", launch=False, **dict(FAST, **kwargs))
-            return prot._pickerEvidence(prot._startingModel())
-
-        self.assertEqual(evidence(), "anchored")             # the default: may agree on junk
-        self.assertEqual(evidence(ignoreCTF=False), "anchored")        # the phase-flip network
-        self.assertEqual(evidence(pickersShareMistakes=False), "votes")
-        self.assertEqual(evidence(pickerEvidence=False), "none")
-        self.assertEqual(evidence(modelInitialization=1, skipTraining=True), "patterns")
-        self.assertEqual(evidence(modelInitialization=1, skipTraining=True,
-                                  pickersShareMistakes=False), "patterns")
 
     # ------------------------------------------------------------ Pretrained
     def test_pretrained_skip_training_with_one_picker(self):

@@ -520,21 +520,6 @@ DEEPCONS_FAST = dict(nEpochs=1.0, minBatches=0, nModels=1, toTrainDataSize=1000,
 DEEPCONS_STAGE = re.compile(r"-m xmipp3_deepcons (prepare|fit|predict|evaluate|finish) ")
 
 
-class _Launcher:
-    """What the import helpers of protocol_helpers need of a test class, on a project."""
-
-    def __init__(self, project):
-        self.project = project
-
-    def newProtocol(self, cls, **kwargs):
-        return self.project.newProtocol(cls, **kwargs)
-
-    def launchProtocol(self, prot):
-        self.project.launchProtocol(prot, wait=True)
-        assert prot.isFinished(), "%s: %s" % (prot.getObjLabel(), prot.getErrorMessage())
-        return prot
-
-
 def _new_deep_consensus(project, coordinates, label):
     from pyworkflow.object import Pointer
     from xmipp3_deepcons.protocols import XmippProtScreenDeepConsensus
@@ -548,10 +533,11 @@ def _new_deep_consensus(project, coordinates, label):
 def deepcons_local(scipion_slurm, tmp_path_factory):
     """Generated micrographs and three pickers imported into the test project, and the Deep
     Consensus protocol run on them here, without the queue: what the queued runs must give."""
-    from protocol_helpers import PICKERS, import_coordinates, import_micrographs, make_data
+    from protocol_helpers import (PICKERS, Launcher, import_coordinates, import_micrographs,
+                                  make_data)
     started = time.time()
     data = make_data(str(tmp_path_factory.mktemp("deepcons_data")), DEEPCONS_MICROGRAPHS)
-    launcher = _Launcher(scipion_slurm.project)
+    launcher = Launcher(scipion_slurm.project)
     mics = import_micrographs(launcher, data)
     coordinates = [import_coordinates(launcher, data, mics.outputMicrographs, picker)
                    for picker in PICKERS]

@@ -19,7 +19,7 @@ from .errors import InputError
 AUTO = "auto"
 
 
-def _show(value):
+def shown(value):
     """The value as the user wrote it, near enough: -1.0 shows as -1, 1e-4 as 0.0001."""
     if isinstance(value, float):
         return format(value, "g")
@@ -27,11 +27,11 @@ def _show(value):
 
 
 def _fail(name, value, problem, fix):
-    raise InputError(f"{name} {_show(value)}: {problem}; {fix}")
+    raise InputError(f"{name} {shown(value)}: {problem}; {fix}")
 
 
 def _default_hint(default, otherwise):
-    return f"give e.g. {_show(default)} (the default)" if default is not None else otherwise
+    return f"give e.g. {shown(default)} (the default)" if default is not None else otherwise
 
 
 def _as_number(name, value, fix):
@@ -104,7 +104,7 @@ def check_integer(name, value, minimum=None, maximum=None, default=None):
 def check_fraction(name, value, low=0.0, high=1.0, low_open=False, high_open=False,
                    default=None):
     """A finite number within ``low``..``high``; each end is included unless it is open."""
-    interval = f"{'(' if low_open else '['}{_show(low)}, {_show(high)}{')' if high_open else ']'}"
+    interval = f"{'(' if low_open else '['}{shown(low)}, {shown(high)}{')' if high_open else ']'}"
     fix = _default_hint(default, f"give a number in {interval}")
     number = _as_number(name, value, fix)
     below = number <= low if low_open else number < low
@@ -119,7 +119,7 @@ def check_choice(name, value, choices):
     for choice in choices:
         if value == choice or str(value).strip() == str(choice):
             return choice
-    raise InputError(f"{name} {_show(value)}: not one of the choices; give one of "
+    raise InputError(f"{name} {shown(value)}: not one of the choices; give one of "
                      f"{', '.join(map(str, choices))}")
 
 
@@ -165,6 +165,12 @@ def check_box_size(box, micrograph_shape=None, name="--box-size"):
         if box > min(rows, cols):
             _fail(name, box, f"larger than the micrographs ({cols}x{rows} px)", fix)
     return box
+
+
+def check_l2(name, value):
+    """The L2 regularisation strength: a number in [0, 1] (the one bound of both front ends
+    and of training; typical values are 1e-6 to 1e-1)."""
+    return check_fraction(name, value, 0, 1)
 
 
 def check_train_size(value, name="--train-size", minimum=MIN_POSITIVES):

@@ -43,7 +43,8 @@ def set_threads(threads):
 def resolve_seed(seed, logger):
     """A run without --seed still gets one, logged, so any run can be repeated exactly."""
     if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+        from ..run.request import draw_seed
+        seed = draw_seed()
         logger.info(f"seed {seed} (pass --seed {seed} to repeat this run)")
     return seed
 
@@ -59,8 +60,9 @@ def add_training_args(parser):
                    help="train on at least N batches of 64 boxes whatever --epochs gives: a "
                         "small set otherwise gets a few dozen (default %(default)s; 0: as the "
                         "original)")
-    g.add_argument("--models", type=int, default=DEFAULT_MODELS,
-                   help="networks in the ensemble; the score is their mean (default %(default)s)")
+    g.add_argument("--models", type=int,
+                   help="networks in the ensemble; the score is their mean (default "
+                        f"{DEFAULT_MODELS}; continuing a --model DIR: its own number)")
     g.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE,
                    help="Adam learning rate (default %(default)s)")
     g.add_argument("--l2", type=float, default=DEFAULT_L2,

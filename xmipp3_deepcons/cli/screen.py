@@ -34,7 +34,8 @@ from ..io import cryosparc
 from ..run import stages
 from ..run.folder import RunFolder, write_json
 from ..run.outputs import write_outputs
-from ..run.settings import EVIDENCE_MODES, RunSettings, default_picker_evidence
+from ..run.request import build
+from ..run.settings import EVIDENCE_MODES
 from . import common
 
 
@@ -162,6 +163,7 @@ def init_run(args, whole_run=True):
     few to train are refused here; ``init`` alone refuses them only where a run in the folder
     would lose its training."""
     validate(args)
+    build(run_request(args, args.sampling)).raise_first()     # every number, before the files
     micrographs = find_micrographs(args.micrographs)
     pickers = [open_picker(spec) for spec in args.coordinates]
     labels = [picker.label for picker in pickers]
@@ -175,30 +177,13 @@ def init_run(args, whole_run=True):
     inputs = match_inputs(micrographs, pickers, labels, picker_scales(args), notes, ctf,
                           shapes, args.radius * args.box_size)
     check_same_picks(inputs, labels)
-    model, replicate = resolve_model(args, notes)
     run = RunFolder(args.output)
+    built = build(run_request(args, size), run)
+    settings = built.raise_first()
+    notes += built.notes
+    if built.seed_drawn:
+        notes.append(f"seed {settings.seed} (pass --seed {settings.seed} to repeat this run)")
     stored = run.settings() if run.has_settings() else None
-    seed = args.seed if args.seed is not None else (stored.seed if stored else None)
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little") % checks.SEED_MAX
-        notes.append(f"seed {seed} (pass --seed {seed} to repeat this run)")
-    settings = RunSettings(
-        box_size=args.box_size, n_pickers=len(pickers), pixel_size=size, radius=args.radius,
-        min_votes=args.min_votes, inverted=args.micrographs_inverted, phase_flip=ctf is not None,
-        seed=seed, start_model=model, replicate_start=replicate,
-        skip_training=args.skip_training, models=args.models, network_size=args.network_size,
-        epochs=args.epochs, min_batches=args.min_batches, learning_rate=args.learning_rate,
-        l2=args.l2, auto_stop=args.auto_stop, train_size=args.train_size,
-        training_batch=args.training_batch, max_val_acc=args.max_val_acc,
-        precompiled_negatives=args.precompiled_negatives,
-        unlabeled_negatives=args.unlabeled_negatives, self_training=args.self_training,
-        keep_edge_boxes=args.keep_edge_boxes,
-        views=args.views, threshold=args.threshold, dedupe_radius=args.dedupe_radius,
-        full_scoring=args.full_scoring,
-        picker_evidence=args.picker_evidence or default_picker_evidence(
-            model, args.skip_training, phase_flip=ctf is not None))
-    if stored is not None:
-        settings.check_continues(stored, run.root, run.has_training())
     has_training = stored is not None and (os.path.isdir(run.path("training"))
                                            or os.path.isdir(run.model_dir()))
     if not args.skip_training and (whole_run or has_training):
@@ -251,43 +236,22 @@ def check_can_train(inputs, settings, has_training, shapes=None):
         raise
 
 
-def resolve_model(args, notes):
-    """The model folder --model names: a trained model's folder, or 'pretrained' for the shipped
-    one of this run's preprocessing and size. Refused when it was trained with the other
-    phase-flip setting. A pretrained model to train further becomes --models copies."""
-    from .. import resources
-    if not args.model:
-        return None, False
-    phase_flip = args.ctf is not None
-    model = args.model
-    if (model == resources.PRETRAINED
-            and not os.path.isfile(os.path.join(model, "manifest.json"))):
-        size = resources.pretrained_size(args.train_size, args.network_size)
-        model = resources.pretrained_model(phase_flip, size)
-        if model is None:
-            raise InputError(f"--model pretrained: no pretrained {size} model for "
-                             f"{'phase-flipped' if phase_flip else 'unflipped'} micrographs is "
-                             f"installed in {resources.models_dir()}; regenerate them with "
-                             "scripts/train_shipped_models.py or set $DEEPCONS_MODELS")
-        notes.append(f"pretrained model: {model}")
-        resources.check_phase_flip(model, phase_flip)
-        return os.path.abspath(model), True
-    if not os.path.isdir(model):
-        raise InputError(f"--model {model}: no such folder (give a trained model's folder, or "
-                         "'pretrained')")
-    if not os.path.isfile(os.path.join(model, "manifest.json")):
-        if os.path.isfile(os.path.join(model, "run.json")):
-            raise InputError(f"--model {model}: is a run folder, not a model; give its model "
-                             f"folder, --model {os.path.join(model, 'model')}")
-        what = "is empty" if not os.listdir(model) else "has no manifest.json"
-        raise InputError(f"--model {model}: {what}, so it is not a trained model's folder; "
-                         "give the folder that training wrote (with manifest.json), or "
-                         "'pretrained'")
-    resources.verify_model_folder(model)
-    resources.check_phase_flip(model, phase_flip, "Run with the preprocessing the model was "
-                               "trained with (--ctf or not), or use another model, e.g. "
-                               "--model pretrained, which matches this run.")
-    return os.path.abspath(model), False
+def run_request(args, pixel_size):
+    """The request (``run.request``) of the options given: each option once, as typed."""
+    return {"box_size": args.box_size, "n_pickers": len(args.coordinates),
+            "pixel_size": pixel_size, "radius": args.radius, "min_votes": args.min_votes,
+            "inverted": args.micrographs_inverted, "phase_flip": args.ctf is not None,
+            "seed": args.seed, "model": args.model, "skip_training": args.skip_training,
+            "models": args.models, "network_size": args.network_size, "epochs": args.epochs,
+            "min_batches": args.min_batches, "learning_rate": args.learning_rate, "l2": args.l2,
+            "auto_stop": args.auto_stop, "train_size": args.train_size,
+            "training_batch": args.training_batch, "max_val_acc": args.max_val_acc,
+            "precompiled_negatives": args.precompiled_negatives,
+            "unlabeled_negatives": args.unlabeled_negatives,
+            "self_training": args.self_training, "keep_edge_boxes": args.keep_edge_boxes,
+            "views": args.views, "threshold": args.threshold,
+            "dedupe_radius": args.dedupe_radius, "picker_evidence": args.picker_evidence,
+            "full_scoring": args.full_scoring, "classic": args.classic}
 
 
 def threshold_value(text):
@@ -300,62 +264,19 @@ def threshold_value(text):
 
 
 def validate(args):
-    if args.classic:
-        args.picker_evidence, args.dedupe_radius = "none", 0.0
-    if args.views is None:
-        args.views = 1 if args.classic else DEFAULT_VIEWS
-    check_numbers(args)
-    if args.skip_training and not args.model:
-        raise InputError("--skip-training needs --model DIR: a trained model to score with")
-    if len(args.coordinates) < 2 and not args.skip_training:
-        raise InputError("training needs at least two coordinate sets (--coordinates given "
-                         f"{len(args.coordinates)} time); add another picker, or score with an "
-                         "existing model: --model DIR --skip-training")
+    """What only the command line has: its compute options, the pickers' pixel sizes and the
+    output folder (the run's own parameters are the request's, ``run.request``)."""
+    checks.check_integer("--threads", args.threads, minimum=0)
+    checks.check_gpu(args.gpu)
+    for value in args.picker_sampling or []:
+        checks.check_sampling(value, "--picker-sampling")
     if args.picker_sampling and len(args.picker_sampling) != len(args.coordinates):
         raise InputError(f"--picker-sampling needs one value per --coordinates "
                          f"({len(args.coordinates)}), got {len(args.picker_sampling)}")
-    if args.min_votes < 1 or (args.min_votes > max(len(args.coordinates), 1)
-                              and not args.skip_training):   # it picks training positives
-        raise InputError(f"--min-votes {args.min_votes} must be between 1 and the number of "
-                         f"pickers ({len(args.coordinates)})")
-    if args.self_training and args.skip_training:
-        raise InputError("--self-training retrains the model: leave out --skip-training")
-    args.seed = checks.check_seed(args.seed)
-    checks.check_gpu(args.gpu)
     checks.check_output_folder(args.output, {"--micrographs": args.micrographs,
                                              "--coordinates": [parse_picker_spec(c).path
                                                                for c in args.coordinates],
                                              "--ctf": args.ctf, "--model": args.model})
-
-
-def check_numbers(args):
-    """Numbers argparse only types: each bound named, before any work."""
-    args.threshold = checks.check_threshold(args.threshold)
-    checks.check_positive("--box-size", args.box_size, integer=True)
-    if args.box_size < DEEP_PARTICLE_SIZE:
-        raise InputError(f"--box-size {args.box_size}: under {DEEP_PARTICLE_SIZE} px: are the "
-                         "micrographs already downsampled? give the particle box in the "
-                         "micrographs' own pixels")
-    args.sampling = checks.check_sampling(args.sampling)
-    for value in args.picker_sampling or []:
-        checks.check_sampling(value, "--picker-sampling")
-    checks.check_fraction("--radius", args.radius, 0, 1, low_open=True, high_open=True,
-                          default=DEFAULT_RADIUS)
-    checks.check_fraction("--dedupe-radius", args.dedupe_radius, 0, 1, high_open=True,
-                          default=DEFAULT_DEDUPE_RADIUS)
-    checks.check_positive("--epochs", args.epochs, default=5)
-    checks.check_positive("--learning-rate", args.learning_rate, default=0.0001)
-    checks.check_fraction("--l2", args.l2, 0, 1)
-    checks.check_integer("--models", args.models, minimum=1, default=3)
-    checks.check_train_size(args.train_size)
-    checks.check_training_batch(args.training_batch)
-    if checks.check_finite("--max-val-acc", args.max_val_acc) < 0:
-        raise InputError(f"--max-val-acc {args.max_val_acc}: must be 0 or more; give a mean "
-                         f"validation accuracy, e.g. {DEFAULT_MAX_VAL_ACC} (the default; above "
-                         "1: never stop early)")
-    checks.check_integer("--threads", args.threads, minimum=0)
-    checks.check_integer("--min-batches", args.min_batches, minimum=0, default=300)
-    checks.check_integer("--self-training", args.self_training, minimum=0, default=0)
 
 
 def micrograph_shape(path):

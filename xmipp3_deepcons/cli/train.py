@@ -44,10 +44,12 @@ def validate(args):
     """Every option and file, before TensorFlow starts (its start-up takes seconds and prints
     lines that would bury the one line of a refusal)."""
     from .. import checks
+    from ..constants import DEFAULT_MODELS
     checks.check_positive("--epochs", args.epochs, default=5)
     checks.check_positive("--learning-rate", args.learning_rate, default=0.0001)
-    checks.check_fraction("--l2", args.l2, 0, 1)
-    checks.check_integer("--models", args.models, minimum=1, default=3)
+    checks.check_l2("--l2", args.l2)
+    if args.models is not None:
+        checks.check_integer("--models", args.models, minimum=1, default=DEFAULT_MODELS)
     checks.check_integer("--min-batches", args.min_batches, minimum=0, default=300)
     checks.check_integer("--threads", args.threads, minimum=0)
     args.seed = checks.check_seed(args.seed)
@@ -81,7 +83,9 @@ def main(args):
     common.set_compute(args.threads, args.gpu)
     seed = common.resolve_seed(args.seed, logger)
     from ..core.training import train_ensemble
-    report = train_ensemble(positives, negatives, args.output, n_models=args.models,
+    from ..constants import DEFAULT_MODELS
+    models = args.models if args.models is not None else DEFAULT_MODELS
+    report = train_ensemble(positives, negatives, args.output, n_models=models,
                             epochs=args.epochs, min_batches=args.min_batches,
                             learning_rate=args.learning_rate, l2=args.l2,
                             auto_stop=args.auto_stop, band=args.network_size, seed=seed,

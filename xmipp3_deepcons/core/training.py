@@ -206,7 +206,7 @@ class EpochRecorder(keras.callbacks.Callback):
         network ends confidently wrong (a training loss above ``WRONG_LOSS``) and never
         validated better than answering one class (``chance``: the larger class's share of
         the validation set); else None."""
-        hint = (f"lower --learning-rate (now {learning_rate:g}), e.g. to {learning_rate / 10:g}, "
+        hint = (f"lower the learning rate (now {learning_rate:g}), e.g. to {learning_rate / 10:g}, "
                 "and train again")
         if self.diverged is not None:
             epoch, key, value = self.diverged
@@ -242,10 +242,10 @@ def train_ensemble(positives, negatives, model_dir, n_models=3, epochs=5.0, lear
     continues a trained ensemble: member i starts from its model i (a new network where it
     has fewer). A given ``seed`` makes the run repeatable (deterministic TensorFlow ops).
     """
-    n_models = checks.check_integer("--models", n_models, minimum=1)
-    epochs = checks.check_positive("--epochs", epochs)
-    learning_rate = checks.check_positive("--learning-rate", learning_rate)
-    l2 = checks.check_fraction("--l2", l2, 0.0, math.inf, high_open=True)
+    n_models = checks.check_integer("the number of models", n_models, minimum=1)
+    epochs = checks.check_positive("the epochs", epochs)
+    learning_rate = checks.check_positive("the learning rate", learning_rate)
+    l2 = checks.check_l2("the L2 strength", l2)
     pos_boxes, pos_probability = pool_groups(positives, "positive")
     neg_boxes, neg_probability = pool_groups(negatives, "negative")
     if len(pos_boxes) < min_positives:

@@ -15,7 +15,6 @@ inserted steps of a stopped run, and the scheduler rebuilds them from what is on
 are deduplicated by micrograph against the output sets themselves, so a micrograph is never
 appended twice, even when a run was killed between two writes.
 """
-import json
 import os
 
 import numpy as np
@@ -28,16 +27,14 @@ from pwem.constants import ALIGN_NONE
 import pwem.objects as emobj
 from pwem.protocols import ProtParticlePicking
 
-from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_RADIUS, MIN_POSITIVES, SCORE_ATTRIBUTE,
-                         SCORE_LABEL, VIEW_CHOICES)
+from ..constants import DEEP_PARTICLE_SIZE, SCORE_ATTRIBUTE, SCORE_LABEL
 from ..run import schedule
 from ..run.folder import RunFolder, read_json, write_json
 from ..run.streaming import Queued, next_work, stem_for
-from . import screen_form, screen_inputs
+from . import screen_form, screen_inputs, screen_request
 from .labels import DeepConsLabel
 
 CITATION = "Sanchez-Garcia2018"   # key in bibtex.py
-MIN_VOTES = 2                 # pickers that must agree for a candidate to be a positive
 SCORE_BATCH_MAX = 20          # micrographs per scoring step, at most
 ENGINE_FORMATS = (".mrc", ".mrcs", ".map", ".st", ".tif", ".tiff")
 
@@ -120,7 +117,7 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
         """The run's settings (the continue check), the model to start from, and the extra
         training data read from Scipion sets."""
         run = self.runFolder()
-        settings = self._runSettings(run)
+        settings = screen_request.form_settings(self, run)
         run.write_settings(settings)
         self.info("box %d px, micrographs downsampled by %.3f to %d px boxes; seed %d"
                   % (settings.box_size, settings.factor, DEEP_PARTICLE_SIZE, settings.seed))
@@ -444,219 +441,17 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
         return (settings.pixel_size or 1.0) * settings.factor
 
     # -------------------------- Run settings --------------------------------
-    def _runSettings(self, run):
-        """The engine's settings from the form (the seed of a continued run is kept)."""
-        from ..run.settings import RunSettings
-        coords = self.inputCoordinates[0].get()
-        mode = self.modelInitialization.get()
-        seed = run.settings().seed if run.has_settings() else self.randomSeed.get()
-        if seed is None or seed < 0:
-            seed = int.from_bytes(os.urandom(4), "little") & 0x3FFFFFFF
-        start = self._startingModel()
-        models = max(1, self.nModels.get() or 1)
-        if mode == self.ADD_MODEL_TRAIN_PREVRUN and start:
-            models = int(read_json(os.path.join(start, "manifest.json"))["n_models"])
-        weights = [self.trainPosWeight.get() or 1, self.trainNegWeight.get() or 1]
-        return RunSettings(
-            box_size=int(coords.getBoxSize()), n_pickers=len(self.inputCoordinates),
-            pixel_size=float(coords.getMicrographs().getSamplingRate()),
-            radius=float(self.consensusRadius.get()), min_votes=MIN_VOTES,
-            inverted=bool(self.skipInvert.get()), phase_flip=not self.ignoreCTF.get(),
-            seed=int(seed), start_model=os.path.abspath(start) if start else None,
-            replicate_start=mode == self.ADD_MODEL_TRAIN_PRETRAIN,
-            skip_training=self._justPredict(), models=models, network_size=None,
-            epochs=float(self.nEpochs.get()), min_batches=self.minBatches.get() or 0,
-            learning_rate=float(self.learningRate.get()), l2=float(self.l2RegStrength.get()),
-            auto_stop=bool(self.auto_stopping.get()),
-            train_size=int(self.toTrainDataSize.get()),
-            training_batch=max(1, self.trainingBatch.get()),
-            max_val_acc=float(self.maxValAcc.get()),
-            precompiled_negatives=self.addTrainingData.get() == self.ADD_DATA_TRAIN_PRECOMP,
-            unlabeled_negatives=bool(self.unlabeledNegatives.get()),
-            self_training=self.selfTrainingRounds.get() or 0,
-            positive_weight=float(weights[0]), negative_weight=float(weights[1]),
-            write_particles=True, views=VIEW_CHOICES[self.scoringViews.get()],
-            threshold=float(self.threshold.get()), dedupe_radius=self.dedupeRadius.get() or 0.0,
-            picker_evidence=self._pickerEvidence(start),
-            full_scoring=bool(self.fullScoring.get()))
-
-    def _pickerEvidence(self, start):
-        from ..run.settings import default_picker_evidence
-        if not self.pickerEvidence.get():
-            return "none"
-        return default_picker_evidence(start, self._justPredict(),
-                                       bool(self.pickersShareMistakes.get()),
-                                       not self.ignoreCTF.get())
-
-    def _justPredict(self):
-        return (self.modelInitialization.get() != self.ADD_MODEL_TRAIN_NEW
-                and bool(self.skipTraining.get()))
-
-    def _trains(self):
-        return not self._justPredict()
-
-    def _startingModel(self):
-        """Folder of the model reused by Pretrained or PreviousRun (None for New)."""
-        mode = self.modelInitialization.get()
-        if mode == self.ADD_MODEL_TRAIN_PREVRUN:
-            previous = self.continueRun.get()
-            return None if previous is None else previous._getExtraPath("model")
-        if mode == self.ADD_MODEL_TRAIN_PRETRAIN:
-            from .. import resources
-            return self._deepconsPlugin().getPretrainedModel(
-                not self.ignoreCTF.get(), resources.pretrained_size(self.toTrainDataSize.get()))
-        return None
-
     def _precompiledNegatives(self):
         return self._deepconsPlugin().getPrecompiledNegatives(not self.ignoreCTF.get())
 
     # -------------------------- INFO functions ------------------------------
     def _validate(self):
-        errors = []
-        if len(self.inputCoordinates) == 0:
-            return ["Choose the coordinate sets of at least one picker in 'Input "
-                    "coordinates'."]
-        first = self.inputCoordinates[0].get()
-        box = first.getBoxSize() if first is not None else None
-        if box is not None and box < DEEP_PARTICLE_SIZE:
-            errors.append("The box size of the first input coordinates is %d px, under the "
-                          "%d px that Deep Consensus needs. Were these coordinates picked "
-                          "on downsampled micrographs? Use coordinates on the original "
-                          "micrographs, with the box size in their pixels."
-                          % (box, DEEP_PARTICLE_SIZE))
-        errors += self._numberErrors()
-        if (self.selfTrainingRounds.get() or 0) < 0:
-            errors.append("'Self-training rounds' is %d: give 0 (off) or a number of rounds."
-                          % self.selfTrainingRounds.get())
-        if not self.ignoreCTF.get() and self.ctfRelations.get() is None:
-            errors.append("Phase flipping needs the CTFs of the micrographs: choose a CTF "
-                          "estimation in 'CTF estimation', or set 'Ignore CTF' to Yes.")
-        custom = (self._trains() and self.addTrainingData.get() == self.ADD_DATA_TRAIN_CUST)
-        usesParticles = custom and (self.trainingDataType.get()
-                                    == self.ADD_DATA_TRAIN_CUSTOM_OPT_PARTS)
-        testing = self._trains() and self.doTesting.get()
-        for pointer, label, used in (
-                (self.trainTrueSetOfParticles, "Positive train particles", usesParticles),
-                (self.trainFalseSetOfParticles, "Negative train particles", usesParticles),
-                (self.testTrueSetOfParticles, "Set of positive test particles", testing),
-                (self.testFalseSetOfParticles, "Set of negative test particles", testing)):
-            particles = pointer.get()
-            if used and particles is not None and particles.getXDim() != DEEP_PARTICLE_SIZE:
-                errors.append("'%s' has %s px particles; they must be %d px, extracted "
-                              "and preprocessed as described in the Preprocess tab."
-                              % (label, particles.getXDim(), DEEP_PARTICLE_SIZE))
-        if len(self.inputCoordinates) == 1 and self._trains():
-            errors.append("Only one coordinate set is given, but training needs at least "
-                          "two pickers (particles are the candidates they agree on). Add "
-                          "another coordinate set, or choose a Pretrained or PreviousRun "
-                          "model with 'Skip training' set to Yes to score these coordinates "
-                          "directly.")
-        target = self.toTrainDataSize.get()
-        if self._trains() and target is not None and 0 <= target < MIN_POSITIVES:
-            errors.append("'Expected number of particles to use for training' is %d: "
-                          "training needs at least %d particles; give at least %d, or -1 to "
-                          "use all." % (target, MIN_POSITIVES, MIN_POSITIVES))
-        mode = self.modelInitialization.get()
-        if mode == self.ADD_MODEL_TRAIN_PREVRUN:
-            previous = self.continueRun.get()
-            if previous is None:
-                errors.append("Model type is PreviousRun: choose the run whose model is "
-                              "reused in 'Select previous run'.")
-            elif not os.path.exists(previous._getExtraPath("model", "manifest.json")):
-                errors.append("The previous run %s has no trained model (it has not "
-                              "finished training): wait for it to finish, or choose another "
-                              "run or the New model type." % previous.getRunName())
-            else:
-                errors += self._phaseFlipErrors(previous._getExtraPath("model"),
-                                                previous._getExtraPath("run.json"),
-                                                previous._getExtraPath("settings.json"))
-        elif mode == self.ADD_MODEL_TRAIN_PRETRAIN:
-            if self._startingModel() is None:
-                from .. import resources
-                errors.append("Model type is Pretrained, but no pretrained %s model for %s "
-                              "micrographs is installed in %s (the plugin ships them; "
-                              "regenerate them with scripts/train_shipped_models.py). Choose "
-                              "New, or PreviousRun to reuse a model trained in this project."
-                              % (resources.pretrained_size(self.toTrainDataSize.get()),
-                                 "phase-flipped" if not self.ignoreCTF.get() else "unflipped",
-                                 self._deepconsPlugin().getModelsDir()))
-            else:
-                errors += self._phaseFlipErrors(self._startingModel())
-        if testing and (self.testTrueSetOfParticles.get() is None
-                        or self.testFalseSetOfParticles.get() is None):
-            errors.append("Testing needs both test sets: choose the positive and the "
-                          "negative test particles, or set 'Perform testing' to No.")
-        if custom:
-            given = ((self.trainTrueSetOfParticles, self.trainFalseSetOfParticles)
-                     if usesParticles else
-                     (self.trainTrueSetOfCoords, self.trainFalseSetOfCoords))
-            if all(p.get() is None for p in given):
-                errors.append("Additional training data is Custom but no %s are given: "
-                              "choose a positive or a negative set, or set Additional "
-                              "training data to None."
-                              % ("particles" if usesParticles else "coordinates"))
-        return errors
-
-    def _numberErrors(self):
-        """Numbers the form cannot bound by itself: a wrong one would give a quiet wrong run."""
-        import math
-        errors = []
-        threshold = self.threshold.get()
-        if threshold is None or not (threshold == -1 or 0 <= threshold <= 1):
-            errors.append("'Tolerance threshold' is %s: give a score between 0 and 1, or -1 "
-                          "to keep every candidate." % threshold)
-        if self._trains():
-            for name, label, zero in (("learningRate", "Learning rate", False),
-                                      ("nEpochs", "Number of epochs", False),
-                                      ("l2RegStrength", "Regularization strength", True)):
-                value = getattr(self, name).get()
-                if (value is None or not math.isfinite(value) or value < 0
-                        or (value == 0 and not zero)):
-                    errors.append("'%s' is %s: give a %s number." % (
-                        label, value, "positive (or 0)" if zero else "positive"))
-            accuracy = self.maxValAcc.get()
-            if accuracy is None or not accuracy >= 0:
-                errors.append("'Training mean val_acc threshold' is %s: give a mean "
-                              "validation accuracy between 0 and 1 (above 1: never stop "
-                              "early)." % accuracy)
-            if (self.nModels.get() or 0) < 1:
-                errors.append("'Number of models for ensemble' is %s: give at least 1."
-                              % self.nModels.get())
-        radius = self.consensusRadius.get()
-        if radius is None or not 0 < radius < 1:
-            errors.append("'Relative Radius' is %s: give a fraction of the box between 0 and "
-                          "1 (default %g)." % (radius, DEFAULT_RADIUS))
-        return errors
-
-    def _phaseFlipErrors(self, modelDir, *settingsFiles):
-        """A model trained with phase flipping cannot score unflipped boxes, nor the other way
-        round: say so instead of running. ``settingsFiles``: the previous run's settings
-        (run.json; settings.json in runs made before the run engine)."""
-        from .. import resources
-        from ..errors import InputError
-        trained = resources.model_phase_flip(modelDir)
-        for path in settingsFiles:
-            if trained is None and os.path.exists(path):
-                with open(path) as f:
-                    trained = json.load(f).get("phase_flip")
-        if trained is None or bool(trained) == (not self.ignoreCTF.get()):
-            return []
-        try:
-            resources.check_phase_flip(modelDir, not self.ignoreCTF.get(), "Set 'Ignore CTF' "
-                                       "to %s as in the run that trained it, or choose another "
-                                       "model." % ("No" if trained else "Yes"))
-        except InputError as error:
-            return [str(error)]
-        # Only the previous run's settings knew: the same refusal, worded here.
-        return ["The model of the previous run was trained %s phase flipping, and this run %s: "
-                "set 'Ignore CTF' to %s as in that run, or choose another model."
-                % ("with" if trained else "without",
-                   "does not phase-flip" if trained else "phase-flips",
-                   "No" if trained else "Yes")]
+        return screen_request.form_problems(self)
 
     def _warnings(self):
         warnings = []
-        if (self._trains() and self.addTrainingData.get() == self.ADD_DATA_TRAIN_PRECOMP
+        if (screen_request.trains(self)
+                and self.addTrainingData.get() == self.ADD_DATA_TRAIN_PRECOMP
                 and self._precompiledNegatives() is None):
             warnings.append("Additional training data is Precompiled, but no precompiled "
                             "negative particles are installed (%s): the run trains without "
