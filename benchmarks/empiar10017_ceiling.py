@@ -46,7 +46,7 @@ def load(out):
     cryolo = [os.path.basename(label.rstrip("/")) for label in labels].index("crYOLO")
     mics = []
     for stem in work.scored_stems():
-        table = work.load_candidates(stem)
+        table = work.candidates(stem)
         truth = np.loadtxt(os.path.join(out, "empiar10017", "truth", stem + ".csv"),
                            delimiter=",", skiprows=1)
         mics.append({"stem": stem, "table": table, "truth": truth,

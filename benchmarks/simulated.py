@@ -97,7 +97,7 @@ def generate(folder):
     volume = simulate.make_volume(family)
     for spec in specs:
         stem = f"sim_{spec['micrograph']:02d}"
-        mic = simulate.simulate_micrograph(volume, family, spec)
+        mic = simulate.projected_micrograph(volume, family, spec)
         write_mrc(os.path.join(folder, "micrographs", stem + ".mrc"), mic["image"],
                   pixel_size=family["pixel_size"])
         for suffix, xy in (("", mic["particles"]), ("_junk", mic["junk"])):

@@ -96,7 +96,7 @@ def build_corpus(args, log):
         volume = simulate.make_volume(family)
         box, factor = family["box"], family["box"] / DEEP_PARTICLE_SIZE
         for spec in simulate.micrograph_specs(family, args.micrographs, args.seed):
-            mic = simulate.simulate_micrograph(volume, family, spec)
+            mic = simulate.projected_micrograph(volume, family, spec)
             split = "test" if spec["micrograph"] == args.micrographs - 1 else "train"
             rng = np.random.default_rng([args.seed, 3, family["family"], spec["micrograph"]])
             jitter = rng.normal(0, 0.04 * box, mic["particles"].shape)

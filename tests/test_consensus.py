@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from xmipp3_deepcons.core.consensus import (coordinate_consensus, merge_radius, rescale_picks,
+from xmipp3_deepcons.core.consensus import (coordinate_consensus, merge_radius,
                                              suppress_duplicates)
 
 
@@ -68,7 +68,6 @@ def test_empty_pickers_and_radius_helpers():
     assert len(result) == 1 and result.votes.tolist() == [1]
     assert len(coordinate_consensus([np.zeros((0, 2))] * 3, radius=10)) == 0
     assert merge_radius(180, 0.1) == pytest.approx(18.0)
-    np.testing.assert_allclose(rescale_picks([[10, 20]], 2.0, 1.0), [[20, 40]])
 
 
 def test_duplicates_keep_the_best_scored():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from xmipp3_deepcons.core.evidence import (apply_evidence, combine_evidence,
-                                           fit_anchored_evidence, fit_evidence,
+                                           fit_anchored_evidence, fit_independent_evidence,
                                            fit_joint_evidence, picker_ranks, suggest_threshold)
 from xmipp3_deepcons.core.metrics import ranking_quality
 from xmipp3_deepcons.run.keep import falls_back, final_scores, held_out_check
@@ -67,10 +67,10 @@ def test_a_fitted_model_scores_later_candidates_as_the_whole_fit_does():
     """Streaming: fit on the first micrographs, apply (after a JSON round trip) to each new one."""
     real, scores, network = simulated_witnesses(np.random.default_rng(2))
     ranks = picker_ranks(scores)
-    model = json.loads(json.dumps(fit_evidence(ranks, network)))
+    model = json.loads(json.dumps(fit_independent_evidence(ranks, network)))
     np.testing.assert_allclose(apply_evidence(model, ranks[100:200], network[100:200]),
                                combine_evidence(ranks, network)[100:200], rtol=1e-9)
-    early = fit_evidence(ranks[:2000], network[:2000])
+    early = fit_independent_evidence(ranks[:2000], network[:2000])
     later = apply_evidence(early, ranks[2000:], network[2000:])
     network_alone = ranking_quality(real[2000:], network[2000:])[0]
     assert ranking_quality(real[2000:], later)[0] > network_alone + 0.03

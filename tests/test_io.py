@@ -9,7 +9,7 @@ from emtable import Table
 from xmipp3_deepcons.errors import InputError
 from xmipp3_deepcons.io.coordinates import (Coordinates, find_coordinate_file, read_coordinates,
                                             read_star_blocks, write_coordinates_star, write_pos)
-from xmipp3_deepcons.io.images import (StackWriter, read_micrograph, read_pixel_size, read_stack,
+from xmipp3_deepcons.io.images import (read_micrograph, read_pixel_size, read_stack,
                                        write_mrc, write_stack)
 from xmipp3_deepcons.io.metadata import (load_images, read_image_list, read_particles_xmd,
                                          write_particles_xmd)
@@ -277,28 +277,6 @@ def test_written_stack_is_an_image_stack_read_by_xmipplib(tmp_path):
         np.testing.assert_array_equal(xmippLib.Image(f"{i}@{stack}").getData(), boxes[i - 1])
     write_stack(stack, boxes[0])
     assert read_stack(stack).shape == (1, 32, 32)
-
-
-def test_stack_writer_appends_chunks(tmp_path):
-    chunks = [_random_boxes(n, box=16, seed=n) for n in (2, 1, 4)]
-    path = str(tmp_path / "chunks.mrcs")
-    with StackWriter(path, box=16, pixel_size=1.25) as writer:
-        firsts = [writer.append(chunk) for chunk in chunks]
-        assert writer.count == 7
-    assert firsts == [1, 3, 4]
-    everything = np.concatenate(chunks)
-    np.testing.assert_array_equal(read_stack(path), everything)
-    assert mrcfile.validate(path, print_file=open(os.devnull, "w"))
-    with mrcfile.open(path) as mrc:
-        assert mrc.is_image_stack() and mrc.header.nz == 7
-        assert mrc.voxel_size.x == pytest.approx(1.25)
-        assert mrc.header.dmax == pytest.approx(everything.max())
-        assert mrc.header.dmean == pytest.approx(everything.mean(), abs=1e-5)
-        assert mrc.header.rms == pytest.approx(everything.std(), rel=1e-5)
-    np.testing.assert_array_equal(xmippLib.Image(f"5@{path}").getData(), everything[4])
-    with pytest.raises(ValueError, match="16x16"):
-        with StackWriter(str(tmp_path / "w.mrcs"), box=16) as writer:
-            writer.append(np.zeros((1, 8, 8)))
 
 
 # ------------------------------------------------------------------------------ metadata

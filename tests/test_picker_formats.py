@@ -217,7 +217,7 @@ def test_real_relion_autopick_log_output(tmp_path):
     os.makedirs(tmp_path / "Micrographs")
     truth = {}
     for i in range(2):
-        image, particles, _ = synthetic.simulate_micrograph(rng, (512, 512), 12, 2, 128, 0.5)
+        image, particles, _ = synthetic.generated_micrograph(rng, (512, 512), 12, 2, 128, 0.5)
         write_mrc(str(tmp_path / "Micrographs" / f"mic_{i:03d}.mrc"), image, pixel_size=2.0)
         truth[f"mic_{i:03d}"] = particles
     (tmp_path / "mics.star").write_text(

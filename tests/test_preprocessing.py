@@ -6,8 +6,7 @@ import scipy.signal
 
 from xmipp3_deepcons.core.ctf import (CTFParams, ctf_image, electron_wavelength, phase_flip,
                                       read_ctf_star, write_ctf_star)
-from xmipp3_deepcons.core.extract import (extract_boxes, iter_box_batches, scale_to_original,
-                                          scale_to_preprocessed)
+from xmipp3_deepcons.core.extract import extract_boxes
 from xmipp3_deepcons.core.micrograph import (downsample_factor, fourier_downsample, normalize,
                                              preprocess_micrograph)
 from xmipp3_deepcons.errors import InputError
@@ -260,19 +259,3 @@ def test_box_past_the_far_corner_and_half_pixel_rounding():
 def test_no_centres_give_an_empty_stack():
     assert extract_boxes(IMAGE, np.zeros((0, 2))).shape == (0, 128, 128)
     assert extract_boxes(IMAGE, [], size=32).shape == (0, 32, 32)
-    assert list(iter_box_batches(IMAGE, np.zeros((0, 2)))) == []
-
-
-def test_batches_cover_every_centre_in_order():
-    centres = np.random.default_rng(4).uniform(-20, 320, size=(11, 2))
-    parts = list(iter_box_batches(IMAGE, centres, size=16, batch=4))
-    assert [p.start for p, _ in parts] == [0, 4, 8] and parts[-1][0].stop == 11
-    np.testing.assert_array_equal(np.concatenate([b for _, b in parts]),
-                                  extract_boxes(IMAGE, centres, size=16))
-
-
-def test_coordinates_scale_as_floats():
-    xy = np.array([[181.0, 7.0]])
-    np.testing.assert_allclose(scale_to_preprocessed(xy, 1.40625), [[128.711111, 4.977778]],
-                               atol=1e-6)
-    np.testing.assert_allclose(scale_to_original(scale_to_preprocessed(xy, 1.40625), 1.40625), xy)

@@ -24,7 +24,7 @@ from protocol_helpers import (BOX, PICKERS, SAMPLING, import_coordinates, import
                               kept_by_rule, make_data, run_scores, scored_by_the_shipped_network,
                               scored_items, wait_for)
 from xmipp3_deepcons.constants import DEEP_PARTICLE_SIZE
-from xmipp3_deepcons.core.pipeline import positive_mask
+from xmipp3_deepcons.run.boxes import positive_mask
 from xmipp3_deepcons.protocols import XmippProtDeepConsSubSet, XmippProtScreenDeepConsensus
 
 pyworkflow.PYTHON = os.environ["SCIPION_PYTHON"]
@@ -115,7 +115,7 @@ class TestDeepConsensus(BaseTest):
         work = prot.runFolder()
         names = {m.getObjId(): os.path.splitext(m.getMicName())[0] for m in self.mics}
         for (micId, x, y) in list(items)[:100]:
-            centres = work.load_candidates(names[micId])["xy"]
+            centres = work.candidates(names[micId])["xy"]
             self.assertLess(np.hypot(*(centres - (x, y)).T).min(), 1.0)
         xy = np.array([k[1:] for k in items])
         self.assertGreater(xy.max(), 1536 / (BOX / DEEP_PARTICLE_SIZE))
@@ -168,7 +168,7 @@ class TestDeepConsensus(BaseTest):
         settings = work.settings()
         for trainingPass in passes:   # the candidates that are not positives: too few votes,
             # or a box that leaves the micrograph
-            expected = sum(int((~positive_mask(work.load_candidates(stem), 2,
+            expected = sum(int((~positive_mask(work.candidates(stem), 2,
                                                settings.edge_box)).sum())
                            for stem in trainingPass["micrographs"])
             self.assertGreater(expected, 0)
@@ -371,19 +371,19 @@ class TestDeepConsensus(BaseTest):
         self.assertFalse(os.path.exists(prot._getExtraPath("model")))
 
         # Continue, and stop again once scoring has started.
-        counts = prot._getExtraPath("counts.tsv")
+        published = prot._getPath("coordinates.sqlite")      # the first scored micrographs
         prot.runMode.set(MODE_RESUME)
         self.proj.launchProtocol(prot, wait=False)
-        wait_for(lambda: os.path.exists(counts) or not self._reload(prot).isActive(), 300,
+        wait_for(lambda: os.path.exists(published) or not self._reload(prot).isActive(), 300,
                  step=0.1)
         self.proj.stopProtocol(prot)
 
         prot.runMode.set(MODE_RESUME)
         prot = self.launchProtocol(prot)
-        with open(counts) as f:
-            stems = [line.split()[0] for line in f]
-        self.assertEqual(sorted(stems), sorted(set(stems)))            # nothing twice
-        self.assertEqual(len(stems), N_MICROGRAPHS)                    # nothing missing
+        counts = prot.runFolder().counts()
+        self.assertEqual(len(counts), N_MICROGRAPHS)                   # nothing missing
+        self.assertEqual(sum(kept for _, kept in counts.values()),     # nothing twice
+                         prot.outputCoordinates.getSize())
         self.assertSameOutputs(prot, self.newRun)
 
     # -------------------------------------------------------------- template

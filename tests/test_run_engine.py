@@ -10,7 +10,7 @@ from xmipp3_deepcons.cli import main
 from xmipp3_deepcons.constants import MIN_POSITIVES
 from xmipp3_deepcons.run import schedule, stages
 from xmipp3_deepcons.run.folder import RunFolder
-from xmipp3_deepcons.core.pipeline import positive_mask
+from xmipp3_deepcons.run.boxes import positive_mask
 from xmipp3_deepcons.run.keep import final_scores, keep_mask
 from xmipp3_deepcons.run.settings import RunSettings
 from xmipp3_deepcons.run.streaming import Admission, Queued, next_work, stem_for

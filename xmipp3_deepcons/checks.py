@@ -406,6 +406,14 @@ def duplicate_picks(xy, radius):
     return np.array(sorted(drop), np.int64)
 
 
+def merge_repeated_picks(xy, radius, scores=None):
+    """(picks, their scores, how many were merged): one picker's repeated picks within
+    ``radius`` px merged, the first kept (``duplicate_picks``); both front ends' inputs."""
+    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+    keep = np.setdiff1d(np.arange(len(xy)), duplicate_picks(xy, radius))
+    return xy[keep], None if scores is None else np.asarray(scores)[keep], len(xy) - len(keep)
+
+
 def same_picks(a, b, tolerance=0.5):
     """Whether two (n, 2) pick arrays hold the same picks, in any order, within ``tolerance``
     pixels (one picker's picks written in two formats)."""

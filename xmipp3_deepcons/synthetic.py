@@ -61,7 +61,7 @@ def _spread_points(rng, n, shape, margin, min_distance, avoid=None):
     return np.array(points[start:]).reshape(-1, 2)
 
 
-def simulate_micrograph(rng, shape=(1536, 1536), n_particles=80, n_junk=20, box=128, noise=1.0):
+def generated_micrograph(rng, shape=(1536, 1536), n_particles=80, n_junk=20, box=128, noise=1.0):
     """Returns (image float32, particle centres (n,2) x,y, junk centres (m,2) x,y)."""
     size = int(box * 0.6)
     image = np.zeros(shape)
@@ -101,7 +101,7 @@ def make_dataset(folder, n_micrographs=6, seed=0, box=128, shape=(1536, 1536),
         os.makedirs(os.path.join(folder, sub), exist_ok=True)
     for i in range(n_micrographs):
         stem = f"mic_{i:03d}"
-        image, particles, junk = simulate_micrograph(rng, shape, n_particles, n_junk, box, noise)
+        image, particles, junk = generated_micrograph(rng, shape, n_particles, n_junk, box, noise)
         write_mrc(os.path.join(folder, "micrographs", stem + ".mrc"), image, pixel_size=2.0)
         for kind, xy in (("", particles), ("_junk", junk)):
             np.savetxt(os.path.join(folder, "truth", stem + kind + ".csv"), xy, fmt="%.1f",

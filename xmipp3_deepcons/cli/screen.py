@@ -21,7 +21,6 @@ import os
 import time
 from dataclasses import astuple
 
-import numpy as np
 
 from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC,
                          DEFAULT_RADIUS, DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE,
@@ -140,7 +139,7 @@ def main(args):
     try:
         stems = run.stems()
         stages.prepare(run, stems, settings)
-        stages.fit(run, settings)
+        stages.train(run, settings)
         stages.predict(run, stems, settings)
         summary = write_outputs(run, settings)
         if any(cryosparc.is_cs(c) for c in args.coordinates):   # cryoSPARC picks in, .cs out
@@ -217,7 +216,7 @@ def check_can_train(inputs, settings, has_training, shapes=None):
     refused before it prepares anything, and a finished run asked to continue with fewer
     micrographs keeps its training and model."""
     from ..core.consensus import coordinate_consensus, merge_radius
-    from ..core.pipeline import positive_mask
+    from ..run.boxes import positive_mask
     radius = merge_radius(settings.box_size, settings.radius)
     positives = 0
     for _, path, picks, _ in inputs:
@@ -372,13 +371,13 @@ def match_inputs(micrographs, pickers, labels, scales, notes, ctf=None, shapes=N
             where = picker.where(matched[stem]) if stem in matched else label
             if shapes and shapes.get(path) is not None:
                 checks.check_picks_inside(p.xy * scale, shapes[path], where)
-            repeated = checks.duplicate_picks(p.xy * scale, radius)
-            keep = np.setdiff1d(np.arange(len(p)), repeated)
-            if len(repeated):
-                notes.append(f"warning: {where}: {len(repeated)} of {len(p)} picks repeat "
+            merged, kept_scores, repeated = checks.merge_repeated_picks(p.xy * scale, radius,
+                                                                        p.score)
+            if repeated:
+                notes.append(f"warning: {where}: {repeated} of {len(p)} picks repeat "
                              f"another pick of the same picker within {radius:g} px; merged")
-            xy.append(p.xy[keep] * scale)
-            scores.append(p.score[keep])
+            xy.append(merged)
+            scores.append(kept_scores)
         inputs.append((stem, path, xy, scores))
     for label, without in missing.items():
         notes.append(f"{label}: no coordinate file for {len(without)} micrograph"

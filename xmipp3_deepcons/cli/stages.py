@@ -85,7 +85,7 @@ def main(args, stage):
             else:
                 logger.info(f"training waits: {plan.reason}")
         else:
-            stages.fit(run, settings)
+            stages.train(run, settings)
     elif stage == "finish":
         from ..run.outputs import write_outputs
         summary = write_outputs(run, settings)

@@ -99,11 +99,6 @@ def _max_cross_distance(a, b):
     return float(np.max(np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])))
 
 
-def rescale_picks(xy, picker_sampling, reference_sampling):
-    """Bring picks made on micrographs of another pixel size into the reference frame."""
-    return np.asarray(xy, dtype=float) * (float(picker_sampling) / float(reference_sampling))
-
-
 def suppress_duplicates(xy, scores, radius):
     """Candidates closer than ``radius`` are one particle: keep the best-scored of each group.
 

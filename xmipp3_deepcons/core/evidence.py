@@ -2,10 +2,10 @@
 and what the network sees. The combination is learned without labels, by expectation-
 maximisation over a hidden class ("particle" or not), in one of two models:
 
-- *independent witnesses* (``fit_evidence``; ``--picker-evidence votes`` and ``ranks``), as
-  Dawid and Skene did for unreliable annotators: every picker and the network is a witness
-  whose answer (not picked / rank quintile / score bin) has some probability under "particle"
-  and under "not". A picker whose picks the others confirm gains weight. Pickers' figures of
+- *independent witnesses* (``fit_independent_evidence``; ``--picker-evidence votes`` and
+  ``ranks``), as Dawid and Skene did for unreliable annotators: every picker and the network
+  is a witness whose answer (not picked / rank quintile / score bin) has some probability
+  under "particle" and under "not". A picker whose picks the others confirm gains weight. Pickers' figures of
   merit are not comparable (a crYOLO confidence, a Topaz log-likelihood), so each becomes a rank
   within its picker.
 - *who picked as one answer* (``fit_joint_evidence``; ``--picker-evidence patterns``): the
@@ -71,7 +71,7 @@ def witness_answers(ranks, network_scores=None):
     return witnesses
 
 
-def fit_evidence(ranks, network_scores=None, initial=None, iterations=50):
+def fit_independent_evidence(ranks, network_scores=None, initial=None, iterations=50):
     """Dawid-Skene EM (add-one smoothing): the prior and, per witness, the log-probability of
     each answer under "particle" and under "not".
 
@@ -214,7 +214,7 @@ def apply_evidence(model, ranks, network_scores=None, reference_scores=None):
 
 def combine_evidence(ranks, network_scores=None, joint=False):
     """Posterior P(particle) of every candidate, the model fitted on these candidates."""
-    model = (fit_joint_evidence if joint else fit_evidence)(ranks, network_scores)
+    model = (fit_joint_evidence if joint else fit_independent_evidence)(ranks, network_scores)
     return apply_evidence(model, ranks, network_scores)
 
 

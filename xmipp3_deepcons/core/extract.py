@@ -1,22 +1,13 @@
 """128-px boxes around particle centres, replicating the edge pixels beyond the borders.
 
 Coordinates move between the user's micrographs and the preprocessed (downsampled) ones as
-floats: the original truncated them to integers on the way, losing up to ``factor`` pixels.
+floats (``xy / factor``): the original truncated them to integers on the way, losing up to
+``factor`` pixels.
 """
 import numpy as np
 
 from ..constants import DEEP_PARTICLE_SIZE
 from ..errors import InputError
-
-
-def scale_to_preprocessed(xy, factor):
-    """Original-micrograph coordinates on the downsampled micrograph."""
-    return np.asarray(xy, dtype=float) / factor
-
-
-def scale_to_original(xy, factor):
-    """Downsampled-micrograph coordinates back on the original micrograph."""
-    return np.asarray(xy, dtype=float) * factor
 
 
 def extract_boxes(image, centres_xy, size=DEEP_PARTICLE_SIZE):
@@ -35,17 +26,6 @@ def extract_boxes(image, centres_xy, size=DEEP_PARTICLE_SIZE):
     rows = np.clip(centres[:, 1, None] + offsets, 0, image.shape[0] - 1)
     cols = np.clip(centres[:, 0, None] + offsets, 0, image.shape[1] - 1)
     return image[rows[:, :, None], cols[:, None, :]].astype(np.float32, copy=False)
-
-
-def iter_box_batches(image, centres_xy, size=DEEP_PARTICLE_SIZE, batch=512):
-    """(slice of centres_xy, their boxes) a batch at a time, so memory stays bounded
-    (512 boxes of 128 px are 32 MiB)."""
-    if batch < 1:
-        raise ValueError(f"batch must be at least 1, not {batch}")
-    centres = np.asarray(centres_xy, dtype=float).reshape(-1, 2)
-    for start in range(0, len(centres), batch):
-        part = slice(start, min(start + batch, len(centres)))
-        yield part, extract_boxes(image, centres[part], size)
 
 
 def box_inside(centres_xy, shape, box_size):

@@ -11,12 +11,11 @@ import mrcfile
 import numpy as np
 
 from ..errors import InputError
-from .atomic import atomic_path, temporary_beside
+from .atomic import atomic_path
 
 MRC_EXTENSIONS = (".mrc", ".mrcs", ".map", ".st", ".rec")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 PICTURE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-MRC_HEADER_BYTES = 1024
 
 
 def read_micrograph(path):
@@ -185,103 +184,3 @@ def read_stack(path):
     return data.reshape((-1,) + data.shape[-2:])
 
 
-class StackWriter:
-    """Appends boxes to one .mrcs as they are extracted, so no stack is held in memory.
-
-    The raw float32 data goes to a temporary file beside ``path`` right away after a
-    placeholder header; on close the real header (number of images, statistics, pixel size) is
-    written and the file renamed to ``path``. A ``with`` block that ends in an exception, or
-    ``abort()``, removes it instead: ``path`` never holds half a stack.
-    """
-
-    def __init__(self, path, box, pixel_size=None):
-        self.path = os.fspath(path)
-        self.box = int(box)
-        self.pixel_size = pixel_size
-        self.count = 0
-        self._min, self._max = np.inf, -np.inf
-        self._sum = self._sum_squares = 0.0
-        self._tmp = temporary_beside(self.path)
-        try:
-            self._file = open(self._tmp, "wb")
-            self._file.write(b"\0" * MRC_HEADER_BYTES)
-        except BaseException:
-            self._remove_tmp()
-            raise
-
-    def append(self, boxes):
-        """Add one box (h, w) or several (n, h, w); returns the 1-based index of the first."""
-        if self._file is None:
-            raise ValueError(f"{self.path}: the stack is already closed")
-        boxes = np.asarray(boxes, dtype="<f4")
-        boxes = boxes.reshape((-1,) + boxes.shape[-2:]) if boxes.ndim >= 2 else boxes
-        if boxes.ndim != 3 or boxes.shape[1:] != (self.box, self.box):
-            raise ValueError(f"{self.path}: boxes must be {self.box}x{self.box}, "
-                             f"got shape {boxes.shape}")
-        first = self.count + 1
-        if len(boxes):
-            self._file.write(np.ascontiguousarray(boxes).tobytes())
-            values = boxes.astype(np.float64)
-            self._min = min(self._min, float(values.min()))
-            self._max = max(self._max, float(values.max()))
-            self._sum += float(values.sum())
-            self._sum_squares += float(np.square(values).sum())
-            self.count += len(boxes)
-        return first
-
-    def close(self):
-        """Write the header and put the stack at ``path``."""
-        if self._file is None:
-            return
-        try:
-            self._file.seek(0)
-            self._file.write(self._header_bytes())
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-
-    def abort(self):
-        """Drop the stack: nothing is written at ``path``."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self._remove_tmp()
-
-    def _remove_tmp(self):
-        try:
-            os.remove(self._tmp)
-        except OSError:
-            pass
-
-    def _header_bytes(self):
-        from mrcfile.mrcinterpreter import MrcInterpreter
-        template = MrcInterpreter()
-        template._create_default_attributes()  # mrcfile's documented way to get a new header
-        template.set_data(np.zeros((1, self.box, self.box), dtype=np.float32))
-        template.set_image_stack()
-        header = template.header
-        header.nz = self.count
-        if self.pixel_size:
-            template.voxel_size = float(self.pixel_size)
-        values = self.count * self.box * self.box
-        if values:
-            mean = self._sum / values
-            header.dmin, header.dmax, header.dmean = self._min, self._max, mean
-            header.rms = np.sqrt(max(self._sum_squares / values - mean * mean, 0.0))
-        raw = header.tobytes()
-        assert len(raw) == MRC_HEADER_BYTES
-        return raw
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc_value, traceback):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

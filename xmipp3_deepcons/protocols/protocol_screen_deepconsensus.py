@@ -30,7 +30,8 @@ from pwem.protocols import ProtParticlePicking
 from ..constants import DEEP_PARTICLE_SIZE, SCORE_ATTRIBUTE, SCORE_LABEL
 from ..run import schedule
 from ..run.folder import RunFolder, read_json, write_json
-from ..run.streaming import Queued, next_work, stem_for
+from ..run.keep import kept_by_source
+from ..run.streaming import Queued, merge_repeated, next_work, stem_for
 from . import screen_form, screen_inputs, screen_request
 from .labels import DeepConsLabel
 
@@ -174,11 +175,7 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
             coords = self._openOutput(PRELIMINARY_COORDINATES)
             parts = self._openOutput(PRELIMINARY_PARTICLES)
             kept = total = 0
-            for stem in stems:
-                from ..run.keep import keep_mask
-                scores = run.network_scores(stem, settings.views, source)
-                keep = keep_mask(run.candidates(stem)["xy"], scores, settings.dedupe_radius_px,
-                                 settings.threshold)
+            for stem, scores, keep in kept_by_source(run, stems, settings, source):
                 kept += self._appendMicrograph(stem, scores, keep, coords, parts)
                 total += len(scores)
             self._defineOutput(PRELIMINARY_COORDINATES, coords, pwobj.Set.STREAM_CLOSED)
@@ -212,7 +209,7 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
         with self._lock:
             for name in (OUTPUT_COORDINATES, OUTPUT_PARTICLES):
                 self._defineOutput(name, self._openOutput(name), pwobj.Set.STREAM_CLOSED)
-        counts = self._counts()
+        counts = self.runFolder().counts()
         self.info("done: %d micrographs, %d candidates scored, %d kept"
                   % (len(counts), sum(c[0] for c in counts.values()),
                      sum(c[1] for c in counts.values())))
@@ -246,7 +243,11 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
     def _admitReadyMicrographs(self):
         run = self.runFolder()
         stems = set(run.stems())
+        settings = run.settings()
         for micId, name, path, picks, ctf in self._admission.ready(self.warning):
+            picks, warnings = merge_repeated(picks, settings.radius * settings.box_size, name)
+            for warning in warnings:
+                self.warning(warning)
             stem = stem_for(name, micId, stems)
             if os.path.splitext(path)[1].lower() not in ENGINE_FORMATS:
                 path = screen_inputs.convert_micrograph(path, run.path("inputs", stem + ".mrc"))
@@ -323,7 +324,6 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
                     for name, output in ((OUTPUT_COORDINATES, coords),
                                          (OUTPUT_PARTICLES, parts))}
             info = self._ledgerInfo()
-            counts = self._counts()
             for stem in stems:
                 micId = info[stem][0]
                 scores = run.final_scores(stem, settings)
@@ -334,9 +334,6 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
                 for name in have:
                     have[name].add(micId)
                 self.info("scored %s: %d candidates, %d kept" % (stem, len(scores), kept))
-                if stem not in counts:
-                    with open(self._getExtraPath("counts.tsv"), "a") as f:
-                        f.write("%s\t%d\t%d\n" % (stem, len(scores), kept))
             self._defineOutput(OUTPUT_COORDINATES, coords, pwobj.Set.STREAM_OPEN)
             self._defineOutput(OUTPUT_PARTICLES, parts, pwobj.Set.STREAM_OPEN)
 
@@ -473,7 +470,7 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
                        % (settings.radius, settings.radius * settings.box_size,
                           settings.box_size, settings.factor))
         summary.extend("WARNING: %s" % w for w in read_json(run.path("warnings.json")) or [])
-        counts = self._counts()
+        counts = self.runFolder().counts()
         if counts:
             summary.append("%d micrographs scored: %d candidates, %d kept %s"
                            % (len(counts), sum(c[0] for c in counts.values()),
@@ -512,7 +509,7 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
         if not run.has_settings():
             return []
         settings = run.settings()
-        counts = self._counts()
+        counts = self.runFolder().counts()
         methods = [
             "The picks of %d particle pickers were screened with Deep Consensus [%s]: picks "
             "closer than %g of the %d px box were merged into candidates; candidates found by "
@@ -545,15 +542,3 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
     def _deepconsPlugin(self):
         from ..scipion_plugin import Plugin
         return Plugin
-
-    def _counts(self):
-        """{stem: (candidates, kept)} of every published micrograph."""
-        path = self._getExtraPath("counts.tsv")
-        counts = {}
-        if os.path.exists(path):
-            with open(path) as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) == 3:
-                        counts[parts[0]] = (int(parts[1]), int(parts[2]))
-        return counts

@@ -96,7 +96,7 @@ class Looks:
 
     def __init__(self, run, stem, models):
         self.run, self.stem, self.models = run, stem, models
-        self.table = run.load_candidates(stem)
+        self.table = run.candidates(stem)
         self.n = len(self.table["xy"])
         self.path = run.path("work", per_views("cascade", models.settings.views),
                              stem + ".npz")
@@ -158,7 +158,7 @@ def sample(run, stems, size=SAMPLE):
     """{stem: sorted candidate indices}: about ``size`` candidates in all, each micrograph's
     share of them drawn with a seed of its name (not the run's seed: a PreviousRun with
     another seed draws the same), every candidate when there are fewer."""
-    counts = {s: len(run.load_candidates(s)["xy"]) for s in stems}
+    counts = {s: len(run.candidates(s)["xy"]) for s in stems}
     share = min(1.0, size / max(1, sum(counts.values())))
     chosen = {}
     for stem, n in counts.items():

@@ -340,7 +340,6 @@ class RunFolder:
             return None
         return table
 
-    load_candidates = candidates   # the name core.pipeline's box collectors read
 
     def candidate_key(self, stem):
         table = self.candidates(stem)
@@ -385,7 +384,7 @@ class RunFolder:
                      or os.path.exists(self.particles(stem))))
 
     def positives(self, stem, settings):
-        from ..core.pipeline import positive_mask
+        from .boxes import positive_mask
         return int(positive_mask(self.candidates(stem), settings.min_votes,
                                  settings.edge_box).sum())
 
@@ -493,7 +492,7 @@ class RunFolder:
 
     def final_scores(self, stem, settings=None):
         """What the outputs carry: the network's score, or its combination with the pickers'
-        evidence (see ``stages.fit_evidence``). None before the micrograph is scored."""
+        evidence (see ``stages.fit_picker_evidence``). None before the micrograph is scored."""
         from .keep import final_scores
         settings = settings or self.settings()
         network = self.network_scores(stem, settings.views)

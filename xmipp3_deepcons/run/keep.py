@@ -6,8 +6,8 @@ import numpy as np
 
 from ..core.consensus import suppress_duplicates
 from ..core.extract import box_inside
-from ..core.evidence import (apply_evidence, fit_anchored_evidence, fit_evidence,
-                             fit_joint_evidence, presence_ranks)
+from ..core.evidence import (apply_evidence, fit_anchored_evidence,
+                             fit_independent_evidence, fit_joint_evidence, presence_ranks)
 
 
 def picker_evidence(mode, table, quantiles=None):
@@ -45,10 +45,11 @@ def fit_model(mode, ranks, network, reference=None):
     network's ``reference`` scores; ``votes`` and ``ranks``: independent pickers."""
     if mode == "anchored":
         return fit_anchored_evidence(ranks, network, reference)
-    return (fit_joint_evidence if mode == "patterns" else fit_evidence)(ranks, network)
+    fit = fit_joint_evidence if mode == "patterns" else fit_independent_evidence
+    return fit(ranks, network)
 
 
-def fit(mode, tables, network_scores, n_pickers, reference_scores=None):
+def evidence_model(mode, tables, network_scores, n_pickers, reference_scores=None):
     """The evidence model of these micrographs (JSON-ready)."""
     quantiles = score_quantiles(tables, n_pickers) if mode == "ranks" else None
     ranks = np.concatenate([picker_evidence(mode, t, quantiles) for t in tables])
@@ -128,7 +129,7 @@ def inside(settings, table):
     """The candidates whose box lies whole inside the micrograph (all when the run keeps edge
     boxes): the others are never kept. The pickers' evidence is fitted with them all: without
     them EMPIAR-10017's F1 fell from 0.878 to 0.866 (docs/measurements.md)."""
-    from ..core.pipeline import micrograph_shape
+    from .boxes import micrograph_shape
     xy, shape = table.get("xy"), micrograph_shape(table)
     if settings.edge_box is None or xy is None or shape is None:
         return np.ones(len(table["votes"]) if xy is None else len(xy), bool)
@@ -151,11 +152,29 @@ def final_scores(settings, evidence, table, network, reference=None):
     return np.where(inside(settings, table), scores, 0).astype(np.float32)
 
 
+def unique_and_kept(xy, scores, dedupe_radius_px, threshold):
+    """(one candidate per particle: duplicates merged, the best scored kept; those of them
+    scoring above the threshold, every one with a negative threshold)."""
+    unique = suppress_duplicates(xy, scores, dedupe_radius_px)
+    return unique, (unique if threshold < 0 else unique & (np.asarray(scores) > threshold))
+
+
 def keep_mask(xy, scores, dedupe_radius_px, threshold):
-    """One candidate per particle (duplicates merged, the best scored kept), scoring above
-    the threshold (every one with a negative threshold)."""
-    keep = suppress_duplicates(xy, scores, dedupe_radius_px)
-    return keep if threshold < 0 else keep & (np.asarray(scores) > threshold)
+    """The candidates that are output (``unique_and_kept``)."""
+    return unique_and_kept(xy, scores, dedupe_radius_px, threshold)[1]
+
+
+def kept_by_source(run, stems, settings, source):
+    """[(stem, network scores, kept)] of micrographs scored by a model that is not the final
+    one (``source``: a training pass, for the preliminary outputs): the keep rule on its
+    network scores and the run's threshold."""
+    found = []
+    for stem in stems:
+        scores = run.network_scores(stem, settings.views, source)
+        found.append((stem, scores, keep_mask(run.candidates(stem)["xy"], scores,
+                                              settings.dedupe_radius_px,
+                                              float(settings.threshold))))
+    return found
 
 
 def final_score_bounds(settings, evidence, table, network, reference=None, steps=4):

@@ -31,7 +31,7 @@ def remove_outputs(run):
 def write_outputs(run, settings=None):
     """Write the outputs into the run folder; returns the summary counts."""
     from .. import plots
-    from ..core.consensus import suppress_duplicates
+    from .keep import unique_and_kept
     from ..io.coordinates import write_coordinates_star, write_pos
     settings = settings or run.settings()
     ledger = run.ledger()
@@ -52,8 +52,8 @@ def write_outputs(run, settings=None):
     for name in sorted(n for n in stale if n.endswith(".pos")):
         os.remove(os.path.join(pos_dir, name))     # a micrograph this run no longer has
     for (stem, path, *_), table, scores in zip(ledger, tables, final):
-        is_unique = suppress_duplicates(table["xy"], scores, settings.dedupe_radius_px)
-        keep = is_unique & ((scores > threshold) if threshold >= 0 else True)
+        is_unique, keep = unique_and_kept(table["xy"], scores, settings.dedupe_radius_px,
+                                          threshold)
         write_pos(os.path.join(pos_dir, stem + ".pos"), table["xy"][keep], scores[keep])
         names += [path] * len(scores)
         unique.append(is_unique)

@@ -19,8 +19,7 @@ from ..io.atomic import atomic_path
 from . import cascade, schedule
 from .folder import (REFERENCE, RunFolder, arrays_digest, copy_folder, intact_model, read_json,
                      write_json, write_npz)
-from .keep import fit as fit_evidence_model
-from .keep import falls_back, held_out_check
+from .keep import evidence_model, falls_back, held_out_check
 
 log = logging.getLogger("xmipp3_deepcons")
 
@@ -120,10 +119,11 @@ def check_inside(xy, shape, label):
 
 # ------------------------------------------------------------------------------ training
 def training_state(run, settings, prepared_positives=None):
-    """(ledger, {stem: positives} of the prepared, valid finished passes). Passes that no
-    longer match the rule (their micrographs changed, or the ledger did) are removed, with
-    everything made after them. ``prepared_positives``: a cache kept by a streaming caller
-    (a prepared micrograph stays prepared)."""
+    """(ledger, {stem: positives} of the prepared, valid finished passes, the first stale
+    pass or None). Only reads: a pass that no longer matches the rule (its micrographs
+    changed, or the ledger did) is named, and ``discard_stale_training`` removes it.
+    ``prepared_positives``: a cache kept by a streaming caller (a prepared micrograph stays
+    prepared)."""
     ledger = run.stems()
     positives = {} if prepared_positives is None else prepared_positives
     for stem in ledger:
@@ -137,11 +137,21 @@ def training_state(run, settings, prepared_positives=None):
                 and keys == recorded["keys"]):
             valid.append(recorded)
             continue
-        log.info(f"training pass {recorded['number']} was made from other micrographs or "
-                 "picks than the run now has: training again from there")
-        discard_training_from(run, recorded["number"])
-        break
-    return ledger, positives, valid
+        return ledger, positives, valid, recorded["number"]
+    return ledger, positives, valid, None
+
+
+def discard_stale_training(run, settings):
+    """The valid finished passes, once the passes that no longer match the rule (and every
+    later pass and model) are removed, saying so in the log: the step before training or
+    finalising."""
+    stale = training_state(run, settings)[3]
+    if stale is not None:
+        log.info(f"training pass {stale} was made from other micrographs or picks than the "
+                 "run now has: discarding it, the passes after it and the models made from "
+                 "them, and training again from there")
+        discard_training_from(run, stale)
+    return training_state(run, settings)[2]
 
 
 def discard_training_from(run, number):
@@ -166,7 +176,7 @@ def plan_training(run, settings=None, prepared_positives=None):
     """What training does next (``schedule.Plan``). Without training, the final model waits
     only for the micrographs that the pickers' evidence is fitted on."""
     settings = settings or run.settings()
-    ledger, positives, passes = training_state(run, settings, prepared_positives)
+    ledger, positives, passes, _ = training_state(run, settings, prepared_positives)
     if settings.skip_training:
         needed = schedule.evidence_micrographs(ledger, [], settings)
         if settings.uses_evidence and (
@@ -180,10 +190,10 @@ def plan_training(run, settings=None, prepared_positives=None):
 
 def train_pass(run, plan, settings=None):
     """Train the pass the plan names, continuing the previous pass (or the start model)."""
-    from ..core.pipeline import collect_training_boxes
+    from .boxes import collect_training_boxes
     from ..core.training import train_ensemble
     settings = settings or run.settings()
-    passes = training_state(run, settings)[2]
+    passes = discard_stale_training(run, settings)
     if len(passes) >= plan.number:
         return
     if os.path.exists(run.pass_dir(plan.number + 1)):   # made from the pass trained again
@@ -276,14 +286,14 @@ def unlabeled_negatives(run, settings, stems):
     """The candidates too few pickers found: unlabeled, mostly junk, harder than background."""
     if not settings.unlabeled_negatives:
         return []
-    from ..core.pipeline import unlabeled_boxes
+    from .boxes import unlabeled_boxes
     boxes = unlabeled_boxes(run, stems, settings.min_votes, settings.edge_box)
     what = " and candidates whose box leaves the micrograph" if settings.edge_box else ""
     log.info(f"unlabeled candidates{what} as negatives: {len(boxes)} boxes (weight 1)")
     return [(boxes, 1)]
 
 
-def fit(run, settings=None):
+def train(run, settings=None):
     """All of training, for a run whose inputs are closed: every pass the rule gives, then
     the final model. Returns False when it must wait for more micrographs (streaming)."""
     settings = settings or run.settings()
@@ -307,7 +317,7 @@ def finalize(run, reason="", settings=None):
     pickers' evidence fitted with it."""
     settings = settings or run.settings()
     if not settings.skip_training:
-        passes = training_state(run, settings)[2]
+        passes = discard_stale_training(run, settings)
         if not passes:
             raise InputError("no training pass finished: nothing to finalise")
         source = self_train(run, passes, settings)
@@ -326,7 +336,7 @@ def finalize(run, reason="", settings=None):
         copy_folder(source, run.model_dir())
         write_json(os.path.join(run.model_dir(), "origin.json"), origin)
         log.info(f"final model: {origin['source']}")
-    fit_evidence(run, settings)
+    fit_picker_evidence(run, settings)
     if cascade.applies(settings):   # before any shard scores: one margin for all
         cascade.margins(run, settings, margin_micrographs(run, settings),
                         cascade.Models(run, settings))
@@ -337,7 +347,7 @@ def self_train(run, passes, settings):
     after round; returns the last round's folder. Network scores, not the combined ones:
     labels learnt from the pickers' evidence would count that evidence twice."""
     from ..core.ensemble import Ensemble
-    from ..core.pipeline import score_candidates, self_training_boxes
+    from .boxes import score_candidates, self_training_boxes
     from ..core.training import train_ensemble
     source = passes[-1]["dir"]
     stems = [s for p in passes for s in p["micrographs"]]
@@ -373,7 +383,7 @@ def self_train(run, passes, settings):
     return source
 
 
-def fit_evidence(run, settings=None):
+def fit_picker_evidence(run, settings=None):
     """Fit the pickers' evidence on the training micrographs (without training, on the first
     training batch of the ledger), with the final model's scores. Kept in the model folder
     with the keys of those micrographs: a run scoring the same inputs with this model (a
@@ -407,7 +417,7 @@ def fit_evidence(run, settings=None):
         network = [run.network_scores(s, settings.views) for s in stems]
         reference = ([run.network_scores(s, settings.views, REFERENCE) for s in stems]
                      if settings.uses_reference else None)
-    evidence = fit_evidence_model(settings.picker_evidence, tables, network, settings.n_pickers,
+    evidence = evidence_model(settings.picker_evidence, tables, network, settings.n_pickers,
                                   reference)
     evidence["micrographs"] = {s: current[s] for s in stems}
     model = evidence["model"]
@@ -438,7 +448,7 @@ def predict(run, stems, settings=None, source="final"):
     ``source``: a training pass's folder relative to the run, for preliminary outputs); with
     ``--picker-evidence anchored`` the shipped network's scores too."""
     from ..core.ensemble import Ensemble
-    from ..core.pipeline import score_candidates
+    from .boxes import score_candidates
     settings = settings or run.settings()
     if source == "final" and cascade.applies(settings):
         return predict_by_cascade(run, stems, settings)
@@ -523,5 +533,5 @@ def start_model(run, settings):
         copy_folder(settings.start_model, target)
 
 
-__all__ = ["RunFolder", "prepare", "plan_training", "train_pass", "fit", "finalize",
-           "fit_evidence", "predict", "evaluate", "start_model"]
+__all__ = ["RunFolder", "prepare", "plan_training", "train_pass", "train", "finalize",
+           "fit_picker_evidence", "predict", "evaluate", "start_model"]

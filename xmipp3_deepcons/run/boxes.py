@@ -1,15 +1,14 @@
 """Boxes of a prepared run for training and scoring, one micrograph read at a time.
 
-``run`` is anything with ``load_candidates(stem)`` (the candidate table) and
-``preprocessed(stem)`` (the preprocessed micrograph's file): the run folder
-(``xmipp3_deepcons.run.folder.RunFolder``). Memory never holds more than one micrograph's
+``run`` is the run folder (``RunFolder``): its candidate tables and preprocessed
+micrographs. Memory never holds more than one micrograph's
 boxes plus the (capped) training set.
 """
 import numpy as np
 
 from ..constants import DEEP_PARTICLE_SIZE, SELF_TRAINING_NEGATIVE, SELF_TRAINING_POSITIVE
 from ..io.images import read_micrograph
-from .extract import box_inside, extract_boxes
+from ..core.extract import box_inside, extract_boxes
 
 
 def micrograph_shape(table):
@@ -42,7 +41,7 @@ def collect_training_boxes(run, stems, min_votes, train_size=-1, seed=0, edge_bo
     positives, negatives = [], []
     n_pos = 0
     for stem in stems:
-        table = run.load_candidates(stem)
+        table = run.candidates(stem)
         keep = positive_mask(table, min_votes, edge_box)
         if keep.any() or len(table["negatives"]):
             pre = read_micrograph(run.preprocessed(stem))
@@ -66,7 +65,7 @@ def unlabeled_boxes(run, stems, min_votes, edge_box=None):
     than empty background."""
     boxes = [np.zeros((0, DEEP_PARTICLE_SIZE, DEEP_PARTICLE_SIZE), np.float32)]
     for stem in stems:
-        table = run.load_candidates(stem)
+        table = run.candidates(stem)
         unlabeled = ~positive_mask(table, min_votes, edge_box)
         if unlabeled.any():
             pre = read_micrograph(run.preprocessed(stem))
@@ -79,10 +78,10 @@ def self_training_boxes(run, scores_by_stem, dedupe_radius_px):
     """A self-training round's examples from [(stem, network scores)], each micrograph read
     once: boxes of the confident acceptances (duplicates merged, whoever picked them), of the
     confident rejections, and of the micrographs' background."""
-    from .consensus import suppress_duplicates
+    from ..core.consensus import suppress_duplicates
     accepted, rejected, background = [], [], []
     for stem, scores in scores_by_stem:
-        table = run.load_candidates(stem)
+        table = run.candidates(stem)
         if not len(table["xy"]) and not len(table["negatives"]):
             continue   # a micrograph left out as unusable
         pre = read_micrograph(run.preprocessed(stem))
@@ -99,7 +98,7 @@ def self_training_boxes(run, scores_by_stem, dedupe_radius_px):
 
 def score_candidates(run, stem, ensemble, batch_size=512):
     """Ensemble score of every candidate of one micrograph, in batches of boxes (not stored)."""
-    table = run.load_candidates(stem)
+    table = run.candidates(stem)
     if not len(table["xy"]):
         return np.zeros(0, np.float32)
     pre = read_micrograph(run.preprocessed(stem))
