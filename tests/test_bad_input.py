@@ -484,10 +484,6 @@ def test_output_folder_checks(tmp_path):
     assert message(error) == (f"-o {xmd}: is a file, not a folder; give a folder for the "
                               "outputs (it is made if missing)")
     with pytest.raises(InputError) as error:
-        checks.check_output_file(str(xmd), [("-i", str(xmd))])
-    assert message(error) == (f"-o {xmd}: is the input file given with -i; give another file "
-                              "name for the output")
-    with pytest.raises(InputError) as error:
         checks.check_output_folder(str(tmp_path / "run"), {"--coordinates": str(
             tmp_path / "run" / "coordinates")}, writes=("coordinates", "work"))
     assert message(error) == (f"-o {tmp_path}/run: the input {tmp_path}/run/coordinates "

@@ -293,24 +293,6 @@ def check_output_folder(path, inputs=(), name="-o", writes=()):
     return os.path.abspath(shown)
 
 
-def check_output_file(path, inputs=(), name="-o"):
-    """An output file: not a folder, not one of the inputs, in a folder that takes new files
-    (made if missing). Returns its absolute path."""
-    shown = os.fspath(path)
-    if not shown.strip():
-        raise InputError(f"{name}: no output file given; give a file name for the output")
-    real = os.path.realpath(shown)
-    if os.path.isdir(real):
-        raise InputError(f"{name} {shown}: is a folder; give a file name for the output")
-    for option, given in _named_inputs(inputs):
-        root = _input_root(given)
-        if root is not None and os.path.realpath(root) == real:
-            raise InputError(f"{name} {shown}: is the input file given with {option}; give "
-                             "another file name for the output")
-    _check_writable(name, shown, os.path.dirname(real))
-    return os.path.abspath(shown)
-
-
 # ------------------------------------------------------------------- more run parameters
 
 SEED_MAX = 2 ** 31 - 1 - 100000   # room for the per-member and per-pass offsets added to it

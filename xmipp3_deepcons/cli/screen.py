@@ -21,11 +21,9 @@ import os
 import time
 from dataclasses import astuple
 
-
-from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC,
-                         DEFAULT_RADIUS, DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE,
-                         SELF_TRAINING_MIN_ACCEPTED, SELF_TRAINING_NEGATIVE,
-                         SELF_TRAINING_POSITIVE, DEFAULT_VIEWS)
+from ..constants import (DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC, DEFAULT_RADIUS,
+                         DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE, SELF_TRAINING_MIN_ACCEPTED,
+                         SELF_TRAINING_NEGATIVE, SELF_TRAINING_POSITIVE)
 from .. import checks
 from ..errors import InputError
 from ..io.picker_outputs import open_picker, parse_picker_spec

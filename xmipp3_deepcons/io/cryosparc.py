@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from .atomic import atomic_write
-from .coordinates import Coordinates, read_coordinates
+from .coordinates import Coordinates
 
 X, Y = "location/center_x_frac", "location/center_y_frac"
 PATH, SHAPE = "location/micrograph_path", "location/micrograph_shape"
@@ -101,13 +101,6 @@ def picker_files(path, option="--coordinates"):
     if not micrographs:
         raise InputError(f"{option} {path}: holds no picks")
     return micrographs
-
-
-def read_picks(source):
-    """A picker's picks on one micrograph: from a .cs file, or a coordinate file."""
-    if isinstance(source, CsMicrograph):
-        return source.coordinates
-    return read_coordinates(source)
 
 
 def write_particles(path, micrographs, xy, score, psize=0.0):

@@ -8,8 +8,9 @@ and the same rules as the command line's ``screen``. So Scipion's queue can send
 a cluster, the GPU list reaches it the Scipion way, and a crash in TensorFlow fails a step, not
 the protocol.
 
-This class keeps the form, validation, summary, the reading of the input streams and the
-output sets. The run folder (``xmipp3_deepcons.run.folder``) is the authority on progress, so
+The form is ``screen_form``'s; the form as a run request, checked by the engine's rules
+(``run.request``), is ``screen_request``'s. This class keeps the summary, the reading of the
+input streams and the output sets. The run folder (``xmipp3_deepcons.run.folder``) is the authority on progress, so
 that *Continue* finishes exactly as an uninterrupted run would: Scipion forgets the dynamically
 inserted steps of a stopped run, and the scheduler rebuilds them from what is on disk. Outputs
 are deduplicated by micrograph against the output sets themselves, so a micrograph is never
@@ -437,7 +438,7 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
         settings = self.runFolder().settings()
         return (settings.pixel_size or 1.0) * settings.factor
 
-    # -------------------------- Run settings --------------------------------
+    # -------------------------- Plugin resources ----------------------------
     def _precompiledNegatives(self):
         return self._deepconsPlugin().getPrecompiledNegatives(not self.ignoreCTF.get())
 
