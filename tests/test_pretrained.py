@@ -63,10 +63,11 @@ def make_micrograph(rng, particle):
             for _ in range(4):
                 dx, dy = rng.normal(0, 0.2 * BOX, 2)
                 simulate.add_patch(density, simulate.project_volume(particle, rng, view),
-                              x + dx, y + dy)
+                                   x + dx, y + dy)
         else:       # an ice crystal
             r = rng.uniform(0.08, 0.2) * BOX
-            simulate.add_patch(density, simulate.crystal(int(2.5 * r) | 1, r, rng) * 3 * peak, x, y)
+            blob = simulate.crystal(int(2.5 * r) | 1, r, rng) * 3 * peak
+            simulate.add_patch(density, blob, x, y)
     ctf = simulate.ctf_params({"defocus": rng.uniform(10000, 25000)})
     image = simulate.through_microscope(density.astype(np.float32), PIXEL, ctf)
     inside = np.zeros(image.shape, bool)

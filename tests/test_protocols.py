@@ -6,6 +6,7 @@ PreviousRun, viewer, subset and stop-and-continue tests, so the file trains thre
 """
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -371,11 +372,14 @@ class TestDeepConsensus(BaseTest):
         self.assertFalse(os.path.exists(prot._getExtraPath("model")))
 
         # Continue, and stop again once scoring has started.
-        published = prot._getPath("coordinates.sqlite")      # the first scored micrographs
+        log = prot.getLogPaths()[0]
+
+        def published():      # the first micrograph appended to the outputs
+            with open(log) as f:
+                return re.search(r"scored \S+: \d+ candidates, \d+ kept", f.read())
         prot.runMode.set(MODE_RESUME)
         self.proj.launchProtocol(prot, wait=False)
-        wait_for(lambda: os.path.exists(published) or not self._reload(prot).isActive(), 300,
-                 step=0.1)
+        wait_for(lambda: published() or not self._reload(prot).isActive(), 300, step=0.1)
         self.proj.stopProtocol(prot)
 
         prot.runMode.set(MODE_RESUME)
