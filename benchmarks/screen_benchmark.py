@@ -40,15 +40,16 @@ OUTPUT_ONLY = {"--threshold", "--dedupe-radius", "--classic", "--no-picker-evide
                "--picker-evidence", "--views"}   # --views scores again, without training
 
 
-def run_screen(prepared, out, extra, pickers, box):
-    """`screen` on the prepared folder's micrographs and pickers; returns its wall time."""
+def run_screen(prepared, out, extra, pickers, box, env=None):
+    """`screen` on the prepared folder's micrographs and pickers; returns its wall time.
+    ``env``: the environment to run it in (another checkout's code on PYTHONPATH)."""
     cmd = [sys.executable, "-m", "xmipp3_deepcons", "screen",
            "--micrographs", os.path.join(prepared, "micrographs", "*.mrc"),
            "--box-size", str(box), "-o", out] + list(extra)
     for picker in pickers:
         cmd += ["--coordinates", os.path.join(prepared, "coords", picker)]
     started = time.time()
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=env)
     return time.time() - started
 
 

@@ -11,7 +11,7 @@ from xmipp3_deepcons.core import training
 from xmipp3_deepcons.core.ensemble import Ensemble, evaluate_scores
 from xmipp3_deepcons.core.network import build_network, compile_network, in_fast_layers
 from xmipp3_deepcons.core.training import (BalancedBatches, WeightedBoxes, augment, group_weights,
-                                           keras_epochs, pool_groups, split_validation,
+                                           keras_epochs, pool_groups, rotated, split_validation,
                                            train_ensemble)
 from xmipp3_deepcons.errors import InputError
 from xmipp3_deepcons.resources import file_record
@@ -273,6 +273,18 @@ def test_augmentation_flips_turns_and_rotates_slightly():
             changed += not np.array_equal(before, after)
             rotated += match < 0.9999
     assert changed > 64 and rotated > 8
+
+
+def test_fast_rotation_is_scipys_float32_rotation_bit_for_bit():
+    from scipy import ndimage
+    rng = np.random.default_rng(3)
+    for scale in (1e-3, 1.0, 300.0):
+        box = (rng.normal(size=(128, 128)) * scale).astype(np.float32)
+        for angle in rng.uniform(-10, 10, 6):
+            fast = rotated(box, angle)
+            assert fast.dtype == np.float32
+            assert np.array_equal(fast, ndimage.rotate(box, angle, reshape=False,
+                                                       mode="reflect"))
 
 
 def test_validation_split_and_epochs_as_the_original():
