@@ -134,8 +134,15 @@ def modes(args):
     if not os.path.isdir(os.path.join(root, "xmipp3_deepcons")):
         sys.exit(f"--before {args.before}: not a checkout of xmipp3_deepcons (no "
                  "xmipp3_deepcons/ folder in it); give the root of one")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    # PYTHONSAFEPATH: `python -m` would otherwise put the working folder (this checkout,
+    # when run from its root) before PYTHONPATH
+    env = dict(os.environ, PYTHONSAFEPATH="1", PYTHONPATH=os.pathsep.join(
         [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    check = subprocess.run([sys.executable, "-c", "import xmipp3_deepcons; "
+                            "print(xmipp3_deepcons.__file__)"], env=env, capture_output=True,
+                           text=True).stdout.strip()
+    if not check.startswith(os.path.join(root, "")):
+        sys.exit(f"--before {args.before}: its code is not the one imported ({check})")
     commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip() or "?"
     return [(f"before ({commit})", [], env, "before"), ("after (this checkout)", [], None,

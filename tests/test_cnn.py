@@ -294,6 +294,15 @@ def test_validation_split_and_epochs_as_the_original():
     assert keras_epochs(0.1, 400) == 1
 
 
+def test_default_training_length():
+    """The defaults train EMPIAR-10017's 2460 positives for 4 Keras epochs of 50 batches (the
+    original's 5 epochs: 7), and a small set for at least 200 batches."""
+    from xmipp3_deepcons.constants import DEFAULT_EPOCHS, DEFAULT_MIN_BATCHES
+    assert keras_epochs(DEFAULT_EPOCHS, 2460, DEFAULT_MIN_BATCHES) == 4
+    assert keras_epochs(DEFAULT_EPOCHS, 736, DEFAULT_MIN_BATCHES) == 4
+    assert keras_epochs(DEFAULT_EPOCHS, 20000, DEFAULT_MIN_BATCHES) == 29
+
+
 def blobs(rng, n, positive):
     """Positives: a bright Gaussian blob at the centre; negatives: noise only."""
     yy, xx = np.mgrid[:128, :128] - 63.5

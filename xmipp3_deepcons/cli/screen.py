@@ -343,7 +343,7 @@ def check_numbers(args):
                           default=DEFAULT_RADIUS)
     checks.check_fraction("--dedupe-radius", args.dedupe_radius, 0, 1, high_open=True,
                           default=DEFAULT_DEDUPE_RADIUS)
-    checks.check_positive("--epochs", args.epochs, default=5)
+    checks.check_positive("--epochs", args.epochs, default=2.5)
     checks.check_positive("--learning-rate", args.learning_rate, default=0.0001)
     checks.check_fraction("--l2", args.l2, 0, 1)
     checks.check_integer("--models", args.models, minimum=1, default=3)
@@ -354,7 +354,7 @@ def check_numbers(args):
                          f"validation accuracy, e.g. {DEFAULT_MAX_VAL_ACC} (the default; above "
                          "1: never stop early)")
     checks.check_integer("--threads", args.threads, minimum=0)
-    checks.check_integer("--min-batches", args.min_batches, minimum=0, default=300)
+    checks.check_integer("--min-batches", args.min_batches, minimum=0, default=200)
     checks.check_integer("--self-training", args.self_training, minimum=0, default=0)
 
 

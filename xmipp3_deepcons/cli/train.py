@@ -44,11 +44,11 @@ def validate(args):
     """Every option and file, before TensorFlow starts (its start-up takes seconds and prints
     lines that would bury the one line of a refusal)."""
     from .. import checks
-    checks.check_positive("--epochs", args.epochs, default=5)
+    checks.check_positive("--epochs", args.epochs, default=2.5)
     checks.check_positive("--learning-rate", args.learning_rate, default=0.0001)
     checks.check_fraction("--l2", args.l2, 0, 1)
     checks.check_integer("--models", args.models, minimum=1, default=3)
-    checks.check_integer("--min-batches", args.min_batches, minimum=0, default=300)
+    checks.check_integer("--min-batches", args.min_batches, minimum=0, default=200)
     checks.check_integer("--threads", args.threads, minimum=0)
     args.seed = checks.check_seed(args.seed)
     checks.check_gpu(args.gpu)
