@@ -22,7 +22,7 @@ from xmipp3_deepcons.io.coordinates import read_coordinates  # noqa: E402
 
 ABLATION = (  # label, extra screen options
     ("the original's training and outputs (trains)",
-     ["--classic", "--no-unlabeled-negatives", "--min-batches", "0"]),
+     ["--classic", "--no-unlabeled-negatives", "--min-batches", "0", "--epochs", "5"]),
     ("defaults' model, `--classic` outputs (one view)", ["--classic"]),
     ("+ duplicates merged (`--no-picker-evidence --views 1`)",
      ["--no-picker-evidence", "--views", "1"]),
