@@ -1,21 +1,27 @@
-"""What scoring costs per micrograph, before (--full-scoring) and after (the cascade), side by
-side in one run, on EMPIAR-10017 (4 micrographs, 3 real pickers) and on the demo dataset.
+"""What `screen` and `predict` cost per micrograph, before and after, side by side in one run,
+on EMPIAR-10017 (4 micrographs, 3 real pickers) and on the demo dataset.
 
 usage: python benchmarks/cost_per_micrograph.py [--out bench_out/cost] [--datasets empiar,demo]
                                                 [--data ../shared/data/empiar10017]
+                                                [--before CHECKOUT] [--pickers weak2]
                                                 [--predict-only] [-- extra screen options]
 
+Before is another checkout's code (--before: its root, e.g. `git worktree add /tmp/base
+953ff8d`; run with this checkout's Python environment, the other's package first on
+PYTHONPATH), after is this checkout; without --before, before is this checkout with
+--full-scoring (whole scoring) and after its default (the scoring cascade).
+
 For each dataset it
-1. runs the default `screen` twice from scratch, with --full-scoring and without (the order
-   alternates between datasets so that the machine's drift falls on both), and times them;
+1. runs the default `screen` twice from scratch, before and after (the order alternates
+   between datasets so that the machine's drift falls on both), and times them;
 2. scores every micrograph again with each run's own model and evidence (its scores and looks
    removed; `predict` as a shard job runs it), timed: the cost of `predict` per micrograph;
 3. counts the network evaluations per candidate (the run's networks, the shipped one) and scores
    the kept particles against the truth: precision, recall, F1, and the ROC-AUC of the
    candidates ranked by score (screen_benchmark.evaluate);
-and measures the machine's float32 matrix product (GFLOP/s) before and after, so that every
-time is also given normalised to 200 GFLOP/s (time x measured / 200). --predict-only reuses
-finished runs in --out (step 2 and 3 only).
+and measures the machine's float32 matrix product (GFLOP/s) and its load average at the start
+and the end, so that every time is also given normalised to 200 GFLOP/s (time x measured /
+200). --predict-only reuses finished runs in --out (step 2 and 3 only).
 """
 import argparse
 import glob
@@ -50,9 +56,11 @@ def matmul_gflops(n=2048, repeats=5):
 
 
 def empiar(args):
-    from empiar10017 import BOX, MATCH_RADIUS, PICKERS, prepare
+    from empiar10017 import BOX, MATCH_RADIUS, PICKERS, WEAK_SETS, prepare
     folder = prepare(args.data, os.path.join(args.out, "empiar10017", "data"))
-    return folder, list(PICKERS), BOX, MATCH_RADIUS
+    pickers = (WEAK_SETS.get(args.pickers, args.pickers).split(",") if args.pickers
+               else list(PICKERS))
+    return folder, pickers, BOX, MATCH_RADIUS
 
 
 def demo(args):
@@ -94,7 +102,7 @@ def evaluations(run_dir, full):
     return counts.get(cascade.NETWORK, 0.0), counts.get(REFERENCE, 0.0)
 
 
-def timed_predict(run_dir, stems=None):
+def timed_predict(run_dir, stems=None, env=None):
     """`predict` of these micrographs (all by default) again from nothing but the model and
     the evidence, as a job: its wall time."""
     for folder in glob.glob(os.path.join(run_dir, "work", "scores*")) + \
@@ -103,18 +111,42 @@ def timed_predict(run_dir, stems=None):
     started = time.time()
     subprocess.run([sys.executable, "-m", "xmipp3_deepcons", "predict", run_dir]
                    + (["--micrographs"] + stems if stems else []), check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, env=env)
     return time.time() - started
 
 
-def predict_cost(run_dir):
+def predict_cost(run_dir, env=None):
     """(seconds per micrograph once started: the job on all minus the job on one, over the
     others; the job on all)."""
     from xmipp3_deepcons.run.folder import RunFolder
     stems = RunFolder(run_dir).stems()
-    one = timed_predict(run_dir, stems[:1])
-    every = timed_predict(run_dir)
+    one = timed_predict(run_dir, stems[:1], env)
+    every = timed_predict(run_dir, None, env)
     return (every - one) / max(1, len(stems) - 1), every
+
+
+def modes(args):
+    """(label, extra screen options, environment, folder name) of before and after."""
+    if not args.before:
+        return [("before (--full-scoring)", ["--full-scoring"], None, "full"),
+                ("after (cascade)", [], None, "cascade")]
+    root = os.path.abspath(args.before)
+    if not os.path.isdir(os.path.join(root, "xmipp3_deepcons")):
+        sys.exit(f"--before {args.before}: not a checkout of xmipp3_deepcons (no "
+                 "xmipp3_deepcons/ folder in it); give the root of one")
+    # PYTHONSAFEPATH: `python -m` would otherwise put the working folder (this checkout,
+    # when run from its root) before PYTHONPATH
+    env = dict(os.environ, PYTHONSAFEPATH="1", PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    check = subprocess.run([sys.executable, "-c", "import xmipp3_deepcons; "
+                            "print(xmipp3_deepcons.__file__)"], env=env, capture_output=True,
+                           text=True).stdout.strip()
+    if not check.startswith(os.path.join(root, "")):
+        sys.exit(f"--before {args.before}: its code is not the one imported ({check})")
+    commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    return [(f"before ({commit})", [], env, "before"), ("after (this checkout)", [], None,
+                                                         "after")]
 
 
 def main():
@@ -124,30 +156,31 @@ def main():
     parser.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data",
                                                        "empiar10017"))
     parser.add_argument("--predict-only", action="store_true")
+    parser.add_argument("--before", help="root of the checkout whose code is 'before'")
+    parser.add_argument("--pickers", default=None,
+                        help="EMPIAR-10017's pickers (as benchmarks/empiar10017.py --pickers)")
     parser.add_argument("extra", nargs="*", help="options passed to screen (after --)")
     args = parser.parse_args()
     if "--seed" not in args.extra:   # both screens train the same networks
         args.extra += ["--seed", "1"]
-    gflops = [matmul_gflops()]
+    gflops, loads = [matmul_gflops()], [os.getloadavg()]
     rows = []
     for turn, name in enumerate(args.datasets.split(",")):
         prepared, pickers, box, radius = DATASETS[name](args)
         n_micrographs = len(glob.glob(os.path.join(prepared, "micrographs", "*.mrc")))
-        modes = [("before (--full-scoring)", ["--full-scoring"]), ("after (cascade)", [])]
-        if turn % 2:
-            modes.reverse()
         found = {}
-        for label, options in modes:
-            screened = os.path.join(args.out, name, "full" if options else "cascade")
+        for label, options, env, folder in modes(args) if turn % 2 == 0 else modes(args)[::-1]:
+            screened = os.path.join(args.out, name, folder)
             screen_s = None
             if not args.predict_only:
                 shutil.rmtree(screened, ignore_errors=True)
-                screen_s = run_screen(prepared, screened, args.extra + options, pickers, box)
-            found[label] = (screened, screen_s, bool(options))
-        for label, (screened, screen_s, full) in found.items():   # predict, side by side
-            predict_s, job_s = predict_cost(screened)
+                screen_s = run_screen(prepared, screened, args.extra + options, pickers, box,
+                                      env)
+            found[label] = (screened, screen_s, "--full-scoring" in options, env)
+        for label, (screened, screen_s, full, env) in found.items():   # predict, side by side
+            predict_s, job_s = predict_cost(screened, env)
             subprocess.run([sys.executable, "-m", "xmipp3_deepcons", "finish", screened],
-                           check=True, stdout=subprocess.DEVNULL)
+                           check=True, stdout=subprocess.DEVNULL, env=env)
             rows_, _, ranking = evaluate(prepared, screened, pickers, box, radius)
             p, r, f1 = precision_recall_f1(*rows_["Deep Consensus"])
             network, reference = evaluations(screened, full)
@@ -160,10 +193,13 @@ def main():
                   f"{screen_s if screen_s is None else round(screen_s, 1)} s, F1 {f1:.3f}",
                   flush=True)
     gflops.append(matmul_gflops())
+    loads.append(os.getloadavg())
     speed = float(np.mean(gflops))
     scale = speed / NORMAL_GFLOPS
-    print(f"\nfloat32 matrix product: {gflops[0]:.0f} GFLOP/s before, {gflops[1]:.0f} after "
-          f"(times normalised to {NORMAL_GFLOPS:.0f} GFLOP/s: x {scale:.2f})\n")
+    print(f"\nfloat32 matrix product: {gflops[0]:.0f} GFLOP/s at the start, {gflops[1]:.0f} at "
+          f"the end (times normalised to {NORMAL_GFLOPS:.0f} GFLOP/s: x {scale:.2f}); load "
+          f"average (1, 5, 15 min) {' '.join(f'{x:.1f}' for x in loads[0])} at the start, "
+          f"{' '.join(f'{x:.1f}' for x in loads[1])} at the end, on {os.cpu_count()} cores\n")
     print("| data | scoring | candidates / micrograph | evaluations per candidate: run's "
           "networks, shipped network | predict s / micrograph (normalised) | predict job on "
           "all, s | screen s / micrograph (normalised) | kept | precision | recall | F1 | "

@@ -22,7 +22,7 @@ from xmipp3_deepcons.io.coordinates import read_coordinates  # noqa: E402
 
 ABLATION = (  # label, extra screen options
     ("the original's training and outputs (trains)",
-     ["--classic", "--no-unlabeled-negatives", "--min-batches", "0"]),
+     ["--classic", "--no-unlabeled-negatives", "--min-batches", "0", "--epochs", "5"]),
     ("defaults' model, `--classic` outputs (one view)", ["--classic"]),
     ("+ duplicates merged (`--no-picker-evidence --views 1`)",
      ["--no-picker-evidence", "--views", "1"]),
@@ -40,15 +40,16 @@ OUTPUT_ONLY = {"--threshold", "--dedupe-radius", "--classic", "--no-picker-evide
                "--picker-evidence", "--views"}   # --views scores again, without training
 
 
-def run_screen(prepared, out, extra, pickers, box):
-    """`screen` on the prepared folder's micrographs and pickers; returns its wall time."""
+def run_screen(prepared, out, extra, pickers, box, env=None):
+    """`screen` on the prepared folder's micrographs and pickers; returns its wall time.
+    ``env``: the environment to run it in (another checkout's code on PYTHONPATH)."""
     cmd = [sys.executable, "-m", "xmipp3_deepcons", "screen",
            "--micrographs", os.path.join(prepared, "micrographs", "*.mrc"),
            "--box-size", str(box), "-o", out] + list(extra)
     for picker in pickers:
         cmd += ["--coordinates", os.path.join(prepared, "coords", picker)]
     started = time.time()
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=env)
     return time.time() - started
 
 

