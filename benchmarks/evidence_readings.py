@@ -16,7 +16,7 @@ score, merged duplicates last). Prints F1 / ROC-AUC per reading:
   patterns``);
 - ``pattern link``: who picked and the trained network as one logistic model;
 - ``shipped network``: the shipped network's score alone;
-- ``anchored``: the mean of the last two (``--picker-evidence anchored``).
+- ``anchored``: the mean of the last two's log-odds (``--picker-evidence anchored``).
 """
 import argparse
 import json

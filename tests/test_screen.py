@@ -11,7 +11,7 @@ from xmipp3_deepcons.cli import main
 from xmipp3_deepcons.constants import DEFAULT_VIEWS
 from xmipp3_deepcons.core.consensus import coordinate_consensus
 from xmipp3_deepcons.core.metrics import match_to_reference, precision_recall_f1, ranking_quality
-from xmipp3_deepcons.core.evidence import apply_evidence, presence_ranks
+from xmipp3_deepcons.core.evidence import apply_evidence, network_logit, presence_ranks
 from xmipp3_deepcons.run.folder import REFERENCE, RunFolder
 from xmipp3_deepcons.run.keep import inside as keep_inside
 from xmipp3_deepcons.io.coordinates import find_coordinate_file, read_coordinates
@@ -140,7 +140,7 @@ def test_output_settings_apply_without_retraining(screened):
     assert candidates["kept"].sum() == ((candidates["score"] > candidates["threshold"])
                                         & ~candidates["duplicate"]).sum()
     # by default (three pickers, a trained network) the shipped network scores every
-    # candidate too, beside the run's network, and the score is the mean of the run's
+    # candidate too, beside the run's network, and the score's log-odds are the mean of the run's
     # network read with who picked and the shipped network's score
     run = RunFolder(out)
     evidence = run.evidence()
@@ -156,8 +156,9 @@ def test_output_settings_apply_without_retraining(screened):
         final = run.final_scores(stem)
         inside = keep_inside(run.settings(), run.candidates(stem))   # edge boxes score 0
         assert (final[~inside] == 0).all()
-        np.testing.assert_allclose(final[inside], ((1 - weight) * read + weight * reference)[inside],
-                                   atol=1e-5)
+        log_odds = (1 - weight) * network_logit(read, len(read)) + weight * network_logit(
+            reference, len(read))
+        np.testing.assert_allclose(final[inside], (1 / (1 + np.exp(-log_odds)))[inside], atol=1e-5)
         assert np.abs(final[inside] - reference[inside]).max() > 0.05
     # who picked, each picker a witness: candidates picked by the same pickers with the same
     # network score bin share one posterior, whatever the pickers' figures of merit (every

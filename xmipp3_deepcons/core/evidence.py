@@ -23,9 +23,9 @@ maximisation over a hidden class ("particle" or not), in one of two models:
   log-odds re-estimated from the posterior and (a, b) fitted with them as offsets, to the fixed
   point (``fit_pattern_link``); a picker whose lone picks the run's network reads like its
   junk loses them all, one whose lone picks it reads like the confirmed ones keeps them. The
-  final score is the mean of that reading and the shipped network's score: a network that never
-  learnt this run's consensus keeps a chance for the lone picks of pickers that are all
-  imprecise. Chosen on real pickers' micrographs, checked on others (docs/measurements.md,
+  final score's log-odds are the mean of that reading's and the shipped network's: a network
+  that never learnt this run's consensus keeps a chance for the lone picks of pickers that are
+  all imprecise. Chosen on real pickers' micrographs, checked on others (docs/measurements.md,
   "Where no picker is precise").
 
 A fitted model (JSON-ready) scores candidates that arrive later (streaming) with
@@ -192,13 +192,15 @@ def fit_pattern_link(ranks, network_scores, iterations=MAX_ITERATIONS):
     return model
 
 
-REFERENCE_WEIGHT = 0.5     # the shipped network's share of an anchored score
+REFERENCE_WEIGHT = 0.5     # the shipped network's share of an anchored score's log-odds
 
 
 def fit_anchored_evidence(ranks, network_scores, reference_scores,
                           iterations=MAX_ITERATIONS):
     """The run's network and who picked (``fit_pattern_link``), beside the shipped network's
-    ``reference_scores``: the final score is their weighted mean."""
+    ``reference_scores``: the final score's log-odds are the weighted mean of theirs (at equal
+    weights a candidate is kept where the two probabilities add up to more than 1, as with
+    their mean, and the ranking is better: ROC-AUC +0.001 to +0.011 on the real sets)."""
     model = {"pattern_link": fit_pattern_link(ranks, network_scores, iterations),
              "reference_weight": REFERENCE_WEIGHT}
     model["prior"] = float(apply_evidence(model, ranks, network_scores, reference_scores).mean())
@@ -217,8 +219,10 @@ def apply_evidence(model, ranks, network_scores=None, reference_scores=None):
     ranks = np.asarray(ranks, dtype=float)
     if "pattern_link" in model:
         weight = model["reference_weight"]
-        return ((1 - weight) * apply_evidence(model["pattern_link"], ranks, network_scores)
-                + weight * _reference(reference_scores))
+        read = apply_evidence(model["pattern_link"], ranks, network_scores)
+        log_odds = ((1 - weight) * network_logit(read, len(ranks))
+                    + weight * network_logit(_reference(reference_scores), len(ranks)))
+        return 1 / (1 + np.exp(-log_odds))
     if "anchor" in model:    # an anchored model fitted before 2026-12-07 (runs it scored)
         own = {"who_picked": model["anchor"]["who_picked"], "link": model["link"]}
         return np.maximum(apply_evidence(model["anchor"], ranks, _reference(reference_scores)),
