@@ -15,8 +15,10 @@ score, merged duplicates last). Prints F1 / ROC-AUC per reading:
 - ``patterns``: who picked as one answer beside the trained network (``--picker-evidence
   patterns``);
 - ``pattern link``: who picked and the trained network as one logistic model;
+- ``shipped patterns``: who picked read by the shipped network, the trained one ranking within
+  (the larger of the two readings: ``anchored`` until 2026-12-07);
 - ``shipped network``: the shipped network's score alone;
-- ``anchored``: the mean of the last two's log-odds (``--picker-evidence anchored``).
+- ``anchored``: the mean of the last three's log-odds (``--picker-evidence anchored``).
 """
 import argparse
 import json
@@ -80,6 +82,8 @@ def readings(trained, shipped):
              "patterns": ev.apply_evidence(ev.fit_joint_evidence(ranks, network), ranks,
                                            network),
              "pattern link": ev.apply_evidence(model["pattern_link"], ranks, network),
+             "shipped patterns": ev.apply_evidence(model["shipped_patterns"], ranks, network,
+                                                   reference),
              "shipped network": reference,
              "anchored": ev.apply_evidence(model, ranks, network, reference)}
     return {name: np.split(scores, sizes) for name, scores in found.items()}

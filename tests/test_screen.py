@@ -140,24 +140,25 @@ def test_output_settings_apply_without_retraining(screened):
     assert candidates["kept"].sum() == ((candidates["score"] > candidates["threshold"])
                                         & ~candidates["duplicate"]).sum()
     # by default (three pickers, a trained network) the shipped network scores every
-    # candidate too, beside the run's network, and the score's log-odds are the mean of the run's
-    # network read with who picked and the shipped network's score
+    # candidate too, beside the run's network, and the score's log-odds are the mean of three
+    # readings: the run's network with who picked, who picked read by the shipped network, and
+    # the shipped network alone
     run = RunFolder(out)
     evidence = run.evidence()
     assert run.settings().picker_evidence == "anchored"
     assert evidence["mode"] == "anchored" and "pattern_link" in evidence["model"]
-    weight = evidence["model"]["reference_weight"]
     for stem in run.stems():
         network, reference = run.network_scores(stem), run.network_scores(stem, source=REFERENCE)
         assert reference is not None and len(reference) == len(network)
         assert np.abs(reference - network).max() > 0.05
         ranks = presence_ranks(run.candidates(stem)["members"])
-        read = apply_evidence(evidence["model"]["pattern_link"], ranks, network)
+        readings = (apply_evidence(evidence["model"]["pattern_link"], ranks, network),
+                    apply_evidence(evidence["model"]["shipped_patterns"], ranks, network,
+                                   reference), reference)
         final = run.final_scores(stem)
         inside = keep_inside(run.settings(), run.candidates(stem))   # edge boxes score 0
         assert (final[~inside] == 0).all()
-        log_odds = (1 - weight) * network_logit(read, len(read)) + weight * network_logit(
-            reference, len(read))
+        log_odds = np.mean([network_logit(r, len(r)) for r in readings], axis=0)
         np.testing.assert_allclose(final[inside], (1 / (1 + np.exp(-log_odds)))[inside], atol=1e-5)
         assert np.abs(final[inside] - reference[inside]).max() > 0.05
     # who picked, each picker a witness: candidates picked by the same pickers with the same

@@ -17,16 +17,18 @@ maximisation over a hidden class ("particle" or not), in one of two models:
   one-vote candidates it believes the network about them, and on EMPIAR-10017 it keeps fewer
   of the particles only crYOLO found. Measurements: docs/measurements.md.
 
-- *who picked and the network as one logistic model, beside the shipped network*
-  (``fit_anchored_evidence``; ``--picker-evidence anchored``, the default with a trained
-  network): P(particle) = sigmoid(a + b logit(score) + the pattern's log-odds), the pattern's
-  log-odds re-estimated from the posterior and (a, b) fitted with them as offsets, to the fixed
-  point (``fit_pattern_link``); a picker whose lone picks the run's network reads like its
-  junk loses them all, one whose lone picks it reads like the confirmed ones keeps them. The
-  final score's log-odds are the mean of that reading's and the shipped network's: a network
-  that never learnt this run's consensus keeps a chance for the lone picks of pickers that are
-  all imprecise. Chosen on real pickers' micrographs, checked on others (docs/measurements.md,
-  "Where no picker is precise").
+- *three readings that fail differently* (``fit_anchored_evidence``; ``--picker-evidence
+  anchored``, the default with a trained network), the final score's log-odds the mean of
+  theirs: who picked and the run's network as one logistic model, P(particle) = sigmoid(a + b
+  logit(score) + the pattern's log-odds), the log-odds re-estimated from the posterior and (a,
+  b) fitted with them as offsets, to the fixed point (``fit_pattern_link``: a picker whose
+  lone picks the network reads like junk loses them all, one whose lone picks it reads like
+  the confirmed ones keeps them; fooled when the pickers agree on junk); who picked read by
+  a shipped network, which never learnt this run's consensus, the run's network ranking
+  within each answer (``fit_shipped_patterns``; fooled by junk that looks like particles to
+  it, such as a LoG picker's); and the shipped network's score alone. Chosen on real pickers'
+  micrographs, checked on others and on simulated sets (docs/measurements.md, "Where no
+  picker is precise").
 
 A fitted model (JSON-ready) scores candidates that arrive later (streaming) with
 ``apply_evidence``, which reads which model it is.
@@ -192,17 +194,42 @@ def fit_pattern_link(ranks, network_scores, iterations=MAX_ITERATIONS):
     return model
 
 
-REFERENCE_WEIGHT = 0.5     # the shipped network's share of an anchored score's log-odds
+def fit_shipped_patterns(ranks, network_scores, reference_scores, iterations=MAX_ITERATIONS):
+    """Who picked as one answer with its shares read by ``reference_scores`` (a network that
+    never learnt this run's consensus), and ``network_scores`` ranking within a pattern: its
+    link fitted by EM with each pattern's log-odds fixed. Read as the larger of the two
+    (the ``anchored`` model until 2026-12-07, now one of its three readings)."""
+    ranks = np.asarray(ranks, dtype=float)
+    anchor = fit_joint_evidence(ranks, reference_scores)
+    offsets = _pattern_log_odds(anchor, ranks)
+    logit = network_logit(network_scores, len(ranks))
+    posterior = _initial_posterior(ranks, network_scores, None)
+    model = {"anchor": anchor, "link": [0.0, 1.0]}
+    for _ in range(iterations):
+        model["link"] = _logistic_fit(logit, posterior, model["link"], offset=offsets).tolist()
+        updated = apply_evidence(_own_reading(model), ranks, network_scores)
+        change = np.max(np.abs(updated - posterior), initial=0.0)
+        posterior = updated
+        if change < TOLERANCE:
+            break
+    return model
+
+
+def _own_reading(shipped_patterns):
+    return {"who_picked": shipped_patterns["anchor"]["who_picked"],
+            "link": shipped_patterns["link"]}
 
 
 def fit_anchored_evidence(ranks, network_scores, reference_scores,
                           iterations=MAX_ITERATIONS):
-    """The run's network and who picked (``fit_pattern_link``), beside the shipped network's
-    ``reference_scores``: the final score's log-odds are the weighted mean of theirs (at equal
-    weights a candidate is kept where the two probabilities add up to more than 1, as with
-    their mean, and the ranking is better: ROC-AUC +0.001 to +0.011 on the real sets)."""
+    """Three readings, each fooled by something else, the final score's log-odds the mean of
+    theirs: the run's network with who picked (``fit_pattern_link``: fooled by junk the
+    pickers agree on), who picked read by the shipped network (``fit_shipped_patterns``:
+    fooled by junk one picker takes that looks like particles to it), and the shipped
+    network's score alone."""
     model = {"pattern_link": fit_pattern_link(ranks, network_scores, iterations),
-             "reference_weight": REFERENCE_WEIGHT}
+             "shipped_patterns": fit_shipped_patterns(ranks, network_scores, reference_scores,
+                                                      iterations)}
     model["prior"] = float(apply_evidence(model, ranks, network_scores, reference_scores).mean())
     return model
 
@@ -218,15 +245,15 @@ def apply_evidence(model, ranks, network_scores=None, reference_scores=None):
     (``reference_scores``: the shipped network's, for an anchored model)."""
     ranks = np.asarray(ranks, dtype=float)
     if "pattern_link" in model:
-        weight = model["reference_weight"]
-        read = apply_evidence(model["pattern_link"], ranks, network_scores)
-        log_odds = ((1 - weight) * network_logit(read, len(ranks))
-                    + weight * network_logit(_reference(reference_scores), len(ranks)))
+        reference = _reference(reference_scores)
+        readings = (apply_evidence(model["pattern_link"], ranks, network_scores),
+                    apply_evidence(model["shipped_patterns"], ranks, network_scores, reference),
+                    reference)
+        log_odds = np.mean([network_logit(r, len(ranks)) for r in readings], axis=0)
         return 1 / (1 + np.exp(-log_odds))
-    if "anchor" in model:    # an anchored model fitted before 2026-12-07 (runs it scored)
-        own = {"who_picked": model["anchor"]["who_picked"], "link": model["link"]}
+    if "anchor" in model:    # who picked read by the shipped network (alone until 2026-12-07)
         return np.maximum(apply_evidence(model["anchor"], ranks, _reference(reference_scores)),
-                          apply_evidence(own, ranks, network_scores))
+                          apply_evidence(_own_reading(model), ranks, network_scores))
     if "who_picked" not in model:
         log_odds = np.full(len(ranks), np.log(model["prior"] / (1 - model["prior"])))
         for (answers, _), (if_particle, if_not) in zip(witness_answers(ranks, network_scores),
