@@ -12,10 +12,13 @@ and judged as the benchmarks judge (the kept set matched to the truth; the union
 score, merged duplicates last). Prints F1 / ROC-AUC per reading:
 
 - ``votes``: the defaults of a trained run (independent witnesses, the trained network);
-- ``shipped patterns``: who picked as one answer, read with the shipped network;
-- ``shared shares``: the share of particles of each pattern from that reading, the trained
-  network ranking within a pattern (its link fitted to those fixed shares);
-- ``either``: the larger of the last two (``--picker-evidence anchored``).
+- ``patterns``: who picked as one answer beside the trained network (``--picker-evidence
+  patterns``);
+- ``pattern link``: who picked and the trained network as one logistic model;
+- ``shipped patterns``: who picked read by the shipped network, the trained one ranking within
+  (the larger of the two readings: ``anchored`` until 2026-12-07);
+- ``shipped network``: the shipped network's score alone;
+- ``anchored``: the mean of the last three's log-odds (``--picker-evidence anchored``).
 """
 import argparse
 import json
@@ -76,9 +79,13 @@ def readings(trained, shipped):
     reference = np.concatenate([r["network"] for r in shipped])
     model = ev.fit_anchored_evidence(ranks, network, reference)
     found = {"votes": ev.combine_evidence(ranks, network),
-             "shipped patterns": ev.apply_evidence(model["anchor"], ranks, reference),
-             "shared shares": ev.apply_evidence(ev.own_reading(model), ranks, network),
-             "either": ev.apply_evidence(model, ranks, network, reference)}
+             "patterns": ev.apply_evidence(ev.fit_joint_evidence(ranks, network), ranks,
+                                           network),
+             "pattern link": ev.apply_evidence(model["pattern_link"], ranks, network),
+             "shipped patterns": ev.apply_evidence(model["shipped_patterns"], ranks, network,
+                                                   reference),
+             "shipped network": reference,
+             "anchored": ev.apply_evidence(model, ranks, network, reference)}
     return {name: np.split(scores, sizes) for name, scores in found.items()}
 
 

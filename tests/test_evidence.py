@@ -121,37 +121,46 @@ def test_the_joint_fit_runs_to_its_fixed_point():
     np.testing.assert_allclose(apply_evidence(longer, ranks, network), converged, atol=1e-5)
 
 
-def precise_picker_alone(rng, n=6000):
-    """Picker A precise (its lone picks mostly particles), B and C adding background of their
-    own; a network trained on the consensus that scores A's lone particles like junk, and a
-    weaker shipped one that does not."""
+def lone_picks(rng, n=6000, precise=True):
+    """Picker A precise (its lone picks mostly particles; ``precise=False``: about half), B
+    picking particles and junk alike, C adding background. The run's network, trained on the
+    consensus, reads the particles only one picker found a little lower than the confirmed
+    ones and junk lower still; the shipped network is fooled by B's junk."""
     real = rng.random(n) < 0.5
+    a = (0.9, 0.05) if precise else (0.6, 0.5)
     picked = np.column_stack([
-        np.where(real, rng.random(n) < 0.9, rng.random(n) < 0.05),
-        np.where(real, rng.random(n) < 0.6, rng.random(n) < 0.55),
+        np.where(real, rng.random(n) < a[0], rng.random(n) < a[1]),
+        np.where(real, rng.random(n) < 0.6, rng.random(n) < 0.6),
         np.where(real, rng.random(n) < 0.3, rng.random(n) < 0.45)])
     keep = picked.any(axis=1)
     real, picked = real[keep], picked[keep]
-    a_alone = picked[:, 0] & ~picked[:, 1:].any(axis=1)
-    consensus = np.where(real & ~a_alone, rng.beta(6, 2, len(real)), rng.beta(2, 5, len(real)))
-    shipped = np.where(real, rng.beta(4, 3, len(real)), rng.beta(3, 4, len(real)))
-    return real, picked.astype(float), consensus, shipped, a_alone
+    lone = picked.sum(axis=1) == 1
+    n = len(real)
+    consensus = np.where(real, np.where(lone, rng.beta(4, 3, n), rng.beta(6, 2, n)),
+                         rng.beta(2, 5, n))
+    fooled = ~real & picked[:, 1]
+    shipped = np.where(real | fooled, rng.beta(4, 3, n), rng.beta(2, 4, n))
+    return real, picked.astype(float), consensus, shipped, lone
 
 
-def test_anchored_evidence_keeps_the_particles_a_precise_picker_found_alone():
-    """Who picked as one answer believes a consensus-trained network about the one-vote
-    candidates; read by the shipped network it keeps the particles only picker A found, and
-    ranks the union above the vote count and above `patterns` with the trained network."""
-    real, ranks, consensus, shipped, a_alone = precise_picker_alone(np.random.default_rng(7))
-    patterns = apply_evidence(fit_joint_evidence(ranks, consensus), ranks, consensus)
+def kept_share(scores, which):
+    return (scores[which] > 0.5).mean()
+
+
+def test_anchored_evidence_keeps_a_precise_pickers_lone_particles():
+    """A precise picker's lone picks are kept; the union is ranked far above the vote count, the
+    shipped network alone and who picked read by the shipped network (which B's junk fools: it
+    keeps all of B's lone junk), and fewer of B's lone junk are kept than by that reading."""
+    real, ranks, consensus, shipped, lone = lone_picks(np.random.default_rng(7))
     model = fit_anchored_evidence(ranks, consensus, shipped)
     anchored = apply_evidence(model, ranks, consensus, shipped)
-    particles_alone = real & a_alone
-    assert (patterns[particles_alone] > 0.5).mean() < 0.3
-    assert (anchored[particles_alone] > 0.5).mean() > 0.7
-    auc_votes = ranking_quality(real, ranks.sum(axis=1))[0]
-    assert ranking_quality(real, anchored)[0] > max(auc_votes,
-                                                    ranking_quality(real, patterns)[0]) + 0.02
+    earlier = apply_evidence(model["shipped_patterns"], ranks, consensus, shipped)
+    a_alone, b_alone = lone & (ranks[:, 0] > 0), lone & (ranks[:, 1] > 0)
+    assert kept_share(anchored, a_alone & real) > 0.9
+    assert kept_share(anchored, b_alone & ~real) < kept_share(earlier, b_alone & ~real) - 0.05
+    auc = ranking_quality(real, anchored)[0]
+    for other in (ranks.sum(axis=1), shipped, earlier):
+        assert auc > ranking_quality(real, other)[0] + 0.15
     assert abs(model["prior"] - anchored.mean()) < 1e-9
     # JSON round trip and later candidates; the shipped network's scores are required
     again = json.loads(json.dumps(model))
@@ -159,6 +168,37 @@ def test_anchored_evidence_keeps_the_particles_a_precise_picker_found_alone():
                                anchored[:50], rtol=1e-9)
     with pytest.raises(ValueError, match="shipped network"):
         apply_evidence(model, ranks, consensus)
+
+
+def test_anchored_evidence_where_no_picker_is_precise():
+    """Every picker's lone picks are about half particles: most lone particles are kept, fewer
+    lone junk than who picked read by the shipped network keeps, and the union is ranked
+    above the vote count (which cannot rank it here) and that reading."""
+    real, ranks, consensus, shipped, lone = lone_picks(np.random.default_rng(8), precise=False)
+    model = fit_anchored_evidence(ranks, consensus, shipped)
+    anchored = apply_evidence(model, ranks, consensus, shipped)
+    earlier = apply_evidence(model["shipped_patterns"], ranks, consensus, shipped)
+    assert 0.3 < real[lone].mean() < 0.7
+    assert kept_share(anchored, lone & real) > 0.7
+    assert kept_share(anchored, lone & ~real) < kept_share(earlier, lone & ~real) - 0.1
+    auc = ranking_quality(real, anchored)[0]
+    assert auc > ranking_quality(real, ranks.sum(axis=1))[0] + 0.15
+    assert auc > ranking_quality(real, earlier)[0] + 0.1
+
+
+def test_an_anchored_model_fitted_before_the_three_readings_still_applies():
+    """Runs scored with the earlier anchored model (the larger of two readings of who picked)
+    keep their scores when they are read again."""
+    old = {"anchor": {"who_picked": [[-1.0, -1.0, -1.0, -1.0], [-1.0, -0.5, -2.0, -2.0]],
+                      "link": [0.0, 1.0]},
+           "link": [0.5, 0.5], "prior": 0.5}
+    ranks = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    network, reference = np.array([0.2, 0.5, 0.9]), np.array([0.6, 0.3, 0.5])
+    shipped = apply_evidence(old["anchor"], ranks, reference)
+    own = apply_evidence({"who_picked": old["anchor"]["who_picked"], "link": old["link"]},
+                         ranks, network)
+    np.testing.assert_allclose(apply_evidence(old, ranks, network, reference),
+                               np.maximum(shipped, own))
 
 
 def as_tables(ranks, network, n_micrographs=6):

@@ -162,11 +162,11 @@ class TestDeepConsensusOptions(BaseTest):
                       % expected, log)
 
     def test_pickers_agree_on_junk_takes_who_picked_as_one_answer(self):
-        # three pickers and a trained network: who picked is read by the shipped network
+        # three pickers and a trained network: who picked and the run's network, beside the shipped one
         run = self.screen.runFolder()
         self.assertEqual(run.settings().picker_evidence, "anchored")
         model = run.evidence()["model"]
-        self.assertEqual(len(model["anchor"]["who_picked"][0]), 2 ** run.settings().n_pickers)
+        self.assertEqual(len(model["pattern_link"]["who_picked"][0]), 2 ** run.settings().n_pickers)
         self.assertTrue(scored_by_the_shipped_network(run))
         with open(self.screen.getLogPaths()[0]) as f:
             self.assertIn("pickers' evidence (anchored) fitted on", f.read())

@@ -92,9 +92,9 @@ class TestDeepConsensus(BaseTest):
         self.assertEqual(list(evidence["micrographs"]),
                          [s for p in run.passes() for s in p["micrographs"]])
         self.assertTrue(0 < evidence["model"]["prior"] < 1)
-        # three pickers: who picked read by the shipped network, which scored every candidate
+        # three pickers: the shipped network scored every candidate, beside the run's
         self.assertEqual(evidence["mode"], "anchored")
-        self.assertEqual(len(evidence["model"]["anchor"]["who_picked"][0]), 2 ** len(PICKERS))
+        self.assertEqual(len(evidence["model"]["pattern_link"]["who_picked"][0]), 2 ** len(PICKERS))
         self.assertTrue(scored_by_the_shipped_network(run))
         network = np.concatenate(list(run_scores(prot, network=True).values()))
         self.assertGreater(np.abs(allScores - network).max(), 0.01)

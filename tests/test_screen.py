@@ -11,7 +11,7 @@ from xmipp3_deepcons.cli import main
 from xmipp3_deepcons.constants import DEFAULT_VIEWS
 from xmipp3_deepcons.core.consensus import coordinate_consensus
 from xmipp3_deepcons.core.metrics import match_to_reference, precision_recall_f1, ranking_quality
-from xmipp3_deepcons.core.evidence import apply_evidence, presence_ranks
+from xmipp3_deepcons.core.evidence import apply_evidence, network_logit, presence_ranks
 from xmipp3_deepcons.run.folder import REFERENCE, RunFolder
 from xmipp3_deepcons.run.keep import inside as keep_inside
 from xmipp3_deepcons.io.coordinates import find_coordinate_file, read_coordinates
@@ -140,23 +140,27 @@ def test_output_settings_apply_without_retraining(screened):
     assert candidates["kept"].sum() == ((candidates["score"] > candidates["threshold"])
                                         & ~candidates["duplicate"]).sum()
     # by default (three pickers, a trained network) the shipped network scores every
-    # candidate too, beside the run's network, and the score is the larger of the two
-    # readings of who picked (the shipped one among them)
+    # candidate too, beside the run's network, and the score's log-odds are the mean of three
+    # readings: the run's network with who picked, who picked read by the shipped network, and
+    # the shipped network alone
     run = RunFolder(out)
     evidence = run.evidence()
     assert run.settings().picker_evidence == "anchored"
-    assert evidence["mode"] == "anchored" and "anchor" in evidence["model"]
+    assert evidence["mode"] == "anchored" and "pattern_link" in evidence["model"]
     for stem in run.stems():
         network, reference = run.network_scores(stem), run.network_scores(stem, source=REFERENCE)
         assert reference is not None and len(reference) == len(network)
         assert np.abs(reference - network).max() > 0.05
         ranks = presence_ranks(run.candidates(stem)["members"])
-        shipped = apply_evidence(evidence["model"]["anchor"], ranks, reference)
+        readings = (apply_evidence(evidence["model"]["pattern_link"], ranks, network),
+                    apply_evidence(evidence["model"]["shipped_patterns"], ranks, network,
+                                   reference), reference)
         final = run.final_scores(stem)
         inside = keep_inside(run.settings(), run.candidates(stem))   # edge boxes score 0
         assert (final[~inside] == 0).all()
-        assert (final[inside] >= shipped[inside] - 1e-6).all()
-        assert (final[inside] > shipped[inside] + 1e-3).any()
+        log_odds = np.mean([network_logit(r, len(r)) for r in readings], axis=0)
+        np.testing.assert_allclose(final[inside], (1 / (1 + np.exp(-log_odds)))[inside], atol=1e-5)
+        assert np.abs(final[inside] - reference[inside]).max() > 0.05
     # who picked, each picker a witness: candidates picked by the same pickers with the same
     # network score bin share one posterior, whatever the pickers' figures of merit (every
     # candidate scored whole, as `auto` did: the cascade's scores depend on the evidence)

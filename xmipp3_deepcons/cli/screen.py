@@ -75,10 +75,9 @@ def add_args(parser):
                         "candidate, each picker a witness of its own ('votes'), that and each "
                         "picker's figure of merit as a rank within the picker ('ranks'), who "
                         "picked as one answer, for pickers that share their mistakes "
-                        "('patterns'), that with its shares read by the shipped network, "
-                        "unbiased about one-vote candidates, for a trained network "
-                        "('anchored': every candidate is also scored by the shipped large "
-                        "network), or nothing ('none'); default: 'patterns' when a shipped "
+                        "('patterns'), that and who picked read by the shipped network and its "
+                        "score, averaged, for a trained network ('anchored': every candidate is "
+                        "also scored by the shipped large network), or nothing ('none'); default: 'patterns' when a shipped "
                         "pretrained network scores without training, 'anchored' otherwise")
     g.add_argument("--no-picker-evidence", dest="picker_evidence", action="store_const",
                    const="none", help="the same as --picker-evidence none")

@@ -17,11 +17,18 @@ maximisation over a hidden class ("particle" or not), in one of two models:
   one-vote candidates it believes the network about them, and on EMPIAR-10017 it keeps fewer
   of the particles only crYOLO found. Measurements: docs/measurements.md.
 
-- *who picked, read by the shipped network* (``fit_anchored_evidence``; ``--picker-evidence
-  anchored``), for a trained network: the share of particles of each pattern comes from the
-  second model fitted with a shipped network's scores (it never learnt this run's consensus,
-  so it is fair to the one-vote candidates), the run's network ranks within a pattern through
-  its own link, and a candidate counts as a particle when either reading says so.
+- *three readings that fail differently* (``fit_anchored_evidence``; ``--picker-evidence
+  anchored``, the default with a trained network), the final score's log-odds the mean of
+  theirs: who picked and the run's network as one logistic model, P(particle) = sigmoid(a + b
+  logit(score) + the pattern's log-odds), the log-odds re-estimated from the posterior and (a,
+  b) fitted with them as offsets, to the fixed point (``fit_pattern_link``: a picker whose
+  lone picks the network reads like junk loses them all, one whose lone picks it reads like
+  the confirmed ones keeps them; fooled when the pickers agree on junk); who picked read by
+  a shipped network, which never learnt this run's consensus, the run's network ranking
+  within each answer (``fit_shipped_patterns``; fooled by junk that looks like particles to
+  it, such as a LoG picker's); and the shipped network's score alone. Chosen on real pickers'
+  micrographs, checked on others and on simulated sets (docs/measurements.md, "Where no
+  picker is precise").
 
 A fitted model (JSON-ready) scores candidates that arrive later (streaming) with
 ``apply_evidence``, which reads which model it is.
@@ -164,11 +171,34 @@ def _pattern_log_odds(model, ranks):
     return (particle - other)[patterns]
 
 
-def fit_anchored_evidence(ranks, network_scores, reference_scores,
-                          iterations=MAX_ITERATIONS):
+def fit_pattern_link(ranks, network_scores, iterations=MAX_ITERATIONS):
+    """Who picked and the network's score as one logistic model (JSON-ready, read like
+    ``fit_joint_evidence``'s): the patterns' log-odds re-estimated from the posterior at each
+    step, the link fitted with them as offsets, so the network only accounts for what who
+    picked leaves open; run from the network's scores to the fixed point."""
+    ranks = np.asarray(ranks, dtype=float)
+    logit = network_logit(network_scores, len(ranks))
+    patterns, n_patterns = who_picked(ranks)
+    posterior = _initial_posterior(ranks, network_scores, None)
+    model = {"link": [0.0, 1.0]}
+    for _ in range(iterations):
+        model["who_picked"] = _log_frequencies(patterns, n_patterns, posterior)
+        offsets = _pattern_log_odds(model, ranks)
+        model["link"] = _logistic_fit(logit, posterior, model["link"], offset=offsets).tolist()
+        updated = apply_evidence(model, ranks, network_scores)
+        change = np.max(np.abs(updated - posterior), initial=0.0)
+        posterior = updated
+        if change < TOLERANCE:
+            break
+    model["prior"] = float(posterior.mean())
+    return model
+
+
+def fit_shipped_patterns(ranks, network_scores, reference_scores, iterations=MAX_ITERATIONS):
     """Who picked as one answer with its shares read by ``reference_scores`` (a network that
     never learnt this run's consensus), and ``network_scores`` ranking within a pattern: its
-    link fitted by EM with each pattern's log-odds fixed."""
+    link fitted by EM with each pattern's log-odds fixed. Read as the larger of the two
+    (the ``anchored`` model until 2026-12-07, now one of its three readings)."""
     ranks = np.asarray(ranks, dtype=float)
     anchor = fit_joint_evidence(ranks, reference_scores)
     offsets = _pattern_log_odds(anchor, ranks)
@@ -177,30 +207,53 @@ def fit_anchored_evidence(ranks, network_scores, reference_scores,
     model = {"anchor": anchor, "link": [0.0, 1.0]}
     for _ in range(iterations):
         model["link"] = _logistic_fit(logit, posterior, model["link"], offset=offsets).tolist()
-        updated = apply_evidence(own_reading(model), ranks, network_scores)
+        updated = apply_evidence(_own_reading(model), ranks, network_scores)
         change = np.max(np.abs(updated - posterior), initial=0.0)
         posterior = updated
         if change < TOLERANCE:
             break
+    return model
+
+
+def _own_reading(shipped_patterns):
+    return {"who_picked": shipped_patterns["anchor"]["who_picked"],
+            "link": shipped_patterns["link"]}
+
+
+def fit_anchored_evidence(ranks, network_scores, reference_scores,
+                          iterations=MAX_ITERATIONS):
+    """Three readings, each fooled by something else, the final score's log-odds the mean of
+    theirs: the run's network with who picked (``fit_pattern_link``: fooled by junk the
+    pickers agree on), who picked read by the shipped network (``fit_shipped_patterns``:
+    fooled by junk one picker takes that looks like particles to it), and the shipped
+    network's score alone."""
+    model = {"pattern_link": fit_pattern_link(ranks, network_scores, iterations),
+             "shipped_patterns": fit_shipped_patterns(ranks, network_scores, reference_scores,
+                                                      iterations)}
     model["prior"] = float(apply_evidence(model, ranks, network_scores, reference_scores).mean())
     return model
 
 
-def own_reading(anchored):
-    """The run's network's half of an anchored model: who picked as one answer with the
-    anchor's shares and the network's own link (a model ``apply_evidence`` reads)."""
-    return {"who_picked": anchored["anchor"]["who_picked"], "link": anchored["link"]}
+def _reference(reference_scores):
+    if reference_scores is None:
+        raise ValueError("an anchored evidence model needs the shipped network's scores")
+    return np.clip(np.asarray(reference_scores, dtype=float), 0.0, 1.0)
 
 
 def apply_evidence(model, ranks, network_scores=None, reference_scores=None):
     """Posterior P(particle) of each candidate under a fitted model of any kind
     (``reference_scores``: the shipped network's, for an anchored model)."""
     ranks = np.asarray(ranks, dtype=float)
-    if "anchor" in model:
-        if reference_scores is None:
-            raise ValueError("an anchored evidence model needs the shipped network's scores")
-        return np.maximum(apply_evidence(model["anchor"], ranks, reference_scores),
-                          apply_evidence(own_reading(model), ranks, network_scores))
+    if "pattern_link" in model:
+        reference = _reference(reference_scores)
+        readings = (apply_evidence(model["pattern_link"], ranks, network_scores),
+                    apply_evidence(model["shipped_patterns"], ranks, network_scores, reference),
+                    reference)
+        log_odds = np.mean([network_logit(r, len(ranks)) for r in readings], axis=0)
+        return 1 / (1 + np.exp(-log_odds))
+    if "anchor" in model:    # who picked read by the shipped network (alone until 2026-12-07)
+        return np.maximum(apply_evidence(model["anchor"], ranks, _reference(reference_scores)),
+                          apply_evidence(_own_reading(model), ranks, network_scores))
     if "who_picked" not in model:
         log_odds = np.full(len(ranks), np.log(model["prior"] / (1 - model["prior"])))
         for (answers, _), (if_particle, if_not) in zip(witness_answers(ranks, network_scores),

@@ -53,3 +53,15 @@ else:
     tf = _quiet_import("tensorflow")
     apply_threads()
     grow_gpu_memory()
+
+
+class _WithoutRetracingNotices:
+    """TensorFlow warns when one Python function is traced more than five times; every scorer
+    traces its own two batch shapes on purpose (``scoring.Scorer``), and a scoring cascade makes
+    several scorers, so the notice would only bury the progress lines."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_WithoutRetracingNotices())
