@@ -129,7 +129,7 @@ def micrograph(rng, settings, species):
     for (x, y), kind in zip(particles, kinds):
         patch = simulate.project_volume(species[kind], rng, view)
         peak = max(peak, patch.max())
-        simulate._add(density, patch.astype(np.float32), x, y)
+        simulate.add_patch(density, patch.astype(np.float32), x, y)
     signal = density.copy()
     junk, junk_kinds = [], []
     for x, y in spread(rng, int(rng.integers(*settings["decoys"])), size, box / 2,
@@ -138,15 +138,15 @@ def micrograph(rng, settings, species):
         decoy = simulate.blob_volume(rng, diameter * rng.uniform(0.85, 1.15),
                                      elongation=rng.uniform(0.7, 1.4))
         patch = simulate.project_volume(decoy, rng, view) * mass(species[0]) / mass(decoy)
-        simulate._add(density, patch.astype(np.float32), x, y)
+        simulate.add_patch(density, patch.astype(np.float32), x, y)
         junk.append((x, y))
         junk_kinds.append("decoy")
     taken = np.vstack([particles, np.array(junk).reshape(-1, 2)])
     for x, y in spread(rng, int(rng.integers(*settings["crystals"])), size, box / 2,
                        diameter, taken):
         r = box * rng.uniform(0.08, 0.25)
-        crystal = simulate._crystal(int(2.5 * r) | 1, r, rng) * peak * rng.uniform(1.5, 3.5)
-        simulate._add(density, crystal, x, y)
+        crystal = simulate.crystal(int(2.5 * r) | 1, r, rng) * peak * rng.uniform(1.5, 3.5)
+        simulate.add_patch(density, crystal, x, y)
         junk.append((x, y))
         junk_kinds.append("crystal")
     taken = np.vstack([particles, np.array(junk).reshape(-1, 2)])
@@ -155,12 +155,12 @@ def micrograph(rng, settings, species):
         for _ in range(int(rng.integers(3, 7))):
             dx, dy = rng.normal(0, 0.3 * diameter, 2)
             patch = simulate.project_volume(species[int(rng.integers(len(species)))], rng, view)
-            simulate._add(density, patch.astype(np.float32), x + dx, y + dy)
+            simulate.add_patch(density, patch.astype(np.float32), x + dx, y + dy)
         junk.append((x, y))
         junk_kinds.append("aggregate")
     if rng.random() < settings["carbon"]:
         taken = np.vstack([particles, np.array(junk).reshape(-1, 2)])
-        for p in simulate._carbon(density, rng, peak * rng.uniform(0.4, 0.9)):
+        for p in simulate.carbon_film(density, rng, peak * rng.uniform(0.4, 0.9)):
             if np.min(np.hypot(*(taken - p).T)) >= diameter:
                 junk.append(tuple(p))
                 junk_kinds.append("carbon")

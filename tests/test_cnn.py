@@ -45,8 +45,8 @@ def test_fast_network_trains_as_plain_keras(band):
     assert few == {"small": ["block1_pool", "block2_pool"], "medium": ["block1_pool"]}[band]
     assert [layer.name for layer in fast.layers
             if type(layer).__name__ == "FFTConv2D"] == ["block1_conv2"]
-    packed = [(layer.name, layer._pack, layer._backward_pack) for layer in fast.layers
-              if type(layer).__name__ == "WidthPackedConv2D" and layer._backward_pack > 1]
+    packed = [(layer.name, layer.pack, layer.backward_pack) for layer in fast.layers
+              if type(layer).__name__ == "WidthPackedConv2D" and layer.backward_pack > 1]
     assert packed == {
         "small": [("block1_conv1", 8, 8), ("block2_conv1", 4, 4), ("block2_conv2", 4, 4),
                   ("block3_conv1", 2, 2), ("block3_conv2", 2, 2)],
@@ -144,7 +144,7 @@ def test_width_packed_convolution_is_conv2d(shape, filters, kernel, activation, 
             loss = tf.reduce_sum(tf.sin(y) * y)
         results.append([y.numpy()] + [g.numpy() for g in tape.gradient(
             loss, [x, layer.kernel, layer.bias])])
-    assert (layers[0]._pack, layers[0]._backward_pack) == packs
+    assert (layers[0].pack, layers[0].backward_pack) == packs
     for packed, plain in zip(*results):
         np.testing.assert_allclose(packed, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
 
@@ -160,7 +160,7 @@ def test_width_packed_convolution_of_maps_of_any_size():
     plain.build((None, None, None, 4))
     plain.set_weights(model.get_weights())
     x = np.random.default_rng(7).normal(size=(2, 20, 24, 4)).astype(np.float32)
-    assert layer._pack == 1
+    assert layer.pack == 1
     np.testing.assert_allclose(model(x).numpy(), plain(x).numpy(), atol=1e-5)
 
 

@@ -57,16 +57,17 @@ def make_micrograph(rng, particle):
     for x, y in particles:
         image = simulate.project_volume(particle, rng, view)
         peak = max(peak, image.max())
-        simulate._add(density, image, x, y)
+        simulate.add_patch(density, image, x, y)
     for i, (x, y) in enumerate(junk):
         if i % 2:   # an aggregate
             for _ in range(4):
                 dx, dy = rng.normal(0, 0.2 * BOX, 2)
-                simulate._add(density, simulate.project_volume(particle, rng, view),
-                              x + dx, y + dy)
+                simulate.add_patch(density, simulate.project_volume(particle, rng, view),
+                                   x + dx, y + dy)
         else:       # an ice crystal
             r = rng.uniform(0.08, 0.2) * BOX
-            simulate._add(density, simulate._crystal(int(2.5 * r) | 1, r, rng) * 3 * peak, x, y)
+            simulate.add_patch(density, simulate.crystal(int(2.5 * r) | 1, r, rng) * 3 * peak,
+                               x, y)
     ctf = simulate.ctf_params({"defocus": rng.uniform(10000, 25000)})
     image = simulate.through_microscope(density.astype(np.float32), PIXEL, ctf)
     inside = np.zeros(image.shape, bool)

@@ -215,18 +215,18 @@ def simulate_micrograph(volume, family, spec):
         views = volume.project(rotations).asnumpy()
         for view in views:
             offset = rng.normal(0, box * family["diameter"] * 0.3, 2)
-            _add(density, view * rng.uniform(0.8, 1.3), *(centre + offset))
+            add_patch(density, view * rng.uniform(0.8, 1.3), *(centre + offset))
         junk.append(centre)
     for _ in range(spec["crystals"]):
         centre = free_point(box // 2, box * 0.8)
         if centre is None:
             continue
         r = box * rng.uniform(0.08, 0.3)
-        blob = _crystal(int(2.5 * r) | 1, r, rng) * unit * rng.uniform(1.5, 4.0)
-        _add(density, blob, *centre)
+        blob = crystal(int(2.5 * r) | 1, r, rng) * unit * rng.uniform(1.5, 4.0)
+        add_patch(density, blob, *centre)
         junk.append(centre)
     if spec["carbon"]:
-        edge_points = _carbon(density, rng, unit * rng.uniform(0.4, 1.0))
+        edge_points = carbon_film(density, rng, unit * rng.uniform(0.4, 1.0))
         for p in edge_points[rng.permutation(len(edge_points))]:
             if (np.min(np.hypot(*(particles - p).T)) >= box * 0.8 and
                     (not junk or np.min(np.hypot(*(np.array(junk) - p).T)) >= box * 0.5)):
@@ -268,7 +268,7 @@ def project_volume(volume, rng, size):
     return image
 
 
-def _add(image, patch, x, y):
+def add_patch(image, patch, x, y):
     """Add ``patch`` centred at (x, y), clipped at the borders."""
     h, w = patch.shape
     r0, c0 = int(round(y)) - h // 2, int(round(x)) - w // 2
@@ -278,7 +278,7 @@ def _add(image, patch, x, y):
         image[rs, cs] += patch[rs.start - r0:rs.stop - r0, cs.start - c0:cs.stop - c0]
 
 
-def _crystal(size, radius, rng):
+def crystal(size, radius, rng):
     """A dense round or hexagonal blob with a soft edge (projected thickness ~ constant)."""
     yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
     if rng.random() < 0.5:
@@ -291,7 +291,7 @@ def _crystal(size, radius, rng):
     return (1 / (1 + np.exp((distance - radius) / max(radius * 0.08, 0.7)))).astype(np.float32)
 
 
-def _carbon(density, rng, thickness):
+def carbon_film(density, rng, thickness):
     """A carbon film over part of the micrograph, its border straight or gently curved; adds it
     to ``density`` and returns points along the border."""
     size = density.shape[0]

@@ -237,8 +237,8 @@ class WidthPackedConv2D(keras.layers.Conv2D):
 
     def build(self, input_shape):
         super().build(input_shape)
-        self._pack = packing_factor(input_shape[2], input_shape[3], self.filters)
-        self._backward_pack = backward_packing_factor(input_shape[2], input_shape[3],
+        self.pack = packing_factor(input_shape[2], input_shape[3], self.filters)
+        self.backward_pack = backward_packing_factor(input_shape[2], input_shape[3],
                                                       self.filters, self.kernel_size[0])
 
     def call(self, inputs):
@@ -250,6 +250,6 @@ class WidthPackedConv2D(keras.layers.Conv2D):
         relu = self.activation is keras.activations.relu
         # The weights as tensors: a custom gradient hands theirs back to the variables.
         outputs = width_packed_convolution(
-            inputs, tf.convert_to_tensor(self.kernel), self._pack,
-            tf.convert_to_tensor(self.bias) if self.use_bias else None, relu, self._backward_pack)
+            inputs, tf.convert_to_tensor(self.kernel), self.pack,
+            tf.convert_to_tensor(self.bias) if self.use_bias else None, relu, self.backward_pack)
         return outputs if relu else self.activation(outputs)
