@@ -20,3 +20,87 @@ def dataset(tmp_path_factory):
     synthetic.make_dataset(str(folder), n_micrographs=3, shape=(768, 768), n_particles=20,
                            n_junk=4, seed=2)
     return folder
+
+
+# ------------------------------------------------------------------ which modules ran
+# `pytest -m "not slow" --untested-modules` lists the package's modules that no test ran (none
+# of their functions called, or never imported) and fails if there is one: the fast tier must
+# exercise every module. Code run in subprocesses (Scipion's protocol runs) is not seen.
+import os  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+import xmipp3_deepcons  # noqa: E402
+
+PACKAGE = os.path.dirname(os.path.abspath(xmipp3_deepcons.__file__))
+_called = {}    # file -> names of its code objects that ran (functions, "<module>", classes)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--untested-modules", action="store_true",
+                     help="list the package's modules none of whose functions a test called "
+                          "(fails when there is one)")
+
+
+def _record(frame, event, arg):
+    if event == "call":
+        code = frame.f_code
+        if code.co_filename.startswith(PACKAGE):
+            _called.setdefault(code.co_filename, set()).add(code.co_name)
+
+
+def pytest_configure(config):
+    if config.getoption("--untested-modules", False):
+        sys.settrace(_record)           # calls only (no line events): returns no local tracer
+        threading.settrace(_record)
+        for name, module in list(sys.modules.items()):   # imported before the trace began
+            path = getattr(module, "__file__", None) or ""
+            if name.startswith("xmipp3_deepcons") and path.startswith(PACKAGE):
+                _called.setdefault(os.path.abspath(path), set()).add("<module>")
+
+
+def untested_modules():
+    """(module, why) for each package module that did not run: never imported, or imported
+    but none of its functions called although it defines some."""
+    import ast
+    missing = []
+    for folder, _, files in os.walk(PACKAGE):
+        for name in sorted(files):
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            module = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3].replace(os.sep, ".")
+            with open(path) as f:
+                tree = ast.parse(f.read())
+            defines = any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                          for node in ast.walk(tree))
+            ran = _called.get(path, set())
+            if not ran:
+                missing.append((module, "never imported"))
+            elif defines and not ran - {"<module>"} - {
+                    n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}:
+                missing.append((module, "imported, none of its functions called"))
+    return missing
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not config.getoption("--untested-modules", False):
+        return
+    sys.settrace(None)
+    threading.settrace(None)
+    missing = untested_modules()
+    terminalreporter.section("modules no test ran")
+    for module, why in missing:
+        terminalreporter.write_line("%s: %s" % (module, why))
+    if not missing:
+        terminalreporter.write_line("every module of xmipp3_deepcons ran")
+    config._untested = missing
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if session.config.getoption("--untested-modules", False) and exitstatus == 0:
+        # the summary runs after this hook: compute here to set the exit status
+        sys.settrace(None)
+        threading.settrace(None)
+        if untested_modules():
+            session.exitstatus = 1
