@@ -202,6 +202,7 @@ def _boxes(n, seed=0):
     return np.random.default_rng(seed).normal(size=(n, 128, 128)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_a_network_is_saved_leaves_no_part_of_it(tmp_path, monkeypatch):
     """Issue 30, 12: 2.0 of 6.5 MB of model_0.keras were left under its final name."""
     from xmipp3_deepcons.core import training
