@@ -2,8 +2,10 @@
 
 - ``dataset``: three generated 768x768 micrographs with three pickers' .pos files; the command
   line tests read it and copy what they change.
-- ``scipion_data``: one Scipion project holding the generated micrographs and the three pickers'
-  imports; the protocol test classes add their runs to it and only read the imports.
+- one Scipion project per session holding the generated micrographs and the three pickers'
+  imports: ``protocol_helpers.use_shared_project`` (the protocol tests are unittest classes,
+  which take no fixtures); test_protocols and test_protocol_options add their runs to it and
+  only read the imports.
 
 The headless Scipion home itself is made by the repository's top-level conftest.py.
 """
