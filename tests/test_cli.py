@@ -2,7 +2,6 @@
 import os
 
 import numpy as np
-import pytest
 
 from xmipp3_deepcons.cli import main
 from xmipp3_deepcons.io.coordinates import write_pos
