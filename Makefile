@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test test-fast bench
 
 $(STAMP): requirements.txt setup.py
 	python3 -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# the fast tier (under 3 minutes on 2 cores; docs/development.md): every module, no slow test
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests -m "not slow" --untested-modules
 
 bench: $(STAMP)
 	$(PY) benchmarks/empiar10017.py

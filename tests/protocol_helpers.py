@@ -3,9 +3,14 @@
 Data come from ``xmipp3_deepcons.synthetic``: micrographs of 1536 px at 2 A/px and three
 simulated pickers, all written as Xmipp .pos files so that Scipion's Xmipp coordinate import
 (which works without Xmipp's binaries) reads them.
+
+``use_shared_project`` gives the protocol test classes one project per test session with those
+data imported (the micrographs and the three pickers' coordinates): each class adds its own
+runs and only reads the imports.
 """
 import os
 import time
+import types
 
 from xmipp3_deepcons import synthetic
 from xmipp3_deepcons.constants import SCORE_ATTRIBUTE
@@ -37,6 +42,33 @@ def make_data(folder, n_micrographs=6, seed=3):
                            n_junk=20)
     synthetic.write_pos_folders(folder)
     return folder
+
+
+SHARED_MICROGRAPHS = 6
+_shared = {}
+
+
+def use_shared_project(cls):
+    """Point a ``BaseTest`` class at the session's project (made on first use: generated data
+    in its folder, the micrographs and the three pickers imported), as ``setupTestProject``
+    points it at a new one; returns what was imported: ``data`` (the folder), ``micImport``,
+    ``mics`` (its output) and ``coordImports`` (one per picker). Tests add their own runs
+    and never change the imports; the data folder goes with the project."""
+    if not _shared:
+        from pyworkflow.tests import BaseTest, setupTestProject
+        holder = type("DeepConsensusSharedData", (BaseTest,), {})
+        setupTestProject(holder)
+        data = make_data(os.path.join(holder.outputPath, "generated_data"), SHARED_MICROGRAPHS)
+        micImport = import_micrographs(holder, data)
+        coordImports = [import_coordinates(holder, data, micImport.outputMicrographs, picker)
+                        for picker in PICKERS]
+        _shared.update(holder=holder, imported=types.SimpleNamespace(
+            data=data, micImport=micImport, mics=micImport.outputMicrographs,
+            coordImports=coordImports))
+    holder = _shared["holder"]
+    cls.proj, cls.projName, cls.outputPath = holder.proj, holder.projName, holder.outputPath
+    os.chdir(cls.outputPath)
+    return _shared["imported"]
 
 
 def import_micrographs(test, folder):

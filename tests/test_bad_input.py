@@ -156,6 +156,7 @@ def test_training_refuses_non_finite_boxes_and_parameters(tmp_path):
         train_ensemble(positives, negatives, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_diverging_training_stops_and_says_to_lower_the_learning_rate(tmp_path, monkeypatch):
     from xmipp3_deepcons.core import training
     from xmipp3_deepcons.errors import TrainingDiverged

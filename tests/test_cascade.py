@@ -39,6 +39,7 @@ def screen(data, out, *extra):
             for stem in run.stems()}
 
 
+@pytest.mark.slow
 def test_the_cascade_decides_as_whole_scores_with_fewer_evaluations(dataset, tmp_path):
     small = os.path.join(os.path.dirname(synthetic.__file__), "models", "pretrained",
                          "noPhaseFlip", "small")
@@ -90,6 +91,7 @@ def test_the_cascade_decides_as_whole_scores_with_fewer_evaluations(dataset, tmp
     assert went_on > 0
 
 
+@pytest.mark.slow
 def test_a_previous_run_without_training_keeps_exactly_what_the_run_kept(dataset, tmp_path):
     small = os.path.join(os.path.dirname(synthetic.__file__), "models", "pretrained",
                          "noPhaseFlip", "small")

@@ -2,18 +2,9 @@
 import os
 
 import numpy as np
-import pytest
 
-from xmipp3_deepcons import synthetic
 from xmipp3_deepcons.cli import main
 from xmipp3_deepcons.io.coordinates import write_pos
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    synthetic.make_dataset(str(folder), n_micrographs=2, shape=(768, 768), n_particles=20, n_junk=4)
-    return folder
 
 
 def screen_args(dataset, out, *extra, pickers=("pickerA", "pickerB", "pickerC"), box="128"):

@@ -19,14 +19,6 @@ PICKERS = [name for name, *_ in synthetic.PICKERS]
 pytestmark = pytest.mark.filterwarnings("ignore:Data array contains NaN values")
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bad") / "data"
-    synthetic.make_dataset(str(folder), n_micrographs=3, shape=(768, 768), n_particles=20,
-                           n_junk=4, seed=2)
-    return folder
-
-
 def argv(data, out, *extra, command="screen", pickers=PICKERS):
     args = [command, "--micrographs", str(data / "micrographs" / "*.mrc"), "--box-size", "128",
             "-o", str(out)]

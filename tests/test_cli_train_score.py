@@ -30,6 +30,7 @@ def test_weights_in_file_names():
     assert parse_weighted("c:/data/b.xmd") == ("c:/data/b.xmd", 1)
 
 
+@pytest.mark.slow
 def test_train_then_score_with_testing(tmp_path):
     folder = str(tmp_path)
     pos = blob_stack(folder, "pos", 400, True, 0)

@@ -336,6 +336,7 @@ def trained(data, tmp_path_factory):
     return folder, lines
 
 
+@pytest.mark.slow
 def test_training_separates_blobs_from_noise(trained):
     folder, lines = trained
     manifest = json.load(open(os.path.join(folder, "manifest.json")))
@@ -361,6 +362,7 @@ def test_training_separates_blobs_from_noise(trained):
     assert report["roc_auc"] > 0.95 and report["accuracy_at_0.5"] > 0.9
 
 
+@pytest.mark.slow
 def test_saved_model_is_the_reported_epoch(trained, data):
     """The model on disk scores the validation set exactly as the manifest says."""
     folder, _ = trained
@@ -372,6 +374,7 @@ def test_saved_model_is_the_reported_epoch(trained, data):
     assert accuracy == pytest.approx(ensemble.manifest["models"][0]["val_accuracy"])
 
 
+@pytest.mark.slow
 def test_reloaded_ensemble_scores_identically(trained, tmp_path):
     boxes = blobs(np.random.default_rng(3), 20, True)
     ensemble = Ensemble.load(trained[0])
@@ -385,6 +388,7 @@ def test_reloaded_ensemble_scores_identically(trained, tmp_path):
     np.testing.assert_array_equal(Ensemble.load(str(tmp_path)).score(boxes), ensemble.score(boxes))
 
 
+@pytest.mark.slow
 def test_mirror_views_score_the_mean_of_the_mirrored_boxes(trained):
     boxes = np.concatenate([blobs(np.random.default_rng(5), 30, True),
                             blobs(np.random.default_rng(6), 30, False)])
@@ -406,6 +410,7 @@ def test_mirror_views_score_the_mean_of_the_mirrored_boxes(trained):
         Ensemble.load(trained[0], views=3)
 
 
+@pytest.mark.slow
 def test_same_seed_same_scores_and_continued_training(data, trained, tmp_path):
     boxes = blobs(np.random.default_rng(4), 20, True)
     scores = []
@@ -441,6 +446,7 @@ def test_best_mcc_threshold_matches_scikit_learn():
     assert report["recall"] == pytest.approx((predicted & labels).sum() / labels.sum())
 
 
+@pytest.mark.slow
 def test_not_a_model_folder_and_wrong_box_size(tmp_path, trained):
     with pytest.raises(InputError, match="not a Deep Consensus model folder"):
         Ensemble.load(str(tmp_path))

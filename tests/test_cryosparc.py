@@ -104,6 +104,7 @@ def test_a_cs_without_locations_is_refused(tmp_path, capsys, dataset):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_screen_reads_cs_pickers_and_writes_the_kept_as_cs(dataset, tmp_path):
     a = write_picker_cs(tmp_path / "template_picks.cs", picker_picks(dataset, "pickerA"))
     b = write_picker_cs(tmp_path / "topaz_picks.cs", picker_picks(dataset, "pickerB"))

@@ -66,6 +66,7 @@ def _files(folder, names):
     return {name: (folder / name).read_bytes() for name in names}
 
 
+@pytest.mark.slow
 def test_a_narrower_rerun_is_refused_and_the_finished_run_kept(data, copy, capsys):
     """Issue 30, 2: it deleted training/ and model/, then stopped on 'too few positives',
     leaving the outputs of a model that no longer existed."""
@@ -88,6 +89,7 @@ def test_a_narrower_rerun_is_refused_and_the_finished_run_kept(data, copy, capsy
         "(epochs 1.0 -> 2.0); give a new output folder, or remove it to start over\n")
 
 
+@pytest.mark.slow
 def test_a_discarded_model_takes_its_outputs_with_it(copy):
     run = RunFolder(copy)
     assert (copy / "coordinates.star").exists() and len(list((copy / "coordinates").iterdir())) == 5
@@ -97,6 +99,7 @@ def test_a_discarded_model_takes_its_outputs_with_it(copy):
     assert not list((copy / "training").iterdir())
 
 
+@pytest.mark.slow
 def test_a_damaged_final_model_is_made_again_from_its_training_pass(data, copy, capsys):
     """Issue 30, 3 and 8: a model that cannot be loaded (two runs at once wrote it, or it was
     truncated) stuck the folder; a deleted manifest.json was not remade."""
@@ -117,6 +120,7 @@ def test_a_damaged_final_model_is_made_again_from_its_training_pass(data, copy, 
     assert _files(copy, ["coordinates.star"]) == stars
 
 
+@pytest.mark.slow
 def test_a_damaged_training_pass_is_trained_again(data, copy, capsys):
     pass_model = copy / "training" / "pass_001" / "model_0.keras"
     pass_model.write_bytes(b"\0" * pass_model.stat().st_size)   # same size, zeroed
@@ -132,6 +136,7 @@ def test_a_damaged_training_pass_is_trained_again(data, copy, capsys):
     assert not list(copy.rglob("*.tmp")) and not list(copy.rglob(".*.partial.keras"))
 
 
+@pytest.mark.slow
 def test_a_damaged_preprocessed_micrograph_is_made_again(data, copy, capsys):
     """Issue 30, 8: 40 KB zeroed in work/preprocessed/<mic>.mrc was used (scores off by up to
     0.49); a truncated one was not remade."""
@@ -158,6 +163,7 @@ def test_a_damaged_preprocessed_micrograph_is_made_again(data, copy, capsys):
         np.testing.assert_array_equal(run.network_scores(stem), before)
 
 
+@pytest.mark.slow
 def test_a_micrograph_replaced_with_the_same_size_and_time_is_hashed_again(data, tmp_path):
     """Issue 30, 11: the digest was cached by size and modification time only."""
     mic = tmp_path / "mic.mrc"
@@ -176,6 +182,7 @@ def test_a_micrograph_replaced_with_the_same_size_and_time_is_hashed_again(data,
     assert second == run.micrograph_digest("mic2", str(data / "micrographs" / "mic_001.mrc"))
 
 
+@pytest.mark.slow
 def test_a_diverging_screen_stops_with_one_line(data, tmp_path, capsys):
     """Issue 30, 7: --learning-rate 1e6 gave loss 1e21, every score 0 and exit 0."""
     out = tmp_path / "run"
@@ -195,6 +202,7 @@ def _boxes(n, seed=0):
     return np.random.default_rng(seed).normal(size=(n, 128, 128)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_a_network_is_saved_leaves_no_part_of_it(tmp_path, monkeypatch):
     """Issue 30, 12: 2.0 of 6.5 MB of model_0.keras were left under its final name."""
     from xmipp3_deepcons.core import training

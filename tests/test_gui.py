@@ -159,6 +159,7 @@ def readme_image(source, name):
 
 
 # ------------------------------------------------------------------------------ tests
+@pytest.mark.slow
 def test_protocol_tree_and_the_form_in_each_model_type(display, finished, artefacts):
     project, run = finished
     from xmipp3_deepcons.protocols import XmippProtScreenDeepConsensus
@@ -263,6 +264,7 @@ def test_protocol_tree_and_the_form_in_each_model_type(display, finished, artefa
     open_project_window(project, script)
 
 
+@pytest.mark.slow
 def test_analyze_results_shows_every_figure(display, finished, artefacts):
     project, run = finished
     labels = viewer_labels(project, run)
@@ -342,6 +344,7 @@ def test_analyze_results_shows_every_figure(display, finished, artefacts):
     open_project_window(project, script)
 
 
+@pytest.mark.slow
 def test_particles_open_in_scipion_viewer_with_the_score(display, finished, artefacts,
                                                          monkeypatch):
     """Without Xmipp's ShowJ, the particles open in Scipion's own (metadata) viewer, with the
@@ -392,6 +395,7 @@ def test_particles_open_in_scipion_viewer_with_the_score(display, finished, arte
     assert started, "no viewer was started"
 
 
+@pytest.mark.slow
 def test_subset_by_score_from_the_viewer(display, finished, artefacts):
     """Analyze Results > Subset by score: a range, and the subset is a run of the project,
     with no Xmipp installed."""
@@ -498,6 +502,7 @@ def test_subset_by_score_from_the_viewer(display, finished, artefacts):
         "\n".join(subset.summary())
 
 
+@pytest.mark.slow
 def test_matplotlib_backend_unchanged_by_every_entry(display, finished, monkeypatch):
     """Opening every Analyze Results entry leaves the process's backend (the project
     window's TkAgg) as it was, and nothing asks matplotlib to switch it."""
@@ -545,6 +550,7 @@ def test_matplotlib_backend_unchanged_by_every_entry(display, finished, monkeypa
     assert seen["figures"] == 4 and started
 
 
+@pytest.mark.slow
 def test_subset_of_coordinates_and_its_validation(finished):
     """The subset protocol on the coordinates, launched by the viewer outside a project
     window (no GUI); and a range upside down is refused."""
@@ -574,6 +580,7 @@ def test_subset_of_coordinates_and_its_validation(finished):
     assert any("carry no Deep Consensus score" in e for e in unscored.validate())
 
 
+@pytest.mark.slow
 def test_with_showj_the_original_path_is_kept(finished, monkeypatch):
     """With Xmipp's ShowJ installed, the particles entry opens it as the original viewer did:
     sorted by score, subsets on the coordinates (XmippProtDeepConsSubSet)."""
@@ -592,6 +599,7 @@ def test_with_showj_the_original_path_is_kept(finished, monkeypatch):
     assert run.outputParticles.getFileName() == view.getPath()
 
 
+@pytest.mark.slow
 def test_viewer_writes_its_figures_headless(finished):
     """The same figures as PNGs in the run's extra/plots, without a display or pyplot."""
     project, run = finished
@@ -610,6 +618,7 @@ def test_viewer_writes_its_figures_headless(finished):
     assert matplotlib.get_backend() == backend
 
 
+@pytest.mark.slow
 def test_stopped_run_analysis_uses_the_scores_that_exist(display, finished, artefacts):
     """A run stopped after its network scored and before the shipped network did (anchored
     evidence): the histogram and the galleries open, with the run network's scores and a note
@@ -664,6 +673,7 @@ def test_stopped_run_analysis_uses_the_scores_that_exist(display, finished, arte
     assert seen["bars"] > 0
 
 
+@pytest.mark.slow
 def test_previous_run_training_curves_say_whose_they_are(finished):
     """A run that did not train shows the reused networks' curves and says so."""
     project, run = finished
@@ -682,6 +692,7 @@ def test_previous_run_training_curves_say_whose_they_are(finished):
         % run.getRunName())
 
 
+@pytest.mark.slow
 def test_counts_below_one_are_refused_with_a_message(finished):
     project, run = finished
     from pyworkflow.viewer import MessageView
@@ -697,6 +708,7 @@ def test_counts_below_one_are_refused_with_a_message(finished):
     assert "number of bins must be at least 1 (it is 0)" in histogram.getMessage()
 
 
+@pytest.mark.slow
 def test_workflow_template_keeps_its_labels(display, artefacts):
     """The template's protocols keep their labels in a project (pyworkflow 3.11.7 drops the
     label given to newProtocol: the plugin sets it after creation)."""
@@ -731,6 +743,7 @@ def test_workflow_template_keeps_its_labels(display, artefacts):
         os.chdir(cwd)
 
 
+@pytest.mark.slow
 def test_analyze_results_on_a_pickers_coordinates(display, finished, artefacts, monkeypatch):
     """Analyze Results on coordinates another protocol made (a picker's import), with the
     preferred viewers Scipion's launcher sets (Xmipp's DataViewer for coordinates): the
@@ -780,6 +793,7 @@ def run_metadata_viewer(arguments):
     return json.loads(lines[0][len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_metadata_viewer_sorted_by_score_and_a_range_selected(display, finished):
     """Particles and their scores, in Scipion's metadata viewer as the plugin opens it: sorted
     by score (highest first) at 100 %; a click on the score header (twice), a click on row 1
@@ -811,6 +825,7 @@ def test_metadata_viewer_sorted_by_score_and_a_range_selected(display, finished)
     assert "no such column: stack" in upstream.get("error", ""), upstream
 
 
+@pytest.mark.slow
 def test_no_log_starts_with_an_import_error(finished):
     """Every run log of the project (pyworkflow loads every plugin's protocols in each run)
     has no plugin import error: scipion-em-xmipp without Xmipp's binding is quiet."""

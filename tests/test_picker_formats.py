@@ -344,14 +344,6 @@ def test_a_file_that_is_no_picker_output(tmp_path):
 
 # ------------------------------------------------------------------------------- screen
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    synthetic.make_dataset(str(folder), n_micrographs=2, shape=(768, 768), n_particles=20,
-                           n_junk=4)
-    return folder
-
-
 def test_screen_takes_three_native_formats(dataset, tmp_path):
     """A Topaz file with a threshold, a RELION 3.1 job and a crYOLO root, side by side: each
     micrograph gets exactly the picks each picker wrote for it."""

@@ -207,6 +207,7 @@ def test_cli_refuses_a_model_of_the_other_phase_flip(one_picker, tmp_path, capsy
     assert status == 2 and "trained without phase flipping" in err
 
 
+@pytest.mark.slow
 def test_cli_pretrained_skip_training_reads_who_picked_as_one_answer(tmp_path):
     """Without --picker-evidence, a shipped network scoring without training combines with who
     picked as one answer ('patterns'); asked for, the pickers stay independent witnesses."""
@@ -226,6 +227,7 @@ def test_cli_pretrained_skip_training_reads_who_picked_as_one_answer(tmp_path):
         assert ("who_picked" in evidence["model"]) is (mode == "patterns")
 
 
+@pytest.mark.slow
 def test_cli_pretrained_then_trained_further(tmp_path):
     """Pretrained + training: every member starts from the shipped network and moves away
     from it; the trained ensemble separates the planted particles from everything else."""

@@ -2,8 +2,9 @@
 custom negative coordinates as additional training data, a self-training round, and testing
 after training.
 
-One Deep Consensus run covers them all; its inputs (CTFs, junk coordinates, test particles) are
-made in the test with xmippLib (.ctfparam files) and the engine (test particles prepared exactly
+One Deep Consensus run covers them all, in the session's shared project (its micrographs and
+pickers' imports, as test_protocols uses them); its other inputs (CTFs, junk coordinates, test
+particles) are made in the test with xmippLib (.ctfparam files) and the engine (test particles prepared exactly
 as the protocol prepares its boxes).
 """
 import json
@@ -15,12 +16,13 @@ import tempfile
 os.environ.setdefault("SCIPION_PYTHON", sys.executable)
 
 import numpy as np
+import pytest
 import pyworkflow
 from pyworkflow.object import Pointer
-from pyworkflow.tests import BaseTest, setupTestProject
+from pyworkflow.tests import BaseTest
 
-from protocol_helpers import (BOX, PICKERS, SAMPLING, import_coordinates, import_micrographs,
-                              make_data, scored_by_the_shipped_network)
+from protocol_helpers import (BOX, SAMPLING, SHARED_MICROGRAPHS, import_coordinates,
+                              scored_by_the_shipped_network, use_shared_project)
 from xmipp3_deepcons.constants import DEEP_PARTICLE_SIZE
 from xmipp3_deepcons.core.ctf import CTFParams
 from xmipp3_deepcons.core.extract import extract_boxes
@@ -29,9 +31,11 @@ from xmipp3_deepcons.io.coordinates import write_pos
 from xmipp3_deepcons.io.images import read_micrograph, write_stack
 from xmipp3_deepcons.protocols import XmippProtScreenDeepConsensus
 
+pytestmark = pytest.mark.slow   # a Scipion project and a 10-epoch training
+
 pyworkflow.PYTHON = os.environ["SCIPION_PYTHON"]
 
-N_MICROGRAPHS = 6
+N_MICROGRAPHS = SHARED_MICROGRAPHS
 FACTOR = BOX / DEEP_PARTICLE_SIZE
 TEST_MICROGRAPHS = ("mic_004", "mic_005")
 
@@ -78,26 +82,26 @@ class TestDeepConsensusOptions(BaseTest):
 
     @classmethod
     def setUpClass(cls):
-        setupTestProject(cls)
-        cls.data = make_data(tempfile.mkdtemp(prefix="deepcons_options_"), N_MICROGRAPHS)
-        cls.addClassCleanup(shutil.rmtree, cls.data, True)
+        shared = use_shared_project(cls)      # one project (and imports) per test session
+        cls.data, mics, coordImports = shared.data, shared.mics, shared.coordImports
+        # what this class adds (CTFs, junk coordinates, test particles): its own folder
+        cls.extra = tempfile.mkdtemp(prefix="deepcons_options_")
+        cls.addClassCleanup(shutil.rmtree, cls.extra, True)
         cls.stems = ["mic_%03d" % i for i in range(N_MICROGRAPHS)]
-        mics = import_micrographs(cls, cls.data).outputMicrographs
-        coordImports = [import_coordinates(cls, cls.data, mics, p) for p in PICKERS]
 
         from pwem.protocols import ProtImportCTF
         ctfImport = cls.newProtocol(
             ProtImportCTF, importFrom=ProtImportCTF.IMPORT_FROM_XMIPP3,
-            filesPath=write_ctfparams(os.path.join(cls.data, "ctf"), cls.stems),
+            filesPath=write_ctfparams(os.path.join(cls.extra, "ctf"), cls.stems),
             filesPattern="*.ctfparam")
         ctfImport.inputMicrographs.set(mics)
         cls.launchProtocol(ctfImport)
 
-        junkFolder = os.path.join(cls.data, "pos", "junk")
+        junkFolder = os.path.join(cls.extra, "pos", "junk")
         os.makedirs(junkFolder)
         for stem in cls.stems:
             write_pos(os.path.join(junkFolder, stem + ".pos"), junk_centres(cls.data, stem))
-        junkImport = import_coordinates(cls, cls.data, mics, "junk")
+        junkImport = import_coordinates(cls, cls.extra, mics, "junk")
 
         cls.testSets = {kind: cls.importTestParticles(kind) for kind in ("true", "false")}
         prot = cls.newProtocol(
@@ -133,7 +137,7 @@ class TestDeepConsensusOptions(BaseTest):
         boxes = np.concatenate([extract_boxes(cls.preprocessed(stem),
                                               centres(cls.data, stem) / FACTOR)
                                 for stem in TEST_MICROGRAPHS])
-        folder = os.path.join(cls.data, "test_" + kind)
+        folder = os.path.join(cls.extra, "test_" + kind)
         os.makedirs(folder)
         write_stack(os.path.join(folder, "boxes.mrcs"), boxes, SAMPLING * FACTOR)
         prot = cls.newProtocol(ProtImportParticles, objLabel="test particles " + kind,

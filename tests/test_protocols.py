@@ -1,6 +1,7 @@
 """The Scipion protocols in a real (temporary) project, on generated data.
 
-One project serves every scenario: the New run trained in setUpClass is reused by the
+The session's shared project (``protocol_helpers.use_shared_project``, also used by
+test_protocol_options) holds the imports; the New run trained in setUpClass is reused by the
 PreviousRun, viewer, subset and stop-and-continue tests, so the file trains three times in all
 (New, streaming, stopped-and-continued).
 """
@@ -16,17 +17,20 @@ import tempfile
 os.environ.setdefault("SCIPION_PYTHON", sys.executable)
 
 import numpy as np
+import pytest
 import pyworkflow
 from pyworkflow.object import Pointer
 from pyworkflow.protocol.constants import MODE_RESUME
-from pyworkflow.tests import BaseTest, setupTestProject
+from pyworkflow.tests import BaseTest
 
-from protocol_helpers import (BOX, PICKERS, SAMPLING, import_coordinates, import_micrographs,
-                              kept_by_rule, make_data, run_scores, scored_by_the_shipped_network,
-                              scored_items, wait_for)
+from protocol_helpers import (BOX, PICKERS, SAMPLING, SHARED_MICROGRAPHS, import_coordinates,
+                              kept_by_rule, run_scores, scored_by_the_shipped_network,
+                              scored_items, use_shared_project, wait_for)
 from xmipp3_deepcons.constants import DEEP_PARTICLE_SIZE
 from xmipp3_deepcons.run.boxes import positive_mask
 from xmipp3_deepcons.protocols import XmippProtDeepConsSubSet, XmippProtScreenDeepConsensus
+
+pytestmark = pytest.mark.slow   # real Scipion protocol runs (three trainings)
 
 pyworkflow.PYTHON = os.environ["SCIPION_PYTHON"]
 
@@ -34,7 +38,7 @@ THRESHOLD = 0.5
 FAST = dict(nEpochs=1.0, minBatches=0, nModels=1, toTrainDataSize=1000, randomSeed=11,
             threshold=THRESHOLD, extractingBatch=2, trainingBatch=3, numberOfThreads=2,
             addTrainingData=0, gpuList="1")
-N_MICROGRAPHS = 6
+N_MICROGRAPHS = SHARED_MICROGRAPHS
 
 
 def point(param, prot, output):
@@ -47,13 +51,9 @@ class TestDeepConsensus(BaseTest):
 
     @classmethod
     def setUpClass(cls):
-        setupTestProject(cls)
-        cls.data = make_data(tempfile.mkdtemp(prefix="deepcons_data_"), N_MICROGRAPHS)
-        cls.addClassCleanup(shutil.rmtree, cls.data, True)
-        cls.micImport = import_micrographs(cls, cls.data)
-        cls.mics = cls.micImport.outputMicrographs
-        cls.coordImports = [import_coordinates(cls, cls.data, cls.mics, picker)
-                            for picker in PICKERS]
+        shared = use_shared_project(cls)      # one project (and imports) per test session
+        cls.data, cls.micImport, cls.mics = shared.data, shared.micImport, shared.mics
+        cls.coordImports = shared.coordImports
         cls.newRun = cls.deepConsensus("new model", **FAST)
 
     @classmethod
@@ -295,10 +295,12 @@ class TestDeepConsensus(BaseTest):
     def _importParticles(self, size):
         from pwem.protocols import ProtImportParticles
         from xmipp3_deepcons.io.images import write_stack
-        stack = os.path.join(self.data, "particles_%d.mrcs" % size)
+        folder = os.path.abspath(self.proj.getTmpPath("particles_%d" % size))  # not the data
+        os.makedirs(folder, exist_ok=True)
+        stack = os.path.join(folder, "particles_%d.mrcs" % size)
         write_stack(stack, np.random.default_rng(0).normal(size=(4, size, size)), SAMPLING)
         prot = self.newProtocol(ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_FILES,
-                                filesPath=self.data, filesPattern="particles_%d.mrcs" % size,
+                                filesPath=folder, filesPattern="particles_%d.mrcs" % size,
                                 samplingRate=SAMPLING)
         return self.launchProtocol(prot)
 

@@ -212,6 +212,7 @@ def same_particles(found, expected, tolerance=0.075):
     return True
 
 
+@pytest.mark.slow
 def test_every_job_finished_in_the_pipeline(project):
     root, seconds = project
     status = job_status(str(root))
@@ -223,6 +224,7 @@ def test_every_job_finished_in_the_pipeline(project):
     assert seconds < 150, f"the RELION pipeline took {seconds:.0f} s"
 
 
+@pytest.mark.slow
 def test_extract_has_exactly_the_kept_particles(project):
     root, _ = project
     kept = kept_by_the_run(root)
@@ -241,6 +243,7 @@ def test_extract_has_exactly_the_kept_particles(project):
     assert sum(int(run.kept(stem).sum()) for stem in run.stems()) == len(kept)
 
 
+@pytest.mark.slow
 def test_coordinate_files_are_relions(project):
     root, _ = project
     per_mic = [read_coordinates(str(root / f"External/job004/Micrographs/mic_{i:03d}"
@@ -253,6 +256,7 @@ def test_coordinate_files_are_relions(project):
         "Import/job001/micrographs.star"
 
 
+@pytest.mark.slow
 def test_bad_parameter_ends_the_job_failed_with_the_reason(project):
     root, _ = project
     job = root / "External/job006"
@@ -265,6 +269,7 @@ def test_bad_parameter_ends_the_job_failed_with_the_reason(project):
                    "candidate, or auto"]
 
 
+@pytest.mark.slow
 def test_continuing_the_job_continues_the_run(project):
     """RELION's 'continue' runs the same command again: the trained model is not trained
     again and the outputs are the same."""

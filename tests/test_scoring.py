@@ -38,7 +38,8 @@ def mirrored(boxes, views):
     return out
 
 
-@pytest.mark.parametrize("band,fast", [("medium", True), ("small", False)])
+@pytest.mark.parametrize("band,fast", [pytest.param("medium", True, marks=pytest.mark.slow),
+                                       ("small", False)])
 def test_scores_equal_the_mean_prediction_of_the_mirrored_boxes(band, fast):
     boxes = np.random.default_rng(2).normal(size=(70, 128, 128)).astype(np.float32)
     model = informative_network(band, fast, boxes[..., None])

@@ -1,6 +1,7 @@
 """End to end: `screen` on generated micrographs must keep planted particles and drop junk."""
 import glob
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from xmipp3_deepcons.core.evidence import apply_evidence, network_logit, presenc
 from xmipp3_deepcons.run.folder import REFERENCE, RunFolder
 from xmipp3_deepcons.run.keep import inside as keep_inside
 from xmipp3_deepcons.io.coordinates import find_coordinate_file, read_coordinates
+
+pytestmark = pytest.mark.slow   # every test trains a network
 
 PICKERS = [name for name, *_ in synthetic.PICKERS]
 MATCH = 0.25 * 128
@@ -119,8 +122,17 @@ def test_outputs_are_consistent(screened):
     assert "model 1/1 epoch 1/" in log and "prepared 6/6" in log and "scored 6/6" in log
 
 
-def test_a_stopped_run_continues_to_the_same_outputs(screened):
+def copied(screened, tmp_path):
+    """The trained run copied with its files' times, and its command line aimed at the copy:
+    for the tests that change the run (the others only read ``screened``)."""
     data, out, argv = screened
+    copy = str(tmp_path / "run")
+    shutil.copytree(out, copy)
+    return data, copy, argv[:argv.index("-o")] + ["-o", copy] + argv[argv.index("-o") + 2:]
+
+
+def test_a_stopped_run_continues_to_the_same_outputs(screened, tmp_path):
+    data, out, argv = copied(screened, tmp_path)
     before = open(os.path.join(out, "coordinates.star")).read()
     model_time = os.path.getmtime(os.path.join(out, "model", "model_0.keras"))
     # as if stopped while scoring: two micrographs unscored, no final outputs
@@ -132,8 +144,8 @@ def test_a_stopped_run_continues_to_the_same_outputs(screened):
     assert os.path.getmtime(os.path.join(out, "model", "model_0.keras")) == model_time
 
 
-def test_output_settings_apply_without_retraining(screened):
-    data, out, argv = screened
+def test_output_settings_apply_without_retraining(screened, tmp_path):
+    data, out, argv = copied(screened, tmp_path)
     assert main(argv + ["--threshold", "auto"]) == 0
     candidates = np.load(os.path.join(out, "candidates.npz"))
     assert float(candidates["threshold"]) == float(candidates["suggested_threshold"])

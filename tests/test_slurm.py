@@ -40,6 +40,7 @@ def _read(path):
 
 
 # ------------------------------------------------------------------------ plain Slurm
+@pytest.mark.slow
 def test_sbatch_wait_runs_a_script_and_writes_its_output(slurm_cluster, tmp_path):
     assert slurm_cluster.node_state() == "idle" and 0 < slurm_cluster.startup_seconds < 60
     out = tmp_path / "hello.out"
@@ -54,6 +55,7 @@ def test_sbatch_wait_runs_a_script_and_writes_its_output(slurm_cluster, tmp_path
     assert (record["JobState"], record["ExitCode"]) == ("COMPLETED", "0:0")
 
 
+@pytest.mark.slow
 def test_sbatch_wait_returns_the_exit_code_of_a_failed_job(slurm_cluster, tmp_path):
     script = _script(tmp_path / "fail.sh", "echo failing >&2\nexit 3\n")
     done = slurm_cluster.run("sbatch", "--parsable", "--wait", "--output=%s" % (tmp_path / "o"),
@@ -64,6 +66,7 @@ def test_sbatch_wait_returns_the_exit_code_of_a_failed_job(slurm_cluster, tmp_pa
     assert _read(tmp_path / "e").strip() == "failing"
 
 
+@pytest.mark.slow
 def test_job_array_runs_every_task(slurm_cluster, tmp_path):
     script = _script(tmp_path / "array.sh",
                      'echo "task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT, '
@@ -78,6 +81,7 @@ def test_job_array_runs_every_task(slurm_cluster, tmp_path):
     assert {r["JobState"] for r in records} == {"COMPLETED"}
 
 
+@pytest.mark.slow
 def test_dependency_afterok_orders_jobs(slurm_cluster, tmp_path):
     """What scripts/slurm_array.sh relies on: a job held until an array has succeeded."""
     log = tmp_path / "order.txt"
@@ -117,6 +121,7 @@ def _run_array_script(cluster, tmp_path, fail_at=""):
     return done, lines, run, jobs
 
 
+@pytest.mark.slow
 def test_array_script_chains_the_stages(slurm_cluster, tmp_path):
     done, calls, run, jobs = _run_array_script(slurm_cluster, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -144,6 +149,7 @@ def test_array_script_chains_the_stages(slurm_cluster, tmp_path):
     assert os.path.exists(os.path.join(run, "slurm", "finish-%d.out" % jobs[3]))
 
 
+@pytest.mark.slow
 def test_array_script_stops_the_chain_when_a_shard_fails(slurm_cluster, tmp_path):
     done, calls, run, jobs = _run_array_script(slurm_cluster, tmp_path,
                                                fail_at="--shard 2/2")
@@ -292,6 +298,7 @@ def _wait_protocol(scipion, prot, timeout):
                                                      timeout))
 
 
+@pytest.mark.slow
 def test_scipion_protocol_runs_as_one_slurm_job(scipion_slurm, tmp_path):
     """'Use queue' = Yes, 'Use queue for jobs' = N: the test process only submits; the whole
     protocol (pw_protocol_run.py) runs in the Slurm job and writes the project."""
@@ -335,6 +342,7 @@ def _bz2_movies(folder, n=2):
         os.remove(plain)
 
 
+@pytest.mark.slow
 def test_scipion_runjob_steps_go_to_slurm_one_by_one(scipion_slurm, tmp_path):
     """'Use queue for jobs' = Y: the protocol runs here and each runJob becomes a Slurm job.
     Importing bz2 movies makes exactly one runJob call (``bzip2 -d`` of the first movie, in the
@@ -366,6 +374,7 @@ def test_scipion_runjob_steps_go_to_slurm_one_by_one(scipion_slurm, tmp_path):
     assert env.get("SCIPION_DOMAIN") == "pwem"
 
 
+@pytest.mark.slow
 def test_scipion_queue_for_jobs_ignores_a_failed_job(scipion_slurm, tmp_path, monkeypatch):
     """pyworkflow (3.11) polls CHECK_COMMAND until the job is gone and never looks at its exit
     code: a runJob step whose Slurm job FAILED still counts as done. A protocol that sends its
@@ -435,6 +444,7 @@ def _prepared(text):
     return re.findall(r"prepared \d+/\d+ (\S+):", text)
 
 
+@pytest.mark.slow
 def test_array_script_continues_and_gives_the_particles_of_one_screen(slurm_cluster, tmp_path):
     """scripts/slurm_array.sh with 2 shards (prepare and predict as 2-task arrays, fit and
     finish as jobs) on generated data. The first submission's second prepare task dies after
@@ -568,6 +578,7 @@ def _assert_same_outputs(prot, reference):
                                    atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_deep_consensus_protocol_as_one_slurm_job(scipion_slurm, deepcons_local):
     """'Use queue' Yes, 'Use queue for jobs' N: the whole protocol, its stage jobs included,
     runs in one Slurm job and gives the particles of the local run."""
@@ -594,6 +605,7 @@ def test_deep_consensus_protocol_as_one_slurm_job(scipion_slurm, deepcons_local)
     assert "#SBATCH --cpus-per-task=2" in script and "#SBATCH --gres=gpu:0" in script
 
 
+@pytest.mark.slow
 def test_deep_consensus_template_with_each_stage_a_slurm_job(scipion_slurm, deepcons_local,
                                                               tmp_path):
     """The plugin's workflow template (import micrographs, three coordinate imports, Deep
