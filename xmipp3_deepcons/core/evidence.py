@@ -140,6 +140,19 @@ def _logistic_fit(x, target, start, steps=25, offset=0.0):
     return w
 
 
+def _to_fixed_point(step, posterior, iterations):
+    """EM run until no posterior moves by TOLERANCE: ``step(posterior)`` gives the model fitted
+    to it and the posterior under that model. Returns the last model and posterior."""
+    model = None
+    for _ in range(iterations):
+        model, updated = step(posterior)
+        change = np.max(np.abs(updated - posterior), initial=0.0)
+        posterior = updated
+        if change < TOLERANCE:
+            break
+    return model, posterior
+
+
 def fit_joint_evidence(ranks, network_scores=None, initial=None, iterations=MAX_ITERATIONS):
     """The joint model of these candidates (JSON-ready), fitted by EM from ``initial`` to its
     fixed point. Only who picked counts, not the pickers' figures of merit."""
@@ -147,20 +160,19 @@ def fit_joint_evidence(ranks, network_scores=None, initial=None, iterations=MAX_
     logit = network_logit(network_scores, len(ranks))
     patterns, n_patterns = who_picked(ranks)
     posterior = _initial_posterior(ranks, network_scores, initial)
-    link = np.array([0.0, 1.0 if network_scores is not None else 0.0])
-    for _ in range(iterations):
+    link = [0.0, 1.0 if network_scores is not None else 0.0]
+
+    def step(posterior):
         if network_scores is not None:
-            link = _logistic_fit(logit, posterior, link)
+            link[:] = _logistic_fit(logit, posterior, link)
         else:
             prior = np.clip(posterior.mean(), 1e-3, 1 - 1e-3)
-            link = np.array([np.log(prior / (1 - prior)), 0.0])
-        model = {"link": link.tolist(),
+            link[:] = [np.log(prior / (1 - prior)), 0.0]
+        model = {"link": [float(v) for v in link],
                  "who_picked": _log_frequencies(patterns, n_patterns, posterior)}
-        updated = apply_evidence(model, ranks, network_scores)
-        change = np.max(np.abs(updated - posterior), initial=0.0)
-        posterior = updated
-        if change < TOLERANCE:
-            break
+        return model, apply_evidence(model, ranks, network_scores)
+
+    model, posterior = _to_fixed_point(step, posterior, iterations)
     model["prior"] = float(posterior.mean())
     return model
 
@@ -181,15 +193,14 @@ def fit_pattern_link(ranks, network_scores, iterations=MAX_ITERATIONS):
     patterns, n_patterns = who_picked(ranks)
     posterior = _initial_posterior(ranks, network_scores, None)
     model = {"link": [0.0, 1.0]}
-    for _ in range(iterations):
+
+    def step(posterior):
         model["who_picked"] = _log_frequencies(patterns, n_patterns, posterior)
         offsets = _pattern_log_odds(model, ranks)
         model["link"] = _logistic_fit(logit, posterior, model["link"], offset=offsets).tolist()
-        updated = apply_evidence(model, ranks, network_scores)
-        change = np.max(np.abs(updated - posterior), initial=0.0)
-        posterior = updated
-        if change < TOLERANCE:
-            break
+        return model, apply_evidence(model, ranks, network_scores)
+
+    model, posterior = _to_fixed_point(step, posterior, iterations)
     model["prior"] = float(posterior.mean())
     return model
 
@@ -205,14 +216,12 @@ def fit_shipped_patterns(ranks, network_scores, reference_scores, iterations=MAX
     logit = network_logit(network_scores, len(ranks))
     posterior = _initial_posterior(ranks, network_scores, None)
     model = {"anchor": anchor, "link": [0.0, 1.0]}
-    for _ in range(iterations):
+
+    def step(posterior):
         model["link"] = _logistic_fit(logit, posterior, model["link"], offset=offsets).tolist()
-        updated = apply_evidence(_own_reading(model), ranks, network_scores)
-        change = np.max(np.abs(updated - posterior), initial=0.0)
-        posterior = updated
-        if change < TOLERANCE:
-            break
-    return model
+        return model, apply_evidence(_own_reading(model), ranks, network_scores)
+
+    return _to_fixed_point(step, posterior, iterations)[0]
 
 
 def _own_reading(shipped_patterns):
