@@ -396,6 +396,12 @@ def merge_repeated_picks(xy, radius, scores=None):
     return xy[keep], None if scores is None else np.asarray(scores)[keep], len(xy) - len(keep)
 
 
+def repeated_picks_note(where, repeated, total, radius):
+    """What both front ends say when ``merge_repeated_picks`` merged some of a picker's picks."""
+    return (f"{where}: {repeated} of {total} picks repeat another pick of the same picker "
+            f"within {radius:g} px; merged")
+
+
 def same_picks(a, b, tolerance=0.5):
     """Whether two (n, 2) pick arrays hold the same picks, in any order, within ``tolerance``
     pixels (one picker's picks written in two formats)."""

@@ -371,8 +371,8 @@ def match_inputs(micrographs, pickers, labels, scales, notes, ctf=None, shapes=N
             merged, kept_scores, repeated = checks.merge_repeated_picks(p.xy * scale, radius,
                                                                         p.score)
             if repeated:
-                notes.append(f"warning: {where}: {repeated} of {len(p)} picks repeat "
-                             f"another pick of the same picker within {radius:g} px; merged")
+                notes.append("warning: " + checks.repeated_picks_note(where, repeated, len(p),
+                                                                      radius))
             xy.append(merged)
             scores.append(kept_scores)
         inputs.append((stem, path, xy, scores))

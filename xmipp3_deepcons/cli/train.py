@@ -10,6 +10,8 @@ so that a small set counts as much as the large ones). --model continues from a 
 """
 import os
 
+from ..constants import (DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_MIN_BATCHES,
+                         DEFAULT_MODELS)
 from ..errors import InputError
 from . import common
 
@@ -44,9 +46,8 @@ def validate(args):
     """Every option and file, before TensorFlow starts (its start-up takes seconds and prints
     lines that would bury the one line of a refusal)."""
     from .. import checks
-    from ..constants import DEFAULT_EPOCHS, DEFAULT_MIN_BATCHES, DEFAULT_MODELS
     checks.check_positive("--epochs", args.epochs, default=DEFAULT_EPOCHS)
-    checks.check_positive("--learning-rate", args.learning_rate, default=0.0001)
+    checks.check_positive("--learning-rate", args.learning_rate, default=DEFAULT_LEARNING_RATE)
     checks.check_l2("--l2", args.l2)
     if args.models is not None:
         checks.check_integer("--models", args.models, minimum=1, default=DEFAULT_MODELS)
@@ -84,7 +85,6 @@ def main(args):
     common.set_compute(args.threads, args.gpu)
     seed = common.resolve_seed(args.seed, logger)
     from ..core.training import train_ensemble
-    from ..constants import DEFAULT_MODELS
     models = args.models if args.models is not None else DEFAULT_MODELS
     report = train_ensemble(positives, negatives, args.output, n_models=models,
                             epochs=args.epochs, min_batches=args.min_batches,

@@ -1,13 +1,13 @@
 """All the evidence about each candidate, combined: who picked it, how confident each picker was,
 and what the network sees. The combination is learned without labels, by expectation-
-maximisation over a hidden class ("particle" or not), in one of two models:
+maximisation over a hidden class ("particle" or not), in one of these models:
 
 - *independent witnesses* (``fit_independent_evidence``; ``--picker-evidence votes`` and
   ``ranks``), as Dawid and Skene did for unreliable annotators: every picker and the network
   is a witness whose answer (not picked / rank quintile / score bin) has some probability
-  under "particle" and under "not". A picker whose picks the others confirm gains weight. Pickers' figures of
-  merit are not comparable (a crYOLO confidence, a Topaz log-likelihood), so each becomes a rank
-  within its picker.
+  under "particle" and under "not". A picker whose picks the others confirm gains weight.
+  Pickers' figures of merit are not comparable (a crYOLO confidence, a Topaz log-likelihood),
+  so each becomes a rank within its picker.
 - *who picked as one answer* (``fit_joint_evidence``; ``--picker-evidence patterns``): the
   network's score gives the odds through a fitted logistic link a + b logit(score), and the
   pattern of pickers (crYOLO and Topaz but not DeepPicker) is one answer with its own frequency

@@ -10,11 +10,12 @@ the protocol.
 
 The form is ``screen_form``'s; the form as a run request, checked by the engine's rules
 (``run.request``), is ``screen_request``'s. This class keeps the summary, the reading of the
-input streams and the output sets. The run folder (``xmipp3_deepcons.run.folder``) is the authority on progress, so
-that *Continue* finishes exactly as an uninterrupted run would: Scipion forgets the dynamically
-inserted steps of a stopped run, and the scheduler rebuilds them from what is on disk. Outputs
-are deduplicated by micrograph against the output sets themselves, so a micrograph is never
-appended twice, even when a run was killed between two writes.
+input streams and the output sets. The run folder (``xmipp3_deepcons.run.folder``) is the
+authority on progress, so that *Continue* finishes exactly as an uninterrupted run would:
+Scipion forgets the dynamically inserted steps of a stopped run, and the scheduler rebuilds
+them from what is on disk. Outputs are deduplicated by micrograph against the output sets
+themselves, so a micrograph is never appended twice, even when a run was killed between two
+writes.
 """
 import os
 

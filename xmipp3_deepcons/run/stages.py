@@ -145,13 +145,13 @@ def discard_stale_training(run, settings):
     """The valid finished passes, once the passes that no longer match the rule (and every
     later pass and model) are removed, saying so in the log: the step before training or
     finalising."""
-    stale = training_state(run, settings)[3]
-    if stale is not None:
+    _, _, valid, stale = training_state(run, settings)
+    if stale is not None:     # the passes before it stay valid: ``valid`` holds only those
         log.info(f"training pass {stale} was made from other micrographs or picks than the "
                  "run now has: discarding it, the passes after it and the models made from "
                  "them, and training again from there")
         discard_training_from(run, stale)
-    return training_state(run, settings)[2]
+    return valid
 
 
 def discard_training_from(run, number):

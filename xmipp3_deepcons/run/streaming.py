@@ -17,14 +17,13 @@ def merge_repeated(picks, radius, name):
     """Each coordinate set's picks of a micrograph with its repeated picks (within ``radius``
     px) merged, as the command line's inputs are (``checks.merge_repeated_picks``); and a
     warning for each set that had some."""
-    from ..checks import merge_repeated_picks
+    from ..checks import merge_repeated_picks, repeated_picks_note
     merged, warnings = [], []
     for i, xy in enumerate(picks):
         kept, _, repeated = merge_repeated_picks(xy, radius)
         if repeated:
-            warnings.append(f"{name}: coordinate set {i + 1}: {repeated} of {len(kept) + repeated}"
-                            f" picks repeat another pick of the same picker within {radius:g} "
-                            "px; merged")
+            warnings.append(repeated_picks_note(f"{name}: coordinate set {i + 1}", repeated,
+                                                len(kept) + repeated, radius))
         merged.append(kept)
     return merged, warnings
 
