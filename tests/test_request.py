@@ -210,3 +210,24 @@ def test_repeated_picks_are_merged_alike_in_both_front_ends():
     kept, scores, repeated = merge_repeated_picks(first, 16.0, [0.1, 0.2, 0.3])
     np.testing.assert_array_equal(kept, merged[0])
     assert (scores.tolist(), repeated) == ([0.1, 0.3], 1)
+
+
+def test_one_picker_is_refused_with_each_front_ends_remedy(scipion):
+    """The remedy names what each front end can set: the command line's options, the form's
+    model type and 'Skip training?'."""
+    from pyworkflow.object import Pointer
+    from xmipp3_deepcons.protocols import XmippProtScreenDeepConsensus
+    project, coords = scipion
+    prot = project.newProtocol(XmippProtScreenDeepConsensus, **FORM_BASE)
+    prot.inputCoordinates.append(Pointer(coords[0], extended="outputCoordinates"))
+    remedy = ("add another picker, or score with an existing model ('Select model type' "
+              "Pretrained or PreviousRun with 'Skip training?' Yes)")
+    assert any(m.startswith("'Input coordinates' 1: training needs at least two") and
+               m.endswith(remedy) for m in prot.validate()), prot.validate()
+    args = build_parser().parse_args(["screen", "--micrographs", "mics/*.mrc", "--box-size",
+                                      str(BOX), "-o", "out", "--coordinates", PICKERS[0]])
+    with pytest.raises(Exception) as refused:
+        request.build(screen.run_request(args, SAMPLING)).raise_first()
+    assert str(refused.value).startswith("--coordinates 1: training needs at least two")
+    assert str(refused.value).endswith("add another picker, or score with an existing model "
+                                       "(--model DIR --skip-training)")

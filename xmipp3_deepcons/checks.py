@@ -2,7 +2,9 @@
 
 Each check returns the value as the run should use it (a float, an int, 'auto') or raises
 ``InputError`` with one line of the form ``--option VALUE: what is wrong; what to do``. ``name``
-is how the caller shows the parameter (an option such as ``--epochs``, or a form label).
+is how the caller shows the parameter (an option such as ``--epochs``, or a form label). A
+check that the engine makes while it runs, with no name given, raises a ``FieldError`` that
+each front end words with its own names (``run.request``).
 Pure Python: no TensorFlow, no Scipion.
 """
 import glob
@@ -14,7 +16,7 @@ import tempfile
 import numpy as np
 
 from .constants import MIN_POSITIVES
-from .errors import InputError
+from .errors import FieldError, InputError
 
 AUTO = "auto"
 
@@ -418,9 +420,9 @@ def check_training_positives(positives, min_votes, minimum=MIN_POSITIVES, where=
     train on, counted from the picks before any work (and before a continued run discards the
     training it has)."""
     if positives < minimum:
-        raise InputError(f"too few positives to train: {positives} candidates{where} have at "
-                         f"least {min_votes} votes and their box inside the micrograph, "
-                         f"{minimum} are needed; add micrographs or "
-                         "pickers, lower --min-votes, or score with an existing model "
-                         "(--model DIR --skip-training)")
+        raise FieldError("min_votes", f"too few positives to train: {positives} candidates"
+                                      f"{where} have at least {min_votes} votes and their box "
+                                      f"inside the micrograph, {minimum} are needed; add "
+                                      "micrographs or pickers, {fewer_votes}or score with an "
+                                      "existing model ({existing_model})", named=False)
     return positives

@@ -23,3 +23,36 @@ class TrainingDiverged(InputError):
     """The training loss became NaN or Inf: the network's weights are lost, and so is every
     score they would give. The message names the network and the epoch, and suggests a lower
     learning rate."""
+
+
+class FieldError(InputError):
+    """A refusal about one field of a run's request (``run.request.FIELDS``), worded for no
+    front end in particular: each front end names the fields its own way (``line``): the
+    command line its options, the Scipion protocol its form's labels. ``str()`` is the command
+    line's wording (``run.request.flags``), the engine's default.
+
+    ``text`` follows the field's name; ``{name}`` in it stands for another field's (or a
+    phrase's) name in the front end's words; ``named`` False: ``text`` is the whole line."""
+
+    def __init__(self, field, text, named=True):
+        self.field, self.text, self.named = field, text, named
+        super().__init__(text)
+
+    def line(self, names):
+        return worded(self.field, self.text, self.named, names)
+
+    def __str__(self):
+        from .run.request import flags
+        return self.line(flags())
+
+
+def worded(field, text, named, names):
+    """A problem's line with a front end's names (``names``: {field or phrase: its words};
+    a phrase's words may name fields in turn)."""
+    import re
+
+    def name(match):
+        found = names.get(match.group(1), match.group(0))
+        return re.sub(r"\{(\w+)\}", lambda m: names.get(m.group(1), m.group(0)), found)
+    text = re.sub(r"\{(\w+)\}", name, text)
+    return f"{names[field]} {text}" if named else text

@@ -157,10 +157,13 @@ class Plugin(pwem.Plugin):
     @classmethod
     def getEnviron(cls, gpu_id=None):
         """Environment for a job. The GPU choice reaches TensorFlow through
-        CUDA_VISIBLE_DEVICES; memory grows on demand instead of taking the whole card."""
+        CUDA_VISIBLE_DEVICES; memory grows on demand instead of taking the whole card. The
+        engine's problems name the form's labels, not the command line's options."""
         import pyworkflow.utils as pwutils
+        from .run.request import NAMES_VARIABLE
         environ = pwutils.Environ(os.environ)
-        environ.update({"TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_CPP_MIN_LOG_LEVEL": "2"},
+        environ.update({"TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_CPP_MIN_LOG_LEVEL": "2",
+                        NAMES_VARIABLE: "form"},     # problems named with the form's labels
                        position=pwutils.Environ.REPLACE)
         if gpu_id is not None:
             environ.update({"CUDA_VISIBLE_DEVICES": str(gpu_id)},

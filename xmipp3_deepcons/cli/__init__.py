@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ..errors import InputError
+from ..errors import FieldError, InputError
 
 COMMANDS = ("screen", "train", "score", "demo", "scipion-demo", "relion-external")
 STAGE_MODULE = "stages"   # init, prepare, fit, predict, finish, evaluate
@@ -66,6 +66,9 @@ def main(argv=None):
 
 
 def _fail(args, message):
+    if isinstance(message, FieldError):    # the engine's: worded with this process's names
+        from ..run.request import names
+        message = message.line(names())
     print(f"xmipp_deep_consensus {args.command}: error: {message}", file=sys.stderr)
     return 2
 

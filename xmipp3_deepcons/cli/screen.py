@@ -25,7 +25,7 @@ from ..constants import (DEFAULT_DEDUPE_RADIUS, DEFAULT_MAX_VAL_ACC, DEFAULT_RAD
                          DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE, SELF_TRAINING_MIN_ACCEPTED,
                          SELF_TRAINING_NEGATIVE, SELF_TRAINING_POSITIVE)
 from .. import checks
-from ..errors import InputError
+from ..errors import FieldError, InputError
 from ..io.picker_outputs import open_picker, parse_picker_spec
 from ..io import cryosparc
 from ..run import stages
@@ -225,10 +225,10 @@ def check_can_train(inputs, settings, has_training, shapes=None):
     where = f" of the {len(inputs)} micrographs"
     try:
         checks.check_training_positives(positives, settings.min_votes, where=where)
-    except InputError as error:
+    except FieldError as error:
         if has_training:
-            raise InputError(f"{error}. The run already in the folder was left as it was") \
-                from None
+            raise FieldError(error.field, f"{error.text}. The run already in the folder was "
+                                          "left as it was", error.named) from None
         raise
 
 

@@ -171,7 +171,7 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
         stems = [s for s in run.stems() if run.is_prepared(s)]
         self._runStage("predict", "--model-pass", str(number), "--micrographs", *stems)
         settings = run.settings()
-        with self._lock:
+        with self._lock, screen_request.form_wording():
             for name in (PRELIMINARY_COORDINATES, PRELIMINARY_PARTICLES):
                 pwutils.cleanPath(self._getPath(OUTPUT_FILES[name]))
             coords = self._openOutput(PRELIMINARY_COORDINATES)
@@ -319,7 +319,7 @@ class XmippProtScreenDeepConsensus(DeepConsLabel, ProtParticlePicking):
         """Append the kept candidates of scored micrographs, once per micrograph and output."""
         run = self.runFolder()
         settings = run.settings()
-        with self._lock:
+        with self._lock, screen_request.form_wording():     # the scores read in this process
             coords = self._openOutput(OUTPUT_COORDINATES)
             parts = self._openOutput(OUTPUT_PARTICLES)
             have = {name: self._publishedIds(name, output)

@@ -1,10 +1,12 @@
 """The Deep Consensus form as a run request (``run.request``), and everything the form cannot
 check by itself: the run's parameters by the engine's rules, worded with the form's labels,
 and what only the form has (the previous run, the CTF relation, the particle sets)."""
+import contextlib
 import json
 import os
 
 from ..constants import DEEP_PARTICLE_SIZE, VIEW_CHOICES
+from ..errors import FieldError, InputError
 from ..run import request as run_request
 
 
@@ -62,6 +64,16 @@ def form_settings(protocol, run):
     """The run's settings from the form (``run``: its folder, whose stored seed a continued run
     keeps); a problem raises ``InputError`` worded with the form's labels."""
     return run_request.build(form_request(protocol), run).raise_first(run_request.labels())
+
+
+@contextlib.contextmanager
+def form_wording():
+    """The engine's refusals met in the protocol's own process (``FieldError``), worded with
+    the form's labels (its jobs word theirs so too: the plugin's environment)."""
+    try:
+        yield
+    except FieldError as error:
+        raise InputError(error.line(run_request.labels())) from None
 
 
 def form_problems(protocol):

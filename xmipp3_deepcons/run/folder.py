@@ -30,7 +30,7 @@ import shutil
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import FieldError, InputError
 from ..io.atomic import atomic_write
 from .settings import RunSettings
 
@@ -444,9 +444,9 @@ class RunFolder:
             from ..resources import pretrained_model
             folder = pretrained_model(self.settings().phase_flip, "large")
             if folder is None:
-                raise InputError("--picker-evidence anchored needs the shipped large network, "
-                                 "which is not installed: reinstall the plugin or choose "
-                                 "another --picker-evidence")
+                raise FieldError("picker_evidence", "the pickers' evidence 'anchored' needs "
+                                 "the shipped large network, which is not installed; reinstall "
+                                 "the plugin, or choose {other_evidence}", named=False)
             return folder
         return self.path(source)
 

@@ -19,7 +19,6 @@ Rules that live here and nowhere else:
   ``classic`` (the original method: no evidence, no duplicate merging, one view).
 """
 import os
-import re
 from dataclasses import dataclass
 
 from .. import checks
@@ -27,7 +26,7 @@ from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_DEDUPE_RADIUS, DEFAULT_EPOC
                          DEFAULT_L2, DEFAULT_LEARNING_RATE, DEFAULT_MAX_VAL_ACC,
                          DEFAULT_MIN_BATCHES, DEFAULT_MODELS, DEFAULT_RADIUS,
                          DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE, DEFAULT_VIEWS, VIEW_CHOICES)
-from ..errors import InputError
+from ..errors import FieldError, InputError, worded
 from .settings import EVIDENCE_MODES, RunSettings, default_picker_evidence
 
 PRETRAINED = "pretrained"
@@ -99,14 +98,34 @@ TRAINING_NUMBERS = ("epochs", "learning_rate", "l2", "models", "train_size", "tr
                     "max_val_acc", "min_batches", "self_training")
 
 
+# Remedies each front end words its own way (problems name them as {phrase}): (the command
+# line's words, the form's), naming fields in turn.
+PHRASES = {
+    "existing_model": ("{model} DIR {skip_training}",
+                       "{model} Pretrained or PreviousRun with {skip_training} Yes"),
+    "fewer_votes": ("lower {min_votes}, ", ""),     # the form has no vote minimum
+    "other_evidence": ("another {picker_evidence} (votes, ranks, patterns or none)",
+                       "{shared_mistakes} No, or {picker_evidence} No"),
+}
+NAMES_VARIABLE = "DEEPCONS_NAMES"    # "form": the Scipion plugin's jobs word with the labels
+
+
 def flags():
-    """{field: its command line option}."""
-    return {name: f.flag or name for name, f in FIELDS.items()}
+    """{field: its command line option} (and the command line's phrases)."""
+    names = {name: f.flag or name for name, f in FIELDS.items()}
+    return dict(names, **{k: cli for k, (cli, _) in PHRASES.items()})
 
 
 def labels():
-    """{field: the form's label, quoted as a message shows it}."""
-    return {name: f"'{f.label}'" for name, f in FIELDS.items()}
+    """{field: the form's label, quoted as a message shows it} (and the form's phrases)."""
+    names = {name: f"'{f.label}'" for name, f in FIELDS.items()}
+    return dict(names, **{k: form for k, (_, form) in PHRASES.items()})
+
+
+def names():
+    """The names this process words problems with: the form's labels in a job the Scipion
+    plugin started ($DEEPCONS_NAMES=form), else the command line's options."""
+    return labels() if os.environ.get(NAMES_VARIABLE) == "form" else flags()
 
 
 @dataclass(frozen=True)
@@ -118,8 +137,7 @@ class Problem:
     named: bool = True      # False: the text is a whole line (a file's or a model's problem)
 
     def line(self, names):
-        text = re.sub(r"\{(\w+)\}", lambda m: names.get(m.group(1), m.group(0)), self.text)
-        return f"{names[self.field]} {text}" if self.named else text
+        return worded(self.field, self.text, self.named, names)
 
 
 @dataclass
@@ -132,9 +150,13 @@ class Built:
     notes: tuple = ()
 
     def raise_first(self, names=None):
-        """The command line's refusal: the first problem, one line (``InputError``)."""
+        """The first problem, one line: worded with ``names`` (``InputError``), or, without,
+        a ``FieldError`` that the command line words with its options."""
         if self.problems:
-            raise InputError(self.problems[0].line(names or flags()))
+            first = self.problems[0]
+            if names is None:
+                raise FieldError(first.field, first.text, first.named)
+            raise InputError(first.line(names))
         return self.settings
 
 
@@ -153,6 +175,9 @@ class _Checker:
     def __call__(self, field, check, *args, **kwargs):
         try:
             return check(field, *args, **kwargs)
+        except FieldError as error:
+            self.problems.append(Problem(error.field, error.text, error.named))
+            return None
         except InputError as error:
             text = str(error)
             if text.startswith(field + " "):
@@ -304,8 +329,7 @@ def build(request, run=None):
     if n_pickers < 2 and not skip:
         check.add("n_pickers", f"{n_pickers}: training needs at least two coordinate sets "
                                "(particles are the candidates pickers agree on); add another "
-                               "picker, or score with an existing model ({model} DIR "
-                               "{skip_training})")
+                               "picker, or score with an existing model ({existing_model})")
     min_votes = check("min_votes", checks.check_integer, request["min_votes"], minimum=1)
     if min_votes is not None and min_votes > max(n_pickers, 1) and not skip:
         check.add("min_votes", f"{min_votes}: must be between 1 and the number of pickers "
