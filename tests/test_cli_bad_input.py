@@ -62,6 +62,20 @@ def test_numbers_are_checked_before_any_work(dataset, tmp_path, capsys, extra, m
     assert not out.exists()                       # nothing left behind by a refused run
 
 
+@pytest.mark.parametrize("extra", [["--epochs", "0"], ["--learning-rate", "inf"],
+                                   ["--l2", "1.5"], ["--models", "0"], ["--min-batches", "-1"]])
+def test_train_refuses_the_numbers_screen_refuses_in_the_same_words(dataset, tmp_path, capsys,
+                                                                   extra):
+    """How networks train, one rule for a run and for `train` (``check_network_training``)."""
+    images = tmp_path / "in.xmd"
+    images.write_text("data_\n")
+    screen = refused(capsys, argv(dataset, tmp_path / "out", *extra))
+    train = refused(capsys, ["train", "--positives", str(images), "--negatives", str(images),
+                             "-o", str(tmp_path / "m")] + extra)
+    assert train == screen and screen.startswith(extra[0] + " ")
+    assert not (tmp_path / "m").exists() and not (tmp_path / "out").exists()
+
+
 def test_paths_that_would_lose_or_mix_data_are_refused(dataset, tmp_path, capsys):
     inside = dataset / "coords" / PICKERS[0] / "screened"
     assert refused(capsys, argv(dataset, inside)) == (

@@ -10,8 +10,7 @@ so that a small set counts as much as the large ones). --model continues from a 
 """
 import os
 
-from ..constants import (DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_MIN_BATCHES,
-                         DEFAULT_MODELS)
+from ..constants import DEFAULT_MODELS
 from ..errors import InputError
 from . import common
 
@@ -46,13 +45,8 @@ def validate(args):
     """Every option and file, before TensorFlow starts (its start-up takes seconds and prints
     lines that would bury the one line of a refusal)."""
     from .. import checks
-    checks.check_positive("--epochs", args.epochs, default=DEFAULT_EPOCHS)
-    checks.check_positive("--learning-rate", args.learning_rate, default=DEFAULT_LEARNING_RATE)
-    checks.check_l2("--l2", args.l2)
-    if args.models is not None:
-        checks.check_integer("--models", args.models, minimum=1, default=DEFAULT_MODELS)
-    checks.check_integer("--min-batches", args.min_batches, minimum=0,
-                         default=DEFAULT_MIN_BATCHES)
+    from ..run.request import NETWORK_TRAINING, check_network_training
+    check_network_training({name: getattr(args, name) for name in NETWORK_TRAINING})
     checks.check_integer("--threads", args.threads, minimum=0)
     args.seed = checks.check_seed(args.seed)
     checks.check_gpu(args.gpu)

@@ -93,6 +93,8 @@ FIELDS = {f.name: f for f in (
     Field("classic", "--classic", None, "The original method", False),
     Field("output", "-o", None, "This run's folder"),
 )}
+# How the networks train: checked alike for a run and for ``train`` (``check_network_training``).
+NETWORK_TRAINING = ("epochs", "learning_rate", "l2", "models", "min_batches")
 # The numbers that matter only when the run trains: not checked (nor shown) otherwise.
 TRAINING_NUMBERS = ("epochs", "learning_rate", "l2", "models", "train_size", "training_batch",
                     "max_val_acc", "min_batches", "self_training")
@@ -220,14 +222,7 @@ def _numbers(request, check):
     if request["skip_training"]:
         values.update({name: request[name] for name in TRAINING_NUMBERS})
         return values
-    values["epochs"] = check("epochs", checks.check_positive, request["epochs"],
-                             default=DEFAULT_EPOCHS)
-    values["learning_rate"] = check("learning_rate", checks.check_positive,
-                                    request["learning_rate"], default=DEFAULT_LEARNING_RATE)
-    values["l2"] = check("l2", checks.check_l2, request["l2"])
-    values["models"] = (None if request["models"] is None else
-                        check("models", checks.check_integer, request["models"], minimum=1,
-                              default=DEFAULT_MODELS))
+    values.update(_network_training(request, check))
     values["train_size"] = check("train_size", _reversed(checks.check_train_size),
                                  request["train_size"])
     values["training_batch"] = check("training_batch", _reversed(checks.check_training_batch),
@@ -238,10 +233,35 @@ def _numbers(request, check):
                                  f"validation accuracy, e.g. {DEFAULT_MAX_VAL_ACC} (the default; "
                                  "above 1: never stop early)")
     values["max_val_acc"] = accuracy
-    values["min_batches"] = check("min_batches", checks.check_integer, request["min_batches"],
-                                  minimum=0, default=DEFAULT_MIN_BATCHES)
     values["self_training"] = check("self_training", checks.check_integer,
                                     request["self_training"], minimum=0, default=0)
+    return values
+
+
+def _network_training(request, check):
+    """How the networks train (a run's and ``train``'s): epochs, learning rate, L2, models (None:
+    not given), minimum batches."""
+    models = request["models"]
+    return {
+        "epochs": check("epochs", checks.check_positive, request["epochs"],
+                        default=DEFAULT_EPOCHS),
+        "learning_rate": check("learning_rate", checks.check_positive, request["learning_rate"],
+                               default=DEFAULT_LEARNING_RATE),
+        "l2": check("l2", checks.check_l2, request["l2"]),
+        "models": None if models is None else check("models", checks.check_integer, models,
+                                                    minimum=1, default=DEFAULT_MODELS),
+        "min_batches": check("min_batches", checks.check_integer, request["min_batches"],
+                             minimum=0, default=DEFAULT_MIN_BATCHES)}
+
+
+def check_network_training(given):
+    """``train``'s numbers (a model trained outside a run) by a run's rules: {field: value}
+    of ``NETWORK_TRAINING`` checked, or the first problem raised (``FieldError``)."""
+    check = _Checker()
+    values = _network_training({name: given.get(name) for name in NETWORK_TRAINING}, check)
+    if check.problems:
+        first = check.problems[0]
+        raise FieldError(first.field, first.text, first.named)
     return values
 
 
