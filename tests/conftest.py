@@ -2,6 +2,8 @@
 
 - ``dataset``: three generated 768x768 micrographs with three pickers' .pos files; the command
   line tests read it and copy what they change.
+- ``small_run_data`` and ``small_trained_run``: five micrographs and a finished run trained on
+  them (test_faults, test_run_engine's stale training); tests copy the run to change it.
 - one Scipion project per session holding the generated micrographs and the three pickers'
   imports: ``protocol_helpers.use_shared_project`` (the protocol tests are unittest classes,
   which take no fixtures); test_protocols and test_protocol_options add their runs to it and
@@ -22,6 +24,32 @@ def dataset(tmp_path_factory):
     synthetic.make_dataset(str(folder), n_micrographs=3, shape=(768, 768), n_particles=20,
                            n_junk=4, seed=2)
     return folder
+
+
+@pytest.fixture(scope="session")
+def small_run_data(tmp_path_factory):
+    """Five generated 1024 px micrographs (90 particles and 15 junk each) and three pickers'
+    files: read only."""
+    folder = tmp_path_factory.mktemp("small_run") / "data"
+    synthetic.make_dataset(str(folder), n_micrographs=5, shape=(1024, 1024), n_particles=90,
+                           n_junk=15, seed=3)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_trained_run(small_run_data, tmp_path_factory):
+    """A finished `screen` of ``small_run_data`` (``cli_helpers.small_run_argv``: 351 training
+    positives, one pass, one small network trained on Keras epochs of 5 batches instead of 50:
+    a trained model, not a good one, in seconds). Read only: a test that changes it works on a
+    copy (``shutil.copytree`` keeps the files' times, and the micrographs are the same files)."""
+    from cli_helpers import small_run_argv
+    from xmipp3_deepcons.cli import main
+    from xmipp3_deepcons.core import training
+    out = tmp_path_factory.mktemp("small_trained") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "BATCHES_PER_KERAS_EPOCH", 5)
+        assert main(small_run_argv(small_run_data, out)) == 0
+    return out
 
 
 # ------------------------------------------------------------------ which modules ran

@@ -1,7 +1,7 @@
 """Faults met by a run folder (issue 30): a finished run asked to continue with too few
 micrographs, damaged work files and models, a network saved onto a full disk, a diverged
-training, a micrograph replaced behind the run's back. One small trained run is shared; each
-test works on its own copy."""
+training, a micrograph replaced behind the run's back. The small trained run of the session
+(``conftest.small_trained_run``) is shared; each test works on its own copy."""
 import errno
 import os
 import shutil
@@ -10,13 +10,11 @@ import mrcfile
 import numpy as np
 import pytest
 
-from xmipp3_deepcons import synthetic
+from cli_helpers import small_run_argv as screen_args
 from xmipp3_deepcons.cli import main
 from xmipp3_deepcons.resources import verify_model_folder
 from xmipp3_deepcons.run import stages
 from xmipp3_deepcons.run.folder import RunFolder
-
-PICKERS = [name for name, *_ in synthetic.PICKERS]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,28 +28,14 @@ def short_epochs():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("faults") / "data"
-    synthetic.make_dataset(str(folder), n_micrographs=5, shape=(1024, 1024), n_particles=90,
-                           n_junk=15, seed=3)
-    return folder
-
-
-def screen_args(data, out, *extra, mics="*.mrc", command="screen"):
-    args = [command, "--micrographs", str(data / "micrographs" / mics), "--box-size", "128",
-            "--epochs", "1", "--models", "1", "--min-batches", "5", "--network-size", "small",
-            "--seed", "0", "--views", "1", "--picker-evidence", "votes", "-o", str(out)]
-    for picker in PICKERS:
-        args += ["--coordinates", str(data / "coords" / picker)]
-    return args + list(extra)
+def data(small_run_data):
+    return small_run_data
 
 
 @pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
-    """A finished run (351 training positives on 5 micrographs)."""
-    out = tmp_path_factory.mktemp("trained") / "run"
-    assert main(screen_args(data, out)) == 0
-    return out
+def trained(small_trained_run):
+    """A finished run (351 training positives on 5 micrographs), shared with other files."""
+    return small_trained_run
 
 
 @pytest.fixture

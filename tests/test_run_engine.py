@@ -239,6 +239,83 @@ def test_a_continued_run_refuses_other_settings_but_not_other_paths(dataset, tmp
     assert RunFolder(out).settings().threshold == 0.7
 
 
+def _run_files(root):
+    """{relative path: modification time} of every file of a run folder but its lock and log."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in ("run.lock", "screen.log")}
+
+
+def _log_since(run_root, start):
+    with open(run_root / "screen.log") as f:
+        return f.read()[start:]
+
+
+@pytest.mark.slow      # reads the session's trained run (conftest.small_trained_run)
+def test_stale_training_is_discarded_by_the_step_that_says_so(small_run_data,
+                                                              small_trained_run, tmp_path):
+    """A finished run whose picks of one micrograph changed: planning only reads (it names the
+    stale pass); ``discard_stale_training`` removes that pass, every later one, the models and
+    the outputs made from them, logs why, and leaves the inputs and every micrograph's work."""
+    import shutil
+    from cli_helpers import small_run_argv
+    from xmipp3_deepcons.cli.common import setup_logging
+    from xmipp3_deepcons.run.outputs import OUTPUT_FILES
+    data, root = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(small_run_data, data)
+    shutil.copytree(small_trained_run, root)
+    run = RunFolder(root)
+    setup_logging(str(root / "screen.log"))          # as a stage does: the copy's own log
+    stems = run.stems()
+    first_pass = run.passes()[0]
+    assert [p["number"] for p in run.passes()] == [1] and first_pass["micrographs"] == stems
+
+    # A pass the rule no longer gives (left by a run stopped while it trained more): the pass
+    # before it stays valid.
+    shutil.copytree(run.pass_dir(1), run.pass_dir(2))
+    settings = run.settings()
+    before = _run_files(root)
+    start = os.path.getsize(root / "screen.log")
+    assert stages.training_state(run, settings)[2:] == ([first_pass], 2)
+    assert _run_files(root) == before                    # planning only reads
+    assert stages.discard_stale_training(run, settings) == [first_pass]
+    gone = {name for name in before if name not in _run_files(root)}
+    assert gone == {n for n in before if n.startswith(("training/pass_002/", "model/",
+                                                       "coordinates/")) or n in OUTPUT_FILES}
+    assert "coordinates.star" in gone and "model/manifest.json" in gone
+    kept = {n: t for n, t in before.items() if n not in gone}
+    assert {n: t for n, t in _run_files(root).items() if n in kept} == kept   # untouched
+    assert any(n.startswith("training/pass_001/") for n in kept)
+    said = _log_since(root, start)
+    assert ("training pass 2 was made from other micrographs or picks than the run now has: "
+            "discarding it, the passes after it and the models made from them, and training "
+            "again from there") in said
+    assert "outputs of the discarded model removed: " in said
+    assert said.count("discarding it") == 1
+
+    # The picks of one micrograph change: its candidates change, and so does pass 1's key.
+    pick_file = next((data / "coords" / PICKERS[0]).glob(stems[1] + ".*"))
+    rows = pick_file.read_text().splitlines()
+    pick_file.write_text("\n".join(rows[:-3]) + "\n")
+    assert main(small_run_argv(data, root, command="init")) == 0
+    stages.prepare(run, stems)
+    before = _run_files(root)
+    start = os.path.getsize(root / "screen.log")
+    assert stages.training_state(run, settings)[2:] == ([], 1)
+    assert _run_files(root) == before
+    assert stages.discard_stale_training(run, settings) == []
+    after = _run_files(root)
+    assert not (root / "training" / "pass_001").exists()
+    assert {n for n in before if not n.startswith("training/")} <= set(after)
+    for name in ("run.json", "inputs/ledger.tsv", f"work/candidates/{stems[0]}.npz",
+                 f"work/preprocessed/{stems[2]}.mrc"):
+        assert after[name] == before[name], name          # the inputs and the work stay
+    said = _log_since(root, start)
+    assert "training pass 1 was made from other micrographs or picks than the run now has" in said
+    # nothing left to discard: the step says nothing and keeps everything
+    assert stages.discard_stale_training(run, settings) == []
+    assert _run_files(root) == after and "discarding" not in _log_since(root, len(said) + start)
+
+
 def test_a_pass_stops_at_the_positives_train_size_asks_for():
     rule = settings(train_size=700)                       # --training-batch 0: one pass
     ledger = ["a", "b", "c", "d"]
