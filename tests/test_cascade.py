@@ -39,12 +39,26 @@ def screen(data, out, *extra):
             for stem in run.stems()}
 
 
+SMALL = os.path.join(os.path.dirname(synthetic.__file__), "models", "pretrained", "noPhaseFlip",
+                     "small")
+
+
+@pytest.fixture(scope="module")
+def cascaded_run(dataset, tmp_path_factory):
+    """(folder, what it kept and scored): the shipped small network's screen, scored by the
+    cascade. Read only: a test that screens it again copies it."""
+    out = tmp_path_factory.mktemp("cascaded") / "run"
+    return out, screen(dataset, out, "--model", SMALL)
+
+
 @pytest.mark.slow
-def test_the_cascade_decides_as_whole_scores_with_fewer_evaluations(dataset, tmp_path):
-    small = os.path.join(os.path.dirname(synthetic.__file__), "models", "pretrained",
-                         "noPhaseFlip", "small")
+def test_the_cascade_decides_as_whole_scores_with_fewer_evaluations(dataset, cascaded_run,
+                                                                    tmp_path):
+    import shutil
+    source, cascaded = cascaded_run
     out = tmp_path / "run"
-    cascaded = screen(dataset, out, "--model", small)
+    shutil.copytree(source, out)
+    small = SMALL
     run = RunFolder(out)
     settings = run.settings()
     models = cascade.Models(run, settings)
@@ -92,12 +106,11 @@ def test_the_cascade_decides_as_whole_scores_with_fewer_evaluations(dataset, tmp
 
 
 @pytest.mark.slow
-def test_a_previous_run_without_training_keeps_exactly_what_the_run_kept(dataset, tmp_path):
-    small = os.path.join(os.path.dirname(synthetic.__file__), "models", "pretrained",
-                         "noPhaseFlip", "small")
-    first = screen(dataset, tmp_path / "new", "--model", small)
+def test_a_previous_run_without_training_keeps_exactly_what_the_run_kept(dataset, cascaded_run,
+                                                                        tmp_path):
+    source, first = cascaded_run
     # scoring again with that run's model folder (its evidence and margins come with it)
-    again = screen(dataset, tmp_path / "previous", "--model", str(tmp_path / "new" / "model"),
+    again = screen(dataset, tmp_path / "previous", "--model", str(source / "model"),
                    "--seed", "7")
     for stem, found in first.items():
         np.testing.assert_array_equal(again[stem]["kept"], found["kept"])
