@@ -136,55 +136,6 @@ def load_finished_project(path):
     return project, runs[0]
 
 
-def build_finished_project(name, micrographs=4, **deepcons):
-    """A project with micrographs, three pickers' coordinates and a finished Deep Consensus
-    run, on generated data (``protocol_helpers``); returns (project, Deep Consensus protocol).
-    ``deepcons`` overrides the run's (fast) parameters. $DEEPCONS_GUI_PROJECT (the folder of
-    such a project) is used instead when set, to work on the GUI tests without a new run."""
-    if os.environ.get("DEEPCONS_GUI_PROJECT"):
-        return load_finished_project(os.environ["DEEPCONS_GUI_PROJECT"])
-    import pyworkflow
-    from pyworkflow.object import Pointer
-    from pyworkflow.project import Manager
-    from pwem.protocols import ProtImportCoordinates, ProtImportMicrographs
-    from protocol_helpers import BOX, PICKERS, SAMPLING, make_data
-    from xmipp3_deepcons.protocols import XmippProtScreenDeepConsensus
-
-    pyworkflow.PYTHON = os.environ.setdefault("SCIPION_PYTHON", sys.executable)
-    manager = Manager()
-    project = manager.createProject("%s_%d" % (name, int(time.time() * 1000)))
-    os.chdir(project.getPath())
-    data = make_data(os.path.abspath("generated_data"), micrographs)   # goes with the project
-
-    def launch(prot):
-        project.launchProtocol(prot, wait=True)
-        if not prot.isFinished():
-            raise RuntimeError("%s failed: %s" % (prot.getObjLabel(), prot.getErrorMessage()))
-        return prot
-
-    mics = launch(project.newProtocol(
-        ProtImportMicrographs, objLabel="micrographs", filesPath=os.path.join(data, "micrographs"),
-        filesPattern="*.mrc", samplingRate=SAMPLING, voltage=300, sphericalAberration=2.7,
-        amplitudeContrast=0.1))
-    pickers = []
-    for picker in PICKERS:
-        prot = project.newProtocol(ProtImportCoordinates, objLabel=picker,
-                                   importFrom=ProtImportCoordinates.IMPORT_FROM_XMIPP,
-                                   filesPath=os.path.join(data, "pos", picker),
-                                   filesPattern="*.pos", boxSize=BOX)
-        prot.inputMicrographs.set(mics.outputMicrographs)
-        pickers.append(launch(prot))
-    settings = dict(nEpochs=1.0, minBatches=0, nModels=1, toTrainDataSize=1000, randomSeed=11,
-                    threshold=0.5, extractingBatch=micrographs, trainingBatch=micrographs,
-                    numberOfThreads=2, addTrainingData=0, useGpu=False)
-    settings.update(deepcons)
-    screen = project.newProtocol(XmippProtScreenDeepConsensus, objLabel="deep consensus",
-                                 **settings)
-    for source in pickers:
-        screen.inputCoordinates.append(Pointer(source, extended="outputCoordinates"))
-    return project, launch(screen)
-
-
 # ------------------------------------------------------------------------ the widget tree
 def descendants(widget):
     """Every widget under ``widget`` (depth first), Toplevels included; widgets destroyed

@@ -6,7 +6,8 @@ simulated pickers, all written as Xmipp .pos files so that Scipion's Xmipp coord
 
 ``use_shared_project`` gives the protocol test classes one project per test session with those
 data imported (the micrographs and the three pickers' coordinates): each class adds its own
-runs and only reads the imports.
+runs and only reads the imports. ``shared_finished_run`` adds one finished Deep Consensus run
+to it, which test_protocols and test_gui read.
 """
 import os
 import time
@@ -69,6 +70,32 @@ def use_shared_project(cls):
     cls.proj, cls.projName, cls.outputPath = holder.proj, holder.projName, holder.outputPath
     os.chdir(cls.outputPath)
     return _shared["imported"]
+
+
+# The shared project's finished Deep Consensus run: New model, fast training (one Keras
+# epoch, one network), three pickers, GPU 1 asked for (no GPU here: the choice must still
+# reach TensorFlow).
+SHARED_RUN_LABEL = "new model"
+FAST = dict(nEpochs=1.0, minBatches=0, nModels=1, toTrainDataSize=1000, randomSeed=11,
+            threshold=0.5, extractingBatch=2, trainingBatch=3, numberOfThreads=2,
+            addTrainingData=0, gpuList="1")
+
+
+def shared_finished_run():
+    """(project, run): the session's finished Deep Consensus run (``FAST``, the three pickers'
+    imports) in the shared project, made on first use. test_protocols and test_gui only read
+    it; they add their own runs beside it."""
+    imported = use_shared_project(types.SimpleNamespace())
+    holder = _shared["holder"]
+    if "run" not in _shared:
+        from pyworkflow.object import Pointer
+        from xmipp3_deepcons.protocols import XmippProtScreenDeepConsensus
+        prot = holder.newProtocol(XmippProtScreenDeepConsensus, objLabel=SHARED_RUN_LABEL,
+                                  **FAST)
+        for source in imported.coordImports:
+            prot.inputCoordinates.append(Pointer(source, extended="outputCoordinates"))
+        _shared["run"] = holder.launchProtocol(prot)
+    return holder.proj, _shared["run"]
 
 
 def import_micrographs(test, folder):

@@ -1,8 +1,9 @@
 """The Scipion GUI as a user drives it: the project window, Deep Consensus forms, Analyze
 Results and a subset by score, in real Tk windows on a virtual X display (Xvfb).
 
-The project (generated micrographs, three pickers, a finished Deep Consensus run) is built
-once for the module. Each test opens pyworkflow's ProjectWindow on it, as
+The project (generated micrographs, three pickers, a finished Deep Consensus run) is the
+session's shared one (``protocol_helpers.shared_finished_run``), which test_protocols reads
+too; the tests add their own runs beside it. Each test opens pyworkflow's ProjectWindow on it, as
 ``python -m scipion project NAME`` does, and drives it from inside Tk's event loop
 (``gui_helpers.TkScript``): clicks are ``invoke``/``event_generate`` on the widgets a user
 clicks, and the checks read Tk's widget tree (windows, labels, canvases) and the figures in
@@ -26,9 +27,10 @@ import pytest
 os.environ.setdefault("SCIPION_PYTHON", sys.executable)
 
 import gui_helpers as gh  # noqa: E402
+from protocol_helpers import SHARED_MICROGRAPHS, SHARED_RUN_LABEL, shared_finished_run  # noqa
 from xmipp3_deepcons.constants import SCORE_ATTRIBUTE  # noqa: E402
 
-MICROGRAPHS = 4
+MICROGRAPHS = SHARED_MICROGRAPHS
 GALLERY = 16                  # typed in the viewer form instead of its default 32
 SUBSET_RANGE = ("0.9", "1")
 FIGURES = {"visualizeHistogram": ["Deep Consensus: score histogram"],
@@ -65,9 +67,13 @@ def display():
 
 @pytest.fixture(scope="module")
 def finished():
+    """The session's project and its finished run (shared with test_protocols), or the project
+    of $DEEPCONS_GUI_PROJECT."""
     cwd = os.getcwd()
-    project, run = gh.build_finished_project("deepcons_gui", micrographs=MICROGRAPHS)
-    yield project, run
+    if os.environ.get("DEEPCONS_GUI_PROJECT"):
+        yield gh.load_finished_project(os.environ["DEEPCONS_GUI_PROJECT"])
+    else:
+        yield shared_finished_run()
     os.chdir(cwd)
 
 
@@ -97,8 +103,10 @@ def open_project_window(project, script, timeout=90):
 
 
 def deep_consensus_run(window):
-    return [p for p in window.project.getRuns(refresh=True)
-            if p.getClassName() == "XmippProtScreenDeepConsensus"][0]
+    """The finished run (the first of the project when it is another's)."""
+    runs = [p for p in window.project.getRuns(refresh=True)
+            if p.getClassName() == "XmippProtScreenDeepConsensus"]
+    return ([p for p in runs if p.getObjLabel() == SHARED_RUN_LABEL] or runs)[0]
 
 
 def viewer_labels(project, run):

@@ -23,9 +23,10 @@ from pyworkflow.object import Pointer
 from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest
 
-from protocol_helpers import (BOX, PICKERS, SAMPLING, SHARED_MICROGRAPHS, import_coordinates,
-                              kept_by_rule, run_scores, scored_by_the_shipped_network,
-                              scored_items, use_shared_project, wait_for)
+from protocol_helpers import (BOX, FAST, PICKERS, SAMPLING, SHARED_MICROGRAPHS,
+                              import_coordinates, kept_by_rule, run_scores,
+                              scored_by_the_shipped_network, scored_items, shared_finished_run,
+                              use_shared_project, wait_for)
 from xmipp3_deepcons.constants import DEEP_PARTICLE_SIZE
 from xmipp3_deepcons.run.boxes import positive_mask
 from xmipp3_deepcons.protocols import XmippProtDeepConsSubSet, XmippProtScreenDeepConsensus
@@ -35,9 +36,7 @@ pytestmark = pytest.mark.slow   # real Scipion protocol runs (three trainings)
 pyworkflow.PYTHON = os.environ["SCIPION_PYTHON"]
 
 THRESHOLD = 0.5
-FAST = dict(nEpochs=1.0, minBatches=0, nModels=1, toTrainDataSize=1000, randomSeed=11,
-            threshold=THRESHOLD, extractingBatch=2, trainingBatch=3, numberOfThreads=2,
-            addTrainingData=0, gpuList="1")
+assert FAST["threshold"] == THRESHOLD
 N_MICROGRAPHS = SHARED_MICROGRAPHS
 
 
@@ -54,7 +53,7 @@ class TestDeepConsensus(BaseTest):
         shared = use_shared_project(cls)      # one project (and imports) per test session
         cls.data, cls.micImport, cls.mics = shared.data, shared.micImport, shared.mics
         cls.coordImports = shared.coordImports
-        cls.newRun = cls.deepConsensus("new model", **FAST)
+        cls.newRun = shared_finished_run()[1]     # "new model": FAST, the three pickers
 
     @classmethod
     def deepConsensus(cls, label, inputs=None, launch=True, **kwargs):
