@@ -194,24 +194,6 @@ def test_the_form_lists_every_problem_the_command_line_refuses_one_by_one(scipio
         assert any(m.startswith(label) for m in messages), (label, messages)
 
 
-def test_repeated_picks_are_merged_alike_in_both_front_ends():
-    """One picker listing a particle twice: the command line's inputs and the protocol's
-    admission merge it the same way, and count it."""
-    import numpy as np
-    from xmipp3_deepcons.checks import merge_repeated_picks
-    from xmipp3_deepcons.run.streaming import merge_repeated
-    first = np.array([[100.0, 100.0], [103.0, 101.0], [400.0, 300.0]])
-    second = np.array([[50.0, 60.0]])
-    merged, warnings = merge_repeated([first, second], 16.0, "mic_000")
-    np.testing.assert_array_equal(merged[0], first[[0, 2]])
-    np.testing.assert_array_equal(merged[1], second)
-    assert warnings == ["mic_000: coordinate set 1: 1 of 3 picks repeat another pick of the "
-                        "same picker within 16 px; merged"]
-    kept, scores, repeated = merge_repeated_picks(first, 16.0, [0.1, 0.2, 0.3])
-    np.testing.assert_array_equal(kept, merged[0])
-    assert (scores.tolist(), repeated) == ([0.1, 0.3], 1)
-
-
 def test_one_picker_is_refused_with_each_front_ends_remedy(scipion):
     """The remedy names what each front end can set: the command line's options, the form's
     model type and 'Skip training?'."""
@@ -231,3 +213,22 @@ def test_one_picker_is_refused_with_each_front_ends_remedy(scipion):
     assert str(refused.value).startswith("--coordinates 1: training needs at least two")
     assert str(refused.value).endswith("add another picker, or score with an existing model "
                                        "(--model DIR --skip-training)")
+
+
+def test_repeated_picks_are_merged_alike_in_both_front_ends():
+    """One picker listing a particle twice: the command line's inputs and the protocol's
+    admission merge it the same way, and count it."""
+    import numpy as np
+    from xmipp3_deepcons.checks import merge_repeated_picks
+    from xmipp3_deepcons.run.streaming import merge_repeated
+    first = np.array([[100.0, 100.0], [103.0, 101.0], [400.0, 300.0]])
+    second = np.array([[50.0, 60.0]])
+    merged, warnings = merge_repeated([first, second], 16.0, "mic_000")
+    np.testing.assert_array_equal(merged[0], first[[0, 2]])
+    np.testing.assert_array_equal(merged[1], second)
+    assert warnings == ["mic_000: coordinate set 1: 1 of 3 picks repeat another pick of the "
+                        "same picker within 16 px; merged"]
+    kept, scores, repeated = merge_repeated_picks(first, 16.0, [0.1, 0.2, 0.3])
+    np.testing.assert_array_equal(kept, merged[0])
+    assert (scores.tolist(), repeated) == ([0.1, 0.3], 1)
+
