@@ -231,4 +231,3 @@ def test_repeated_picks_are_merged_alike_in_both_front_ends():
     kept, scores, repeated = merge_repeated_picks(first, 16.0, [0.1, 0.2, 0.3])
     np.testing.assert_array_equal(kept, merged[0])
     assert (scores.tolist(), repeated) == ([0.1, 0.3], 1)
-
