@@ -147,3 +147,40 @@ def test_the_cascade_stands_aside_where_it_cannot_aim():
     low, high = cascade.score_range(np.array([0.5, 1e-12, 1.0]), 1.0)
     np.testing.assert_allclose([low[0], high[0]], [1 / (1 + np.e), 1 / (1 + 1 / np.e)])
     assert low[1] == 0.0 and high[2] == 1.0
+
+
+@pytest.mark.slow
+def test_the_evidence_is_fitted_on_every_network_in_the_first_view(dataset, tmp_path):
+    """Issue 28: the sampled candidates' scores the evidence is fitted on are the ensemble's
+    mean in the first view (the first look shared), not the whole score; the margins come
+    from at most MARGIN_SAMPLE candidates scored whole."""
+    from xmipp3_deepcons import resources
+    from xmipp3_deepcons.core.ensemble import Ensemble
+    from xmipp3_deepcons.core.extract import extract_boxes
+    from xmipp3_deepcons.io.images import read_micrograph
+    model = tmp_path / "three"
+    resources.replicate_model(resources.pretrained_model(False, "small"), str(model), 3)
+    out = tmp_path / "run"
+    screen(dataset, out, "--model", str(model))
+    run = RunFolder(out)
+    settings = run.settings()
+    models = cascade.Models(run, settings)
+    stem = run.stems()[0]                      # the evidence micrograph (training batch 1)
+    looks = cascade.Looks(run, stem, models)
+    fit = looks.values[f"{cascade.NETWORK}_{cascade.FIT}"]
+    sampled = np.flatnonzero(~np.isnan(fit))
+    assert len(sampled) == looks.n             # fewer than SAMPLE candidates: all of them
+    table = run.candidates(stem)
+    boxes = extract_boxes(read_micrograph(run.preprocessed(stem)),
+                          table["xy"][sampled] / float(table["factor"]), 128)
+    one_view = Ensemble.load(str(model), 1).score(boxes)
+    np.testing.assert_allclose(fit[sampled], one_view, atol=2e-6)
+    whole = Ensemble.load(str(model), settings.views).score(boxes)
+    assert np.abs(fit[sampled] - whole).max() > 1e-3          # not the 4-view score
+    # evaluations: the first look of every candidate, 2 more members on the sampled ones,
+    # whole scores (12) on the margins' sample and wherever the decision stayed open
+    entire = ~np.isnan(looks.values[f"{cascade.NETWORK}_{cascade.WHOLE}"])
+    assert looks.evaluations(cascade.NETWORK) == pytest.approx(
+        (looks.n + 2 * len(sampled) + 12 * entire.sum()) / looks.n)
+    measured = cascade.read_json(cascade.margins_file(run, settings.views))
+    assert measured[cascade.NETWORK]["candidates"] == min(looks.n, cascade.MARGIN_SAMPLE)

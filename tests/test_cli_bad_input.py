@@ -44,7 +44,7 @@ def refused(capsys, args):
                              "threshold in [0, 1], -1 to keep every candidate, or auto"),
     (["--box-size", "5000"], "--box-size 5000: larger than the micrographs (768x768 px); give "
                              "the particle box in the micrographs' own pixels"),
-    (["--epochs", "nan"], "--epochs nan: not a finite number; give e.g. 2.5 (the default)"),
+    (["--epochs", "nan"], "--epochs nan: not a finite number; give e.g. 2 (the default)"),
     (["--training-batch", "-2"], "--training-batch -2: must be 0 or more; give a number of "
                                  "micrographs per training pass, or 0 to train once on all of "
                                  "them"),
@@ -125,7 +125,7 @@ def test_errors_come_fast_and_without_tensorflow(dataset, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert done.stderr == ("xmipp_deep_consensus screen: error: --epochs -3: must be above 0; "
-                           "give e.g. 2.5 (the default)\n")
+                           "give e.g. 2 (the default)\n")
 
 
 def test_bad_micrographs_are_repaired_or_left_out_by_name(dataset, tmp_path, capsys):

@@ -295,12 +295,12 @@ def test_validation_split_and_epochs_as_the_original():
 
 
 def test_default_training_length():
-    """The defaults train EMPIAR-10017's 2460 positives for 4 Keras epochs of 50 batches (the
-    original's 5 epochs: 7), and a small set for at least 200 batches."""
+    """The defaults train EMPIAR-10017's 2460 positives for 3 Keras epochs of 50 batches (the
+    original's 5 epochs: 7), and a small set for at least 150 batches."""
     from xmipp3_deepcons.constants import DEFAULT_EPOCHS, DEFAULT_MIN_BATCHES
-    assert keras_epochs(DEFAULT_EPOCHS, 2460, DEFAULT_MIN_BATCHES) == 4
-    assert keras_epochs(DEFAULT_EPOCHS, 736, DEFAULT_MIN_BATCHES) == 4
-    assert keras_epochs(DEFAULT_EPOCHS, 20000, DEFAULT_MIN_BATCHES) == 29
+    assert keras_epochs(DEFAULT_EPOCHS, 2460, DEFAULT_MIN_BATCHES) == 3
+    assert keras_epochs(DEFAULT_EPOCHS, 736, DEFAULT_MIN_BATCHES) == 3
+    assert keras_epochs(DEFAULT_EPOCHS, 20000, DEFAULT_MIN_BATCHES) == 23
 
 
 def blobs(rng, n, positive):

@@ -231,3 +231,71 @@ def test_repeated_picks_are_merged_alike_in_both_front_ends():
     kept, scores, repeated = merge_repeated_picks(first, 16.0, [0.1, 0.2, 0.3])
     np.testing.assert_array_equal(kept, merged[0])
     assert (scores.tolist(), repeated) == ([0.1, 0.3], 1)
+
+
+# The training length before issue 28 (today's defaults are shorter).
+EARLIER = {"epochs": 5.0, "min_batches": 300}
+
+
+def trained_run(folder, built):
+    """A run folder started with ``built``'s settings at the earlier training length, holding a
+    model (a shipped network put as its final model): a run that has trained."""
+    from dataclasses import replace
+    from xmipp3_deepcons.resources import pretrained_model
+    run = RunFolder(folder)
+    run.write_settings(replace(built.settings, **EARLIER))
+    shutil.copytree(pretrained_model(False, "small"), run.model_dir())
+    assert run.has_training()
+    return run
+
+
+@pytest.mark.parametrize("given", ["none", "same", "epochs", "min_batches"])
+def test_a_continued_run_keeps_its_training_length_in_both(scipion, tmp_path, given):
+    """Issue 28: a run made with the earlier defaults (5 epochs, 300 batches) continues without
+    --epochs/--min-batches, as it was made (same fingerprint); the same values given continue
+    it too; another value is refused in one line naming the option (the form's label)."""
+    from xmipp3_deepcons.constants import DEFAULT_EPOCHS, DEFAULT_MIN_BATCHES
+    from xmipp3_deepcons.protocols.screen_request import form_request
+    assert (DEFAULT_EPOCHS, DEFAULT_MIN_BATCHES) != (EARLIER["epochs"], EARLIER["min_batches"])
+    flags = {"none": [], "same": ["--epochs", "5", "--min-batches", "300"],
+             "epochs": ["--epochs", "3"], "min_batches": ["--min-batches", "100"]}[given]
+    # the form shows what the protocol was made with: the earlier values, or the change
+    form_values = {"epochs": dict(nEpochs=3.0, minBatches=300),
+                   "min_batches": dict(nEpochs=5.0, minBatches=100)}.get(
+        given, dict(nEpochs=5.0, minBatches=300))
+    sides = {"cli": (cli_args(*flags), lambda args: screen.run_request(args, SAMPLING)),
+             "form": (form(scipion, **form_values), form_request)}
+    for side, (source, make) in sides.items():
+        started = request.build(make(cli_args() if side == "cli" else form(scipion)))
+        run = trained_run(tmp_path / side, started)
+        built = request.build(make(source), run)
+        if given in ("none", "same"):
+            assert not built.problems, built.problems
+            assert (built.settings.epochs, built.settings.min_batches) == (5.0, 300)
+            assert built.settings.fingerprint() == run.settings().fingerprint()
+            run.write_settings(built.settings)            # continues: no refusal
+        else:
+            assert built.settings is None and [p.field for p in built.problems] == [given]
+            names = request.flags() if side == "cli" else request.labels()
+            value, kept = ("3", "5") if given == "epochs" else ("100", "300")
+            assert built.problems[0].line(names) == (
+                f"{names[given]} {value}: this run folder was trained with {names[given]} "
+                f"{kept}; leave {names[given]} out to continue it as it was made, or give a "
+                "new output folder")
+
+
+def test_a_new_run_without_a_training_length_takes_the_defaults(tmp_path):
+    """Not given on a new run folder, or on one that has not trained: today's defaults."""
+    from xmipp3_deepcons.constants import DEFAULT_EPOCHS, DEFAULT_MIN_BATCHES
+    args = cli_args()
+    assert (args.epochs, args.min_batches) == (None, None)     # "not given" reaches the rules
+    built = request.build(screen.run_request(args, SAMPLING), RunFolder(tmp_path / "new"))
+    assert (built.settings.epochs, built.settings.min_batches) == (DEFAULT_EPOCHS,
+                                                                   DEFAULT_MIN_BATCHES)
+    untrained = RunFolder(tmp_path / "untrained")       # started earlier, never trained
+    from dataclasses import replace
+    untrained.write_settings(replace(built.settings, **EARLIER))
+    again = request.build(screen.run_request(cli_args("--epochs", "3"), SAMPLING), untrained)
+    assert not again.problems and again.settings.epochs == 3.0
+    kept = request.build(screen.run_request(cli_args(), SAMPLING), untrained)
+    assert (kept.settings.epochs, kept.settings.min_batches) == (5.0, 300)

@@ -12,10 +12,10 @@ SCORE_ATTRIBUTE = "_xmipp_" + SCORE_LABEL
 DEFAULT_RADIUS = 0.1          # consensus radius, fraction of the box size
 DEFAULT_THRESHOLD = 0.5
 # The original's 5 epochs trained EMPIAR-10017's 2460 positives for 350 batches per network,
-# 80 % of a `screen` after the scoring cascade; 2.5 (200 batches, with DEFAULT_MIN_BATCHES)
-# keep F1 and ROC-AUC within 0.01 on it and on the weak-picker set (docs/measurements.md,
-# "Training for fewer batches").
-DEFAULT_EPOCHS = 2.5
+# 80 % of a `screen` after the scoring cascade; 2 (150 batches, with DEFAULT_MIN_BATCHES) keep
+# F1 and ROC-AUC within 0.01 on it, on the weak-picker set and on the demo
+# (docs/measurements.md, "Training for fewer batches" and "The evidence fit for less").
+DEFAULT_EPOCHS = 2.0
 DEFAULT_LEARNING_RATE = 1e-4
 DEFAULT_L2 = 1e-5
 DEFAULT_MODELS = 3
@@ -46,8 +46,8 @@ BATCHES_PER_KERAS_EPOCH = 50
 # The original's epochs are passes over the positives, so a small set got a few dozen batches:
 # on a simulated set of 736 positives its 5 epochs gave 150 batches and validation accuracy
 # 0.80-0.88, against 0.94 after 300. Training runs at least this many (0: the original); 200
-# since the scoring cascade (docs/measurements.md, "Training for fewer batches").
-DEFAULT_MIN_BATCHES = 200
+# since the scoring cascade, 150 since the evidence fit for less (docs/measurements.md).
+DEFAULT_MIN_BATCHES = 150
 MIN_POSITIVES = 320
 
 

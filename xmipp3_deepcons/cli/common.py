@@ -49,17 +49,21 @@ def resolve_seed(seed, logger):
     return seed
 
 
-def add_training_args(parser):
-    """Options shared by `screen` and `train`, with the original protocol's defaults."""
+def add_training_args(parser, continues=False):
+    """Options shared by `screen` and `train`, with the original protocol's defaults.
+    ``continues``: the command continues a run folder, which keeps its own training length
+    where none is given (``run.request``): those options then default to None."""
     from ..constants import (DEFAULT_EPOCHS, DEFAULT_L2, DEFAULT_LEARNING_RATE, DEFAULT_MIN_BATCHES,
                              DEFAULT_MODELS)
+    own = "; a continued run: its own" if continues else ""
     g = parser.add_argument_group("training")
-    g.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS,
-                   help="passes over the training positives (default %(default)s)")
-    g.add_argument("--min-batches", type=int, default=DEFAULT_MIN_BATCHES, metavar="N",
+    g.add_argument("--epochs", type=float, default=None if continues else DEFAULT_EPOCHS,
+                   help=f"passes over the training positives (default {DEFAULT_EPOCHS}{own})")
+    g.add_argument("--min-batches", type=int, default=None if continues else DEFAULT_MIN_BATCHES,
+                   metavar="N",
                    help="train on at least N batches of 64 boxes whatever --epochs gives: a "
-                        "small set otherwise gets a few dozen (default %(default)s; 0: as the "
-                        "original)")
+                        f"small set otherwise gets a few dozen (default {DEFAULT_MIN_BATCHES}"
+                        f"{own}; 0: as the original)")
     g.add_argument("--models", type=int,
                    help="networks in the ensemble; the score is their mean (default "
                         f"{DEFAULT_MODELS}; continuing a --model DIR: its own number)")

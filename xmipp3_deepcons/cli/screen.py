@@ -126,7 +126,7 @@ def add_args(parser):
     g.add_argument("--max-val-acc", type=float, default=DEFAULT_MAX_VAL_ACC,
                    help="with --training-batch: stop training once the ensemble's mean "
                         "validation accuracy is above this (default %(default)s)")
-    common.add_training_args(parser)
+    common.add_training_args(parser, continues=True)
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR")
 
 

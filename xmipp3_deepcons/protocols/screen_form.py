@@ -175,9 +175,10 @@ def define_params(self, form):
                        'Training also runs at least "Minimum training batches" batches of '
                        '64 boxes (%d by default, Advanced level): with few particles, a few '
                        'epochs would be only a few dozen batches, so more are run. The log '
-                       'counts in Keras epochs of 50 batches: "up to 4 epochs of 50 '
+                       'counts in Keras epochs of 50 batches: "up to %d epochs of 50 '
                        'batches" is those %d batches, and at least one Keras epoch is '
-                       'always run.' % (DEFAULT_MIN_BATCHES, DEFAULT_MIN_BATCHES))
+                       'always run.' % (DEFAULT_MIN_BATCHES, -(-DEFAULT_MIN_BATCHES // 50),
+                                        DEFAULT_MIN_BATCHES))
     form.addParam('minBatches', params.IntParam, default=DEFAULT_MIN_BATCHES,
                   label="Minimum training batches", expertLevel=params.LEVEL_ADVANCED,
                   condition=trains, validators=[params.GE(0)],

@@ -10,9 +10,14 @@ decision is made; only the others go on to the next stage: the shipped network's
 last stage every open candidate has its exact scores.
 
 What is stored is a function of the looks, the margins, the evidence and the threshold alone,
-never of what happened to be computed already (the evidence is fitted on the first looks of
-every candidate of its micrographs), so that a PreviousRun scoring the same micrographs with
-the same model and evidence keeps exactly what its run kept. A candidate decided early carries
+never of what happened to be computed already, so that a PreviousRun scoring the same
+micrographs with the same model and evidence keeps exactly what its run kept.
+
+The pickers' evidence is fitted on SAMPLE candidates of its micrographs, each scored by every
+network in the first view (the first look and the others: 3 evaluations, not the 12 of a whole
+score), and the margins are measured on another MARGIN_SAMPLE of them scored whole: on
+EMPIAR-10017, its weak pickers and the demo, as good outputs as the evidence fitted on whole
+scores, for 2-3 times fewer evaluations (docs/measurements.md, "The evidence fit for less"). A candidate decided early carries
 its looks as its scores (the run's network's look standing in for the shipped network's where
 that was not asked): estimates, on the side of the threshold decided.
 
@@ -34,12 +39,16 @@ from .keep import final_score_bounds
 log = logging.getLogger("xmipp3_deepcons")
 
 NETWORK = "final"
-FIRST, WHOLE = 1, 2                 # what is known of a score: its first look, its whole score
+# What is known of a score: its first look, its whole score, and every member's score in the
+# first FIT_VIEWS views (what the pickers' evidence is fitted on).
+FIRST, WHOLE, FIT = 1, 2, 3
+FIT_VIEWS = 1
 MARGIN_QUANTILE = 0.99              # of |logit(first look) - logit(whole)| on the sample
 MARGIN_SAFETY = 1.0                 # the margin used is this times that quantile
-SAMPLE = 2000                       # candidates (in all) of the evidence micrographs scored
-                                    # whole: the evidence is fitted and the margins measured
-                                    # on them
+SAMPLE = 2000                       # candidates (in all) of the evidence micrographs the
+                                    # evidence is fitted on (their FIT scores)
+MARGIN_SAMPLE = 500                 # candidates (in all) of the same micrographs scored whole,
+                                    # the margins measured on them
 PER_CANDIDATE = ("xy", "votes", "members", "picker_scores")   # a candidate table's rows
 LOGIT_CLIP = 6.0                    # scores beyond sigmoid(+-6) count as that sure
 
@@ -83,6 +92,38 @@ class Models:
                                                  self.settings.views)
         return self._loaded[source]
 
+    def fit_views(self):
+        return min(FIT_VIEWS, self.settings.views)
+
+    def fit_shares_first(self, source):
+        """Whether the evidence's score (FIT) is made from the first look and the other
+        members in the first view: one view, several members."""
+        return self.fit_views() == 1 and self[source].n_models > 1
+
+    def fitting(self, source):
+        """The ensemble the evidence's scores come from: every member in the first views, or
+        every member but the first (whose look in the first view is the first look)."""
+        name = source + "/fit"
+        if name not in self._loaded:
+            from ..core.ensemble import Ensemble
+            whole = self[source]
+            members = whole.models[1:] if self.fit_shares_first(source) else whole.models
+            self._loaded[name] = Ensemble(members, whole.manifest, self.fit_views())
+        return self._loaded[name]
+
+    def fit_evaluations(self, source):
+        """Network evaluations a FIT score costs besides the first look."""
+        return self.fitting(source).n_models * self.fit_views()
+
+    def same_as(self, source, level):
+        """The level whose values ``level`` has (FIT is FIRST for one network in one view,
+        WHOLE when it takes every view)."""
+        if level != FIT:
+            return level
+        if self.fit_views() == self.settings.views:
+            return WHOLE
+        return FIRST if self[source].n_models == 1 and self.fit_views() == 1 else FIT
+
     def key(self, source):
         return self.run.model_key(self.run.source_model(source))
 
@@ -92,7 +133,8 @@ class Models:
 
 class Looks:
     """Every look taken at one micrograph's candidates, cached in the run folder (work/
-    cascade*/<stem>.npz): a first look and a whole score per source, NaN where not taken."""
+    cascade*/<stem>.npz): a first look, a whole score and the evidence's score per source,
+    NaN where not taken."""
 
     def __init__(self, run, stem, models):
         self.run, self.stem, self.models = run, stem, models
@@ -105,7 +147,7 @@ class Looks:
         for source in models.sources():
             key = f"{self.run.candidate_key(stem)}/{models.key(source)}"
             self.keys[source] = key
-            for level in (FIRST, WHOLE):
+            for level in (FIRST, WHOLE, FIT):
                 name = f"{source}_{level}"
                 ok = (str(stored.get(name + "_key", "")) == key
                       and len(stored.get(name, ())) == self.n)
@@ -116,6 +158,7 @@ class Looks:
 
     def get(self, source, level, index):
         """The look ``level`` of ``source`` at candidates ``index``, taking those missing."""
+        level = self.models.same_as(source, level)
         values = self.values[f"{source}_{level}"]
         index = np.asarray(index, dtype=int)
         missing = index[np.isnan(values[index])]
@@ -124,14 +167,22 @@ class Looks:
             from ..io.images import read_micrograph
             if self._image is None:
                 self._image = read_micrograph(self.run.preprocessed(self.stem))
-            ensemble = self.models[source]
+            ensemble = self.models.fitting(source) if level == FIT else self.models[source]
+            shares = level == FIT and self.models.fit_shares_first(source)
+            first = self.get(source, FIRST, missing).astype(np.float64) if shares else None
             factor = float(self.table["factor"])
             for start in range(0, len(missing), 512):
                 part = missing[start:start + 512]
                 boxes = extract_boxes(self._image, self.table["xy"][part] / factor,
                                       DEEP_PARTICLE_SIZE)
-                values[part] = (ensemble.first_look(boxes) if level == FIRST
-                                and not ensemble.first_look_is_whole else ensemble.score(boxes))
+                if shares:     # the mean of the first look and the other members' scores
+                    rest = ensemble.score(boxes).astype(np.float64) * ensemble.n_models
+                    values[part] = ((first[start:start + 512] + rest)
+                                    / (ensemble.n_models + 1)).astype(np.float32)
+                else:
+                    values[part] = (ensemble.first_look(boxes) if level == FIRST
+                                    and not ensemble.first_look_is_whole
+                                    else ensemble.score(boxes))
             self.changed = True
         return values[index]
 
@@ -141,8 +192,10 @@ class Looks:
         whole = ensemble.n_models * ensemble.views
         first = ~np.isnan(self.values[f"{source}_{FIRST}"])
         full = ~np.isnan(self.values[f"{source}_{WHOLE}"])
+        fit = ~np.isnan(self.values[f"{source}_{FIT}"])
         return (first.sum() * (whole if ensemble.first_look_is_whole else 1)
-                + full.sum() * whole) / max(1, self.n)
+                + full.sum() * whole
+                + fit.sum() * self.models.fit_evaluations(source)) / max(1, self.n)
 
     def save(self):
         if self.changed:
@@ -154,15 +207,15 @@ class Looks:
 
 
 # ------------------------------------------------------------------------------ sample
-def sample(run, stems, size=SAMPLE):
+def sample(run, stems, size, stream=0):
     """{stem: sorted candidate indices}: about ``size`` candidates in all, each micrograph's
     share of them drawn with a seed of its name (not the run's seed: a PreviousRun with
-    another seed draws the same), every candidate when there are fewer."""
+    another seed draws the same) and ``stream``, every candidate when there are fewer."""
     counts = {s: len(run.candidates(s)["xy"]) for s in stems}
     share = min(1.0, size / max(1, sum(counts.values())))
     chosen = {}
     for stem, n in counts.items():
-        rng = np.random.default_rng([0, zlib.crc32(stem.encode("utf-8"))])
+        rng = np.random.default_rng([stream, zlib.crc32(stem.encode("utf-8"))])
         chosen[stem] = np.sort(rng.choice(n, min(n, int(np.ceil(share * n))), replace=False))
     return chosen
 
@@ -172,16 +225,18 @@ def some_candidates(table, index):
     return {k: (np.asarray(v)[index] if k in PER_CANDIDATE else v) for k, v in table.items()}
 
 
-def sampled_looks(run, stems, settings, models=None):
-    """First looks and whole scores of the sampled candidates of ``stems``: {stem: index},
-    {source: {FIRST: [arrays], WHOLE: [arrays]}}."""
+def sampled_looks(run, stems, settings, models=None, levels=(FIT,), size=None, stream=0):
+    """The looks ``levels`` of the sampled candidates of ``stems``: {stem: index},
+    {source: {level: [arrays]}}. The evidence is fitted on the FIT scores of SAMPLE
+    candidates; the margins are measured on the first looks and whole scores of another
+    MARGIN_SAMPLE (stream 1)."""
     models = models or Models(run, settings)
-    chosen = sample(run, stems)
-    found = {s: {FIRST: [], WHOLE: []} for s in models.sources()}
+    chosen = sample(run, stems, SAMPLE if size is None else size, stream)
+    found = {s: {level: [] for level in levels} for s in models.sources()}
     for stem in stems:
         looks = Looks(run, stem, models)
         for source in found:
-            for level in (FIRST, WHOLE):
+            for level in levels:
                 found[source][level].append(looks.get(source, level, chosen[stem]))
         looks.save()
     return chosen, found
@@ -201,7 +256,7 @@ def margins(run, settings, stems, models):
     stored = read_json(path)
     if stored and all(stored.get(s, {}).get("model_key") == k for s, k in keys.items()):
         return {s: stored[s]["margin"] for s in keys}
-    found = sampled_looks(run, stems, settings, models)[1]
+    found = sampled_looks(run, stems, settings, models, (FIRST, WHOLE), MARGIN_SAMPLE, 1)[1]
     result = dict(stored or {})
     for source in keys:
         first, whole = (np.concatenate([np.zeros(0)] + found[source][level])

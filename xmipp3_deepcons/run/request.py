@@ -11,6 +11,10 @@ Rules that live here and nowhere else:
 - the seed: a given seed is used (a continued run given another seed is refused, as any other
   change of a fingerprinted setting); none given, a continued run keeps its stored seed, and a
   new run draws one (``draw_seed``);
+- the training length (``KEPT_WHEN_NOT_GIVEN``: epochs, minimum batches) by the same rule: not
+  given, a continued run keeps its stored one (a run made with earlier defaults continues as
+  it was made) and a new run takes the default; given and different on a run that has trained,
+  refused in one line that names the option;
 - the vote minimum: from 1 to the number of pickers (a run that does not train may ask more);
 - the model to start from: ``pretrained`` (the shipped network of this run's phase flipping and
   size, replicated to every member) or a trained model's folder, whose members the run
@@ -98,6 +102,9 @@ NETWORK_TRAINING = ("epochs", "learning_rate", "l2", "models", "min_batches")
 # The numbers that matter only when the run trains: not checked (nor shown) otherwise.
 TRAINING_NUMBERS = ("epochs", "learning_rate", "l2", "models", "train_size", "training_batch",
                     "max_val_acc", "min_batches", "self_training")
+# Not given: a continued run keeps its stored value (defaults that changed since it was made
+# must not refuse it), a new run the default.
+KEPT_WHEN_NOT_GIVEN = ("epochs", "min_batches")
 
 
 # Remedies each front end words its own way (problems name them as {phrase}): (the command
@@ -318,6 +325,26 @@ def _seed(request, stored, check):
     return draw_seed(), True
 
 
+def _stored_or_default(request, stored):
+    """The training length not given: the continued run's own, else the default."""
+    for name in KEPT_WHEN_NOT_GIVEN:
+        if request[name] is None:
+            request[name] = (getattr(stored, name) if stored is not None
+                             else FIELDS[name].default)
+
+
+def _kept_training(values, stored, trained, check):
+    """A training length given and different from the one a trained run was made with."""
+    if stored is None or not trained:
+        return
+    for name in KEPT_WHEN_NOT_GIVEN:
+        given, kept = values.get(name), getattr(stored, name)
+        if given is not None and float(given) != float(kept):
+            check.add(name, f"{checks.shown(given)}: this run folder was trained with {{{name}}} "
+                            f"{checks.shown(kept)}; leave {{{name}}} out to continue it as it "
+                            "was made, or give a new output folder")
+
+
 def _with_defaults(request):
     full = {name: field.default for name, field in FIELDS.items()}
     unknown = set(request) - set(full)
@@ -329,6 +356,8 @@ def _with_defaults(request):
     if full["views"] is None:
         full["views"] = 1 if full["classic"] else DEFAULT_VIEWS
     full["seed"] = request.get("seed")
+    for name in KEPT_WHEN_NOT_GIVEN:
+        full[name] = request.get(name)
     full["models"] = request.get("models")
     full["network_size"] = request.get("network_size")
     full["picker_evidence"] = full["picker_evidence"] if full["classic"] else request.get(
@@ -338,11 +367,15 @@ def _with_defaults(request):
 
 def build(request, run=None):
     """``Built`` from a request ({field: value}, a missing field or None: not given). ``run``:
-    the run folder the settings are for; a continued run keeps its stored seed and is refused
-    when a fingerprinted setting changed."""
+    the run folder the settings are for; a continued run keeps its stored seed and training
+    length when none is given, and is refused when a fingerprinted setting changed."""
     request = _with_defaults(request)
+    stored = run.settings() if run is not None and run.has_settings() else None
+    _stored_or_default(request, stored)
     check = _Checker()
     values = _numbers(request, check)
+    if not request["skip_training"]:
+        _kept_training(values, stored, run is not None and run.has_training(), check)
     n_pickers, skip = int(request["n_pickers"] or 0), bool(request["skip_training"])
     if skip and not request["model"]:
         check.add("skip_training", "needs {model} DIR: a trained model to score with")
@@ -360,7 +393,6 @@ def build(request, run=None):
     if evidence is not None:
         evidence = check("picker_evidence", checks.check_choice, evidence, EVIDENCE_MODES)
     start, replicate, members = _start_model(request, values, check)
-    stored = run.settings() if run is not None and run.has_settings() else None
     seed, drawn = _seed(request, stored, check)
     if check.problems:
         return Built(None, check.problems)

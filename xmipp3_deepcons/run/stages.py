@@ -406,12 +406,12 @@ def fit_picker_evidence(run, settings=None):
         raise InputError(f"the pickers' evidence needs micrograph {missing[0]} prepared first")
     tables = [run.candidates(s) for s in stems]
     if cascade.applies(settings):
-        # fitted on the whole scores of a sample of their candidates (the same sample
-        # whatever the cascade scores later)
+        # fitted on a sample of their candidates, each network in the first view (the same
+        # sample whatever the cascade scores later; docs/measurements.md)
         chosen, looks = cascade.sampled_looks(run, stems, settings)
         tables = [cascade.some_candidates(t, chosen[s]) for s, t in zip(stems, tables)]
-        network = looks[cascade.NETWORK][cascade.WHOLE]
-        reference = looks[REFERENCE][cascade.WHOLE] if settings.uses_reference else None
+        network = looks[cascade.NETWORK][cascade.FIT]
+        reference = looks[REFERENCE][cascade.FIT] if settings.uses_reference else None
     else:
         predict(run, stems, settings)
         network = [run.network_scores(s, settings.views) for s in stems]
