@@ -17,9 +17,10 @@ The pickers' evidence is fitted on SAMPLE candidates of its micrographs, each sc
 network in the first view (the first look and the others: 3 evaluations, not the 12 of a whole
 score), and the margins are measured on another MARGIN_SAMPLE of them scored whole: on
 EMPIAR-10017, its weak pickers and the demo, as good outputs as the evidence fitted on whole
-scores, for 2-3 times fewer evaluations (docs/measurements.md, "The evidence fit for less"). A candidate decided early carries
-its looks as its scores (the run's network's look standing in for the shipped network's where
-that was not asked): estimates, on the side of the threshold decided.
+scores, for 2-3 times fewer evaluations (docs/measurements.md, "The evidence fit for less"). A
+candidate decided early carries its looks as its scores (the run's network's look standing in
+for the shipped network's where that was not asked): estimates, on the side of the threshold
+decided.
 
 Off with ``--full-scoring``, and for thresholds the cascade cannot aim at: ``auto`` (the
 threshold is the valley of all the final scores) and negative (keep all: the score is the
