@@ -69,8 +69,15 @@ def test_a_narrower_rerun_is_refused_and_the_finished_run_kept(data, copy, capsy
     assert RunFolder(copy).stems() == [f"mic_00{i}" for i in range(5)]
     assert main(screen_args(data, copy, "--epochs", "2")) == 2   # trained with epochs 1
     assert capsys.readouterr().err == (
+        "xmipp_deep_consensus screen: error: --epochs 2: this run folder was trained with "
+        "--epochs 1; leave --epochs out to continue it as it was made, or give a new output "
+        "folder\n")
+    assert main(screen_args(data, copy, "--learning-rate", "0.0002")) == 2
+    assert capsys.readouterr().err == (
         f"xmipp_deep_consensus screen: error: {copy} holds a run made with other settings "
-        "(epochs 1.0 -> 2.0); give a new output folder, or remove it to start over\n")
+        "(learning_rate 0.0001 -> 0.0002); give a new output folder, or remove it to start "
+        "over\n")
+    assert _files(copy, kept) == before
 
 
 @pytest.mark.slow
