@@ -40,10 +40,9 @@ from .keep import final_score_bounds
 log = logging.getLogger("xmipp3_deepcons")
 
 NETWORK = "final"
-# What is known of a score: its first look, its whole score, and every member's score in the
-# first FIT_VIEWS views (what the pickers' evidence is fitted on).
+# What is known of a score: its first look, its whole score, and the mean of every member's
+# score in the first view (what the pickers' evidence is fitted on).
 FIRST, WHOLE, FIT = 1, 2, 3
-FIT_VIEWS = 1
 MARGIN_QUANTILE = 0.99              # of |logit(first look) - logit(whole)| on the sample
 MARGIN_SAFETY = 1.0                 # the margin used is this times that quantile
 SAMPLE = 2000                       # candidates (in all) of the evidence micrographs the
@@ -93,37 +92,28 @@ class Models:
                                                  self.settings.views)
         return self._loaded[source]
 
-    def fit_views(self):
-        return min(FIT_VIEWS, self.settings.views)
-
-    def fit_shares_first(self, source):
-        """Whether the evidence's score (FIT) is made from the first look and the other
-        members in the first view: one view, several members."""
-        return self.fit_views() == 1 and self[source].n_models > 1
-
     def fitting(self, source):
-        """The ensemble the evidence's scores come from: every member in the first views, or
-        every member but the first (whose look in the first view is the first look)."""
+        """The members whose first view, with the first look, makes a FIT score: every
+        member but the first (whose look in the first view is the first look)."""
         name = source + "/fit"
         if name not in self._loaded:
             from ..core.ensemble import Ensemble
             whole = self[source]
-            members = whole.models[1:] if self.fit_shares_first(source) else whole.models
-            self._loaded[name] = Ensemble(members, whole.manifest, self.fit_views())
+            self._loaded[name] = Ensemble(whole.models[1:], whole.manifest, 1)
         return self._loaded[name]
 
     def fit_evaluations(self, source):
         """Network evaluations a FIT score costs besides the first look."""
-        return self.fitting(source).n_models * self.fit_views()
+        return self.fitting(source).n_models
 
     def same_as(self, source, level):
-        """The level whose values ``level`` has (FIT is FIRST for one network in one view,
-        WHOLE when it takes every view)."""
+        """The level whose values ``level`` has (FIT is WHOLE when the run scores one view,
+        FIRST for one network)."""
         if level != FIT:
             return level
-        if self.fit_views() == self.settings.views:
+        if self.settings.views == 1:
             return WHOLE
-        return FIRST if self[source].n_models == 1 and self.fit_views() == 1 else FIT
+        return FIRST if self[source].n_models == 1 else FIT
 
     def key(self, source):
         return self.run.model_key(self.run.source_model(source))
@@ -169,14 +159,13 @@ class Looks:
             if self._image is None:
                 self._image = read_micrograph(self.run.preprocessed(self.stem))
             ensemble = self.models.fitting(source) if level == FIT else self.models[source]
-            shares = level == FIT and self.models.fit_shares_first(source)
-            first = self.get(source, FIRST, missing).astype(np.float64) if shares else None
+            first = self.get(source, FIRST, missing).astype(np.float64) if level == FIT else None
             factor = float(self.table["factor"])
             for start in range(0, len(missing), 512):
                 part = missing[start:start + 512]
                 boxes = extract_boxes(self._image, self.table["xy"][part] / factor,
                                       DEEP_PARTICLE_SIZE)
-                if shares:     # the mean of the first look and the other members' scores
+                if level == FIT:     # the first look and the other members' first views
                     rest = ensemble.score(boxes).astype(np.float64) * ensemble.n_models
                     values[part] = ((first[start:start + 512] + rest)
                                     / (ensemble.n_models + 1)).astype(np.float32)
