@@ -148,6 +148,10 @@ class Problem:
     def line(self, names):
         return worded(self.field, self.text, self.named, names)
 
+    def error(self):
+        """This problem as the engine raises it, for each front end to word."""
+        return FieldError(self.field, self.text, self.named)
+
 
 @dataclass
 class Built:
@@ -164,7 +168,7 @@ class Built:
         if self.problems:
             first = self.problems[0]
             if names is None:
-                raise FieldError(first.field, first.text, first.named)
+                raise first.error()
             raise InputError(first.line(names))
         return self.settings
 
@@ -267,8 +271,7 @@ def check_network_training(given):
     check = _Checker()
     values = _network_training({name: given.get(name) for name in NETWORK_TRAINING}, check)
     if check.problems:
-        first = check.problems[0]
-        raise FieldError(first.field, first.text, first.named)
+        raise check.problems[0].error()
     return values
 
 
