@@ -39,20 +39,29 @@ class FieldError(InputError):
         super().__init__(text)
 
     def line(self, names):
-        return worded(self.field, self.text, self.named, names)
+        """This problem in a front end's words (``names``: {field or phrase: its words}; a
+        phrase's words may name fields in turn)."""
+        import re
+
+        def name(match):
+            found = names.get(match.group(1), match.group(0))
+            return re.sub(r"\{(\w+)\}", lambda m: names.get(m.group(1), m.group(0)), found)
+        text = re.sub(r"\{(\w+)\}", name, self.text)
+        return f"{names[self.field]} {text}" if self.named else text
+
+    def _key(self):
+        return (self.field, self.text, self.named)
+
+    def __eq__(self, other):      # two front ends' problems compare by what they say
+        return isinstance(other, FieldError) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return f"FieldError({self.field!r}, {self.text!r}, named={self.named})"
 
     def __str__(self):
         from .run.request import flags
         return self.line(flags())
 
-
-def worded(field, text, named, names):
-    """A problem's line with a front end's names (``names``: {field or phrase: its words};
-    a phrase's words may name fields in turn)."""
-    import re
-
-    def name(match):
-        found = names.get(match.group(1), match.group(0))
-        return re.sub(r"\{(\w+)\}", lambda m: names.get(m.group(1), m.group(0)), found)
-    text = re.sub(r"\{(\w+)\}", name, text)
-    return f"{names[field]} {text}" if named else text

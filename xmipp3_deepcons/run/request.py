@@ -2,8 +2,8 @@
 it becomes ``RunSettings``: every rule of a run's parameters, for both front ends.
 
 The command line fills a request from its options, the Scipion protocol from its form; both
-call ``build``, which returns the settings and a list of ``Problem`` (field, text). The command
-line refuses the first problem with its option's name (``FIELDS[field].flag``), the protocol's
+call ``build``, which returns the settings and a list of problems (``errors.FieldError``: field,
+text). The command line refuses the first problem with its option's name (``FIELDS[field].flag``), the protocol's
 ``_validate`` lists them all with the form's labels. Neither front end checks a number itself.
 
 Rules that live here and nowhere else:
@@ -30,7 +30,7 @@ from ..constants import (DEEP_PARTICLE_SIZE, DEFAULT_DEDUPE_RADIUS, DEFAULT_EPOC
                          DEFAULT_L2, DEFAULT_LEARNING_RATE, DEFAULT_MAX_VAL_ACC,
                          DEFAULT_MIN_BATCHES, DEFAULT_MODELS, DEFAULT_RADIUS,
                          DEFAULT_THRESHOLD, DEFAULT_TRAIN_SIZE, DEFAULT_VIEWS, VIEW_CHOICES)
-from ..errors import FieldError, InputError, worded
+from ..errors import FieldError, InputError
 from .settings import EVIDENCE_MODES, RunSettings, default_picker_evidence
 
 PRETRAINED = "pretrained"
@@ -137,22 +137,6 @@ def names():
     return labels() if os.environ.get(NAMES_VARIABLE) == "form" else flags()
 
 
-@dataclass(frozen=True)
-class Problem:
-    """What is wrong with one field: ``text`` follows the field's name (``{other}`` in it
-    stands for another field's name), so each front end words it with its own names."""
-    field: str
-    text: str
-    named: bool = True      # False: the text is a whole line (a file's or a model's problem)
-
-    def line(self, names):
-        return worded(self.field, self.text, self.named, names)
-
-    def error(self):
-        """This problem as the engine raises it, for each front end to word."""
-        return FieldError(self.field, self.text, self.named)
-
-
 @dataclass
 class Built:
     """What ``build`` returns: the settings (None when a problem stops them), the problems in
@@ -168,7 +152,7 @@ class Built:
         if self.problems:
             first = self.problems[0]
             if names is None:
-                raise first.error()
+                raise first
             raise InputError(first.line(names))
         return self.settings
 
@@ -180,7 +164,7 @@ def draw_seed():
 
 
 class _Checker:
-    """Runs checks, turning each refusal into a ``Problem`` of its field."""
+    """Runs checks, turning each refusal into a ``FieldError`` of its field."""
 
     def __init__(self):
         self.problems = []
@@ -189,18 +173,18 @@ class _Checker:
         try:
             return check(field, *args, **kwargs)
         except FieldError as error:
-            self.problems.append(Problem(error.field, error.text, error.named))
+            self.problems.append(error)
             return None
         except InputError as error:
             text = str(error)
             if text.startswith(field + " "):
-                self.problems.append(Problem(field, text[len(field) + 1:]))
+                self.problems.append(FieldError(field, text[len(field) + 1:]))
             else:
-                self.problems.append(Problem(field, text, named=False))
+                self.problems.append(FieldError(field, text, named=False))
             return None
 
     def add(self, field, text):
-        self.problems.append(Problem(field, text))
+        self.problems.append(FieldError(field, text))
 
     def failed(self, *fields):
         return any(p.field in fields for p in self.problems)
@@ -271,7 +255,7 @@ def check_network_training(given):
     check = _Checker()
     values = _network_training({name: given.get(name) for name in NETWORK_TRAINING}, check)
     if check.problems:
-        raise check.problems[0].error()
+        raise check.problems[0]
     return values
 
 
@@ -425,6 +409,6 @@ def build(request, run=None):
         try:
             settings.check_continues(stored, run.root, run.has_training())
         except InputError as error:
-            return Built(None, [Problem("output", str(error), named=False)])
+            return Built(None, [FieldError("output", str(error), named=False)])
     notes = (f"pretrained model: {start}",) if replicate else ()
     return Built(settings, [], drawn, notes)
