@@ -93,6 +93,17 @@ def test_bad_parameter_fails_the_job_with_its_reason(tmp_path, monkeypatch, caps
                             in capsys.readouterr().err)
     assert os.listdir("External/job002") == ["RELION_JOB_EXIT_FAILURE"]
 
+    os.makedirs("AutoPick/job009")      # the engine's refusal names the job's parameter
+    with open("AutoPick/job009/m1_autopick.star", "w") as star:
+        star.write("data_\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n100 100\n")
+    status = external("External/job002/", "--in_coords", "AutoPick/job009/", "--box-size",
+                      "100")
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 2 and err == [
+        "xmipp_deep_consensus relion-external: error: parameter --box-size 100: under 128 px: "
+        "are the micrographs already downsampled? give the particle box in the micrographs' "
+        "own pixels"]
+
 
 # ------------------------------------------------------------------ with RELION 3.1
 
@@ -264,9 +275,9 @@ def test_bad_parameter_ends_the_job_failed_with_the_reason(project):
     assert not (job / "RELION_JOB_EXIT_SUCCESS").exists()
     assert not (job / "RELION_OUTPUT_NODES.star").exists()
     err = [line for line in (job / "run.err").read_text().splitlines() if line.strip()]
-    assert err == ["xmipp_deep_consensus relion-external: error: --threshold 1.5: must be "
-                   "between 0 and 1; give a score threshold in [0, 1], -1 to keep every "
-                   "candidate, or auto"]
+    assert err == ["xmipp_deep_consensus relion-external: error: parameter --threshold 1.5: "
+                   "must be between 0 and 1; give a score threshold in [0, 1], -1 to keep "
+                   "every candidate, or auto"]
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ import shutil
 import sys
 import traceback
 
-from ..errors import InputError
+from ..errors import FieldError, InputError
 from ..io import relion_project as relion
 from . import screen
 
@@ -64,6 +64,8 @@ def main(args):
     relion.clear_exit(job)
     try:
         kept = run_job(args, job)
+    except FieldError as error:      # the engine's: named as this job's parameters
+        return _failed(job, f"error: {error.line(job_names())}", 2)
     except InputError as error:
         return _failed(job, f"error: {error}", 2)
     except OSError as error:
@@ -76,6 +78,18 @@ def main(args):
           f"{os.path.join(job, f'{relion.SUFFIX_PREFIX}_{NODE_NAME}.star')}", flush=True)
     relion.mark_exit(job, success=True)
     return 0
+
+
+def job_names():
+    """The run's fields as this job shows them: the External job's parameters (``parameter
+    --box-size``) and, for what RELION fills in, the job's own inputs."""
+    from ..run.request import flags
+    names = {field: f"parameter {flag}" if flag.startswith("--") else flag
+             for field, flag in flags().items()}
+    names.update(output=SET_BY_RELION["output"],
+                 n_pickers="--in_coords and the coordinates parameters",
+                 pixel_size="parameter --sampling (default: the micrographs STAR's pixel size)")
+    return names
 
 
 def _failed(job, message, status):
