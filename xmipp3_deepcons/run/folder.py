@@ -199,8 +199,9 @@ class RunFolder:
         content = read_json(self.path(SETTINGS_FILE))
         if content is None:
             raise InputError(f"{self.root} is not a Deep Consensus run folder (no "
-                             f"{SETTINGS_FILE}); start one with `xmipp_deep_consensus init` "
-                             "or `screen`")
+                             f"{SETTINGS_FILE}); give the folder of a run (a Scipion protocol's "
+                             "extra/ folder), or start one with `xmipp_deep_consensus screen` "
+                             "or `init`")
         return RunSettings.from_json(content)
 
     def lock(self, name="-o"):

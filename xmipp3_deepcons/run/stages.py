@@ -22,6 +22,8 @@ from .folder import (REFERENCE, RunFolder, arrays_digest, copy_folder, intact_mo
 from .keep import evidence_model, falls_back, held_out_check
 
 log = logging.getLogger("xmipp3_deepcons")
+# How a user prepares a micrograph, whichever front end: only a broken run folder needs it.
+PREPARE = "continue the run, or on the command line `xmipp_deep_consensus prepare`"
 
 
 # ------------------------------------------------------------------------------ prepare
@@ -301,8 +303,8 @@ def train(run, settings=None):
         plan = plan_training(run, settings)
         if plan.action == schedule.WAIT:
             if run.inputs_closed():
-                raise InputError(f"training cannot start: {plan.reason}; run `prepare` on "
-                                 "every micrograph first, and check the coordinates")
+                raise InputError(f"training cannot start: {plan.reason}; prepare every "
+                                 f"micrograph first ({PREPARE}), and check the coordinates")
             log.info(f"training waits: {plan.reason}")
             return False
         if plan.action == schedule.FINALIZE:
@@ -464,7 +466,7 @@ def predict(run, stems, settings=None, source="final"):
         by = " by the shipped network" if current == REFERENCE else ""
         for i, stem in enumerate(todo, 1):
             if not run.is_prepared(stem):
-                raise InputError(f"micrograph {stem} is not prepared; run `prepare` first")
+                raise InputError(f"micrograph {stem} is not prepared; prepare it first ({PREPARE})")
             scores = score_candidates(run, stem, ensemble)
             run.write_network_scores(stem, settings.views, scores, current)
             log.info(f"scored {i}/{len(todo)} {stem}{by} ({views} each): {len(scores)} "
@@ -486,7 +488,7 @@ def predict_by_cascade(run, stems, settings):
         for current in models.sources())]
     for stem in todo:
         if not run.is_prepared(stem):
-            raise InputError(f"micrograph {stem} is not prepared; run `prepare` first")
+            raise InputError(f"micrograph {stem} is not prepared; prepare it first ({PREPARE})")
     return cascade.score(run, todo, settings, evidence) if todo else {}
 
 
