@@ -8,10 +8,12 @@ import pytest
 from xmipp3_deepcons import synthetic
 from xmipp3_deepcons.cli import main
 from xmipp3_deepcons.constants import MIN_POSITIVES
+from xmipp3_deepcons.errors import InputError
 from xmipp3_deepcons.run import schedule, stages
 from xmipp3_deepcons.run.folder import RunFolder
 from xmipp3_deepcons.run.boxes import positive_mask
 from xmipp3_deepcons.run.keep import final_scores, keep_mask
+from xmipp3_deepcons.run.outputs import write_outputs
 from xmipp3_deepcons.run.settings import RunSettings
 from xmipp3_deepcons.run.streaming import Admission, Queued, next_work, stem_for
 
@@ -237,6 +239,22 @@ def test_a_continued_run_refuses_other_settings_but_not_other_paths(dataset, tmp
     # output options may change
     assert main(init_argv(dataset, out, "--threshold", "0.7")) == 0
     assert RunFolder(out).settings().threshold == 0.7
+
+
+def test_a_stage_run_out_of_order_says_what_to_do_in_both_front_ends(dataset, tmp_path,
+                                                                      capsys):
+    out = tmp_path / "run"
+    assert main(init_argv(dataset, out)) == 0
+    capsys.readouterr()
+    assert main(["fit", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "xmipp_deep_consensus fit: error: training cannot start: micrograph mic_000 is not "
+        "prepared yet; prepare every micrograph first (continue the run, or on the command "
+        "line `xmipp_deep_consensus prepare`), and check the coordinates")
+    with pytest.raises(InputError, match=r"not scored yet .*; score them first \(continue the "
+                                         r"run, or on the command line `xmipp_deep_consensus "
+                                         r"predict .*` on every shard\)"):
+        write_outputs(RunFolder(out))
 
 
 def _run_files(root):

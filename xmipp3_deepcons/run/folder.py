@@ -40,6 +40,12 @@ LOCK_FILE = "run.lock"      # held (flock) by the run writing into the folder
 REFERENCE = "reference"     # the score source of the shipped network that anchors the evidence
 
 
+def continue_or(command):
+    """The remedy for a stage not yet done, for both front ends: only a broken run folder, or
+    stage jobs run out of order, needs it."""
+    return f"continue the run, or on the command line `xmipp_deep_consensus {command}`"
+
+
 def per_views(name, views):
     """Scores of different numbers of mirror views never mix: one name per number (one view:
     the name itself)."""

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.atomic import atomic_write
+from .folder import continue_or
 
 log = logging.getLogger("xmipp3_deepcons")
 # What write_outputs makes: removed with the model they came from (``remove_outputs``).
@@ -38,8 +39,8 @@ def write_outputs(run, settings=None):
     missing = [stem for stem, *_ in ledger if run.network_scores(stem, settings.views) is None]
     if missing:
         raise InputError(f"{len(missing)} of {len(ledger)} micrographs are not scored yet "
-                         f"(first: {missing[0]}); run `xmipp_deep_consensus predict {run.root}` "
-                         "on every shard first")
+                         f"(first: {missing[0]}); score them first "
+                         f"({continue_or(f'predict {run.root}')} on every shard)")
     tables = [run.candidates(stem) for stem, *_ in ledger]
     network = [run.network_scores(stem, settings.views) for stem, *_ in ledger]
     final = [run.final_scores(stem, settings) for stem, *_ in ledger]

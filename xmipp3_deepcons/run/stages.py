@@ -17,13 +17,11 @@ from ..constants import DEEP_PARTICLE_SIZE, SELF_TRAINING_MIN_ACCEPTED
 from ..errors import InputError, UnusableMicrograph
 from ..io.atomic import atomic_path
 from . import cascade, schedule
-from .folder import (REFERENCE, RunFolder, arrays_digest, copy_folder, intact_model, read_json,
-                     write_json, write_npz)
+from .folder import (REFERENCE, RunFolder, arrays_digest, continue_or, copy_folder,
+                     intact_model, read_json, write_json, write_npz)
 from .keep import evidence_model, falls_back, held_out_check
 
 log = logging.getLogger("xmipp3_deepcons")
-# How a user prepares a micrograph, whichever front end: only a broken run folder needs it.
-PREPARE = "continue the run, or on the command line `xmipp_deep_consensus prepare`"
 
 
 # ------------------------------------------------------------------------------ prepare
@@ -304,7 +302,7 @@ def train(run, settings=None):
         if plan.action == schedule.WAIT:
             if run.inputs_closed():
                 raise InputError(f"training cannot start: {plan.reason}; prepare every "
-                                 f"micrograph first ({PREPARE}), and check the coordinates")
+                                 f"micrograph first ({continue_or('prepare')}), and check the coordinates")
             log.info(f"training waits: {plan.reason}")
             return False
         if plan.action == schedule.FINALIZE:
@@ -466,7 +464,7 @@ def predict(run, stems, settings=None, source="final"):
         by = " by the shipped network" if current == REFERENCE else ""
         for i, stem in enumerate(todo, 1):
             if not run.is_prepared(stem):
-                raise InputError(f"micrograph {stem} is not prepared; prepare it first ({PREPARE})")
+                raise InputError(f"micrograph {stem} is not prepared; prepare it first ({continue_or('prepare')})")
             scores = score_candidates(run, stem, ensemble)
             run.write_network_scores(stem, settings.views, scores, current)
             log.info(f"scored {i}/{len(todo)} {stem}{by} ({views} each): {len(scores)} "
@@ -488,7 +486,7 @@ def predict_by_cascade(run, stems, settings):
         for current in models.sources())]
     for stem in todo:
         if not run.is_prepared(stem):
-            raise InputError(f"micrograph {stem} is not prepared; prepare it first ({PREPARE})")
+            raise InputError(f"micrograph {stem} is not prepared; prepare it first ({continue_or('prepare')})")
     return cascade.score(run, todo, settings, evidence) if todo else {}
 
 
