@@ -3,8 +3,9 @@ it becomes ``RunSettings``: every rule of a run's parameters, for both front end
 
 The command line fills a request from its options, the Scipion protocol from its form; both
 call ``build``, which returns the settings and a list of problems (``errors.FieldError``: field,
-text). The command line refuses the first problem with its option's name (``FIELDS[field].flag``), the protocol's
-``_validate`` lists them all with the form's labels. Neither front end checks a number itself.
+text). The command line refuses the first problem with its option's name
+(``FIELDS[field].flag``), the protocol's ``_validate`` lists them all with the form's labels.
+Neither front end checks a number itself.
 
 Rules that live here and nowhere else:
 - the numbers' bounds (``checks``), the training ones only when the run trains;
