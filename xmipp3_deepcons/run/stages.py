@@ -302,7 +302,8 @@ def train(run, settings=None):
         if plan.action == schedule.WAIT:
             if run.inputs_closed():
                 raise InputError(f"training cannot start: {plan.reason}; prepare every "
-                                 f"micrograph first ({continue_or('prepare')}), and check the coordinates")
+                                 f"micrograph first ({continue_or('prepare')}), and check the "
+                                 "coordinates")
             log.info(f"training waits: {plan.reason}")
             return False
         if plan.action == schedule.FINALIZE:
@@ -464,7 +465,8 @@ def predict(run, stems, settings=None, source="final"):
         by = " by the shipped network" if current == REFERENCE else ""
         for i, stem in enumerate(todo, 1):
             if not run.is_prepared(stem):
-                raise InputError(f"micrograph {stem} is not prepared; prepare it first ({continue_or('prepare')})")
+                raise InputError(f"micrograph {stem} is not prepared; prepare it first "
+                                 f"({continue_or('prepare')})")
             scores = score_candidates(run, stem, ensemble)
             run.write_network_scores(stem, settings.views, scores, current)
             log.info(f"scored {i}/{len(todo)} {stem}{by} ({views} each): {len(scores)} "
@@ -486,7 +488,8 @@ def predict_by_cascade(run, stems, settings):
         for current in models.sources())]
     for stem in todo:
         if not run.is_prepared(stem):
-            raise InputError(f"micrograph {stem} is not prepared; prepare it first ({continue_or('prepare')})")
+            raise InputError(f"micrograph {stem} is not prepared; prepare it first "
+                             f"({continue_or('prepare')})")
     return cascade.score(run, todo, settings, evidence) if todo else {}
 
 
