@@ -159,15 +159,18 @@ class Looks:
             if self._image is None:
                 self._image = read_micrograph(self.run.preprocessed(self.stem))
             ensemble = self.models.fitting(source) if level == FIT else self.models[source]
-            first = self.get(source, FIRST, missing).astype(np.float64) if level == FIT else None
+            first = self.values[f"{source}_{FIRST}"]
             factor = float(self.table["factor"])
             for start in range(0, len(missing), 512):
                 part = missing[start:start + 512]
                 boxes = extract_boxes(self._image, self.table["xy"][part] / factor,
                                       DEEP_PARTICLE_SIZE)
                 if level == FIT:     # the first look and the other members' first views
+                    unseen = np.isnan(first[part])     # first looks taken from these boxes
+                    if unseen.any():
+                        first[part[unseen]] = self.models[source].first_look(boxes[unseen])
                     rest = ensemble.score(boxes).astype(np.float64) * ensemble.n_models
-                    values[part] = ((first[start:start + 512] + rest)
+                    values[part] = ((first[part].astype(np.float64) + rest)
                                     / (ensemble.n_models + 1)).astype(np.float32)
                 else:
                     values[part] = (ensemble.first_look(boxes) if level == FIRST
