@@ -464,13 +464,18 @@ def predict(run, stems, settings=None, source="final"):
         ensemble = Ensemble.load(run.source_model(current), settings.views)
         by = " by the shipped network" if current == REFERENCE else ""
         for i, stem in enumerate(todo, 1):
-            if not run.is_prepared(stem):
-                raise InputError(f"micrograph {stem} is not prepared; prepare it first "
-                                 f"({continue_or('prepare')})")
+            require_prepared(run, stem)
             scores = score_candidates(run, stem, ensemble)
             run.write_network_scores(stem, settings.views, scores, current)
             log.info(f"scored {i}/{len(todo)} {stem}{by} ({views} each): {len(scores)} "
                      f"candidates, {int((scores > 0.5).sum())} with network score above 0.5")
+
+
+def require_prepared(run, stem):
+    """Scoring needs the micrograph's candidates: refused in one line that says how."""
+    if not run.is_prepared(stem):
+        raise InputError(f"micrograph {stem} is not prepared; prepare it first "
+                         f"({continue_or('prepare')})")
 
 
 def predict_by_cascade(run, stems, settings):
@@ -487,9 +492,7 @@ def predict_by_cascade(run, stems, settings):
         or run.scores_context(s, settings.views, current) != where
         for current in models.sources())]
     for stem in todo:
-        if not run.is_prepared(stem):
-            raise InputError(f"micrograph {stem} is not prepared; prepare it first "
-                             f"({continue_or('prepare')})")
+        require_prepared(run, stem)
     return cascade.score(run, todo, settings, evidence) if todo else {}
 
 
