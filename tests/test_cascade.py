@@ -89,16 +89,19 @@ def test_the_cascade_decides_as_whole_scores_with_fewer_evaluations(dataset, cas
             distance = np.sqrt(((one[:, None, :] - other[None, :, :]) ** 2).sum(-1))
             unmatched += int((distance.min(axis=1) > radius).sum()) if len(other) else len(one)
     assert 0 < kept and unmatched <= 0.01 * kept, (unmatched, kept)
-    # each stored score is a look the cascade took: the first, or the whole score, and a
-    # whole score is the very number whole scoring gives
+    # each stored score is a look the cascade took: a rung of the network's ladder (one member
+    # here: the first look, half the views, every view), and a whole score is the very number
+    # whole scoring gives, though the cascade made it from the looks below it
+    assert models.rungs(cascade.NETWORK) == [cascade.FIRST, cascade.HALF, cascade.WHOLE]
     went_on = 0
     for stem in stems:
         looks = cascade.Looks(run, stem, models)
-        first = looks.values[f"{cascade.NETWORK}_{cascade.FIRST}"]
-        entire = looks.values[f"{cascade.NETWORK}_{cascade.WHOLE}"]
+        rungs = [looks.values[f"{cascade.NETWORK}_{rung}"]
+                 for rung in models.rungs(cascade.NETWORK)]
+        first, entire = rungs[0], rungs[-1]
         stored = cascaded[stem]["network"]
-        assert np.all((stored == first) | (stored == entire))
-        is_whole = (stored == entire) & (stored != first)
+        assert np.all(np.any([stored == rung for rung in rungs], axis=0))
+        is_whole = (stored == entire) & (stored != first) & (stored != rungs[1])
         went_on += int(is_whole.sum())
         np.testing.assert_allclose(stored[is_whole], whole[stem]["network"][is_whole],
                                    atol=1e-6)
@@ -177,10 +180,26 @@ def test_the_evidence_is_fitted_on_every_network_in_the_first_view(dataset, tmp_
     np.testing.assert_allclose(fit[sampled], one_view, atol=2e-6)
     whole = Ensemble.load(str(model), settings.views).score(boxes)
     assert np.abs(fit[sampled] - whole).max() > 1e-3          # not the 4-view score
-    # evaluations: the first look of every candidate, 2 more members on the sampled ones,
-    # whole scores (12) on the margins' sample and wherever the decision stayed open
-    entire = ~np.isnan(looks.values[f"{cascade.NETWORK}_{cascade.WHOLE}"])
+    # evaluations: the first look of every candidate, 2 more members on the sampled ones, then
+    # up the ladder on the margins' sample and wherever the decision stayed open: 3 more for
+    # half the views, 6 more for every view; a whole score costs its 12, no more, for the looks
+    # taken on the way (each made from the one below)
+    taken = {rung: ~np.isnan(looks.values[f"{cascade.NETWORK}_{rung}"])
+             for rung in cascade.LADDER}
+    entire = taken[cascade.WHOLE]
+    assert entire.any() and np.all(taken[cascade.HALF][entire] & taken[cascade.FIT][entire])
+    # a look made from the one below is the look taken at once: half the views, every view
+    climbed = np.flatnonzero(entire)
+    boxes = extract_boxes(read_micrograph(run.preprocessed(stem)),
+                          table["xy"][climbed] / float(table["factor"]), 128)
+    from xmipp3_deepcons.core.scoring import Scorer
+    members = Ensemble.load(str(model)).models
+    for rung, views in ((cascade.HALF, 2), (cascade.WHOLE, 4)):
+        at_once = np.mean([Scorer(member, views)(boxes) for member in members], axis=0)
+        np.testing.assert_allclose(looks.values[f"{cascade.NETWORK}_{rung}"][climbed],
+                                   at_once, atol=2e-6)
     assert looks.evaluations(cascade.NETWORK) == pytest.approx(
-        (looks.n + 2 * len(sampled) + 12 * entire.sum()) / looks.n)
+        (looks.n + 2 * taken[cascade.FIT].sum() + 3 * taken[cascade.HALF].sum()
+         + 6 * entire.sum()) / looks.n)
     measured = cascade.read_json(cascade.margins_file(run, settings.views))
     assert measured[cascade.NETWORK]["candidates"] == min(looks.n, cascade.MARGIN_SAMPLE)

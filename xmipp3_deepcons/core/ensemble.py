@@ -22,7 +22,7 @@ class Ensemble:
         self.manifest = manifest
         self.views = views
         self._scorers = None
-        self._first = None
+        self._partial = {}
 
     @classmethod
     def load(cls, model_dir, views=1):
@@ -60,19 +60,19 @@ class Ensemble:
     def band(self):
         return self.manifest.get("band")
 
-    @property
-    def first_look_is_whole(self):
-        """One member scored in one view: its first look is its whole score."""
-        return self.n_models == 1 and self.views == 1
-
-    def first_look(self, boxes):
-        """The first member's P(particle) in the first view alone (one network evaluation per
-        box): the cheap look a scoring cascade starts with (``run/cascade.py``)."""
+    def partial_sum(self, boxes, members, views):
+        """Sum of P(particle) over the members ``members`` (start, stop) in the views ``views``
+        (start, stop) of each box, float64: the evaluations a scoring cascade adds to a look it
+        has (``run/cascade.py``)."""
         boxes = self._checked(boxes)
-        if self._first is None:
-            from .scoring import Scorer
-            self._first = Scorer(self.models[0], 1)
-        return self._first(boxes)
+        from .scoring import Scorer
+        total = np.zeros(len(boxes), np.float64)
+        for member in range(*members):
+            key = (member, *views)
+            if key not in self._partial:
+                self._partial[key] = Scorer(self.models[member], views[1], skip=views[0])
+            total += self._partial[key](boxes) * (views[1] - views[0])
+        return total
 
     def score(self, boxes):
         """Mean P(particle) of the members over the mirror views (``scoring.Scorer``), float32

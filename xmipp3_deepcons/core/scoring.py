@@ -48,14 +48,17 @@ class Scorer:
     """Mean P(particle) of one network over the mirror views of each box, with the weights the
     network has when the scorer is made (batch norm is folded into copies)."""
 
-    def __init__(self, model, views=1, batch_size=256):
+    def __init__(self, model, views=1, batch_size=256, skip=0):
+        """``skip``: leave out the first views (a scoring cascade adds the views a look lacks)."""
         model = in_fast_layers(model)
         first = model.layers[1]
         kernel = first.kernel
         if len(kernel.shape) != 4 or kernel.shape[2] != 1 or kernel.shape[0] % 2 != 1:
             raise ValueError(f"{model.name}: the first layer must be a 'same' convolution of "
                              "one channel with an odd kernel")
-        self.transforms = view_transforms(views)
+        self.transforms = view_transforms(views)[skip:]
+        if not self.transforms:
+            raise ValueError(f"no view left: views {views}, skip {skip}")
         self.boxes_per_call = max(1, batch_size // len(self.transforms))
         self._first = first
         self._rest = inference_layers(model.layers[2:])

@@ -5,9 +5,11 @@ network evaluation, against members x views for the ensemble's whole score). The
 lies, within a margin measured on this run's candidates, in a range around that look;
 ``keep.final_score_bounds`` says which final scores the candidate could then have (asking the
 output rule itself, whatever it is). Where that range lies on one side of the threshold, the
-decision is made; only the others go on to the next stage: the shipped network's first look
-(``anchored``), its whole score, then the ensemble's whole score. After the last stage every
-open candidate has its exact scores.
+decision is made; only the others go on to the next stage. The stages climb each network's
+ladder (LADDER: the first look, every member in the first view, half the views, every view),
+the shipped network's (``anchored``) before the ensemble's, each look made from the one below
+by adding the evaluations it lacks, each with its own margin. After the last stage every open
+candidate has its exact scores.
 
 What is stored is a function of the looks, the margins, the evidence and the threshold alone,
 never of what happened to be computed already, so that a PreviousRun scoring the same
@@ -40,10 +42,16 @@ from .keep import final_score_bounds
 log = logging.getLogger("xmipp3_deepcons")
 
 NETWORK = "final"
-# What is known of a score: its first look, its whole score, and the mean of every member's
-# score in the first view (what the pickers' evidence is fitted on).
-FIRST, WHOLE, FIT = 1, 2, 3
-MARGIN_QUANTILE = 0.99              # of |logit(first look) - logit(whole)| on the sample
+# What is known of a score: its first look (the first member in the first view), every member
+# in the first view (what the pickers' evidence is fitted on), every member in half the views,
+# and the whole score. Each is the mean of more of the same evaluations: a look is made from
+# the one below it by adding the evaluations it lacks (LADDER), so a whole score costs no more
+# for the looks taken on the way.
+FIRST, WHOLE, FIT, HALF = 1, 2, 3, 4
+LADDER = (FIRST, FIT, HALF, WHOLE)
+LOOK_NAMES = {FIRST: "first look", FIT: "every member in the first view",
+              HALF: "half the views"}
+MARGIN_QUANTILE = 0.99              # of |logit(a look) - logit(whole)| on the sample
 MARGIN_SAFETY = 1.0                 # the margin used is this times that quantile
 SAMPLE = 2000                       # candidates (in all) of the evidence micrographs the
                                     # evidence is fitted on (their FIT scores)
@@ -92,28 +100,35 @@ class Models:
                                                  self.settings.views)
         return self._loaded[source]
 
-    def fitting(self, source):
-        """The members whose first view, with the first look, makes a FIT score: every
-        member but the first (whose look in the first view is the first look)."""
-        name = source + "/fit"
-        if name not in self._loaded:
-            from ..core.ensemble import Ensemble
-            whole = self[source]
-            self._loaded[name] = Ensemble(whole.models[1:], whole.manifest, 1)
-        return self._loaded[name]
+    def shape(self, source, level):
+        """(members, views) a look at ``level`` is the mean over."""
+        members, views = self[source].n_models, self.settings.views
+        return {FIRST: (1, 1), FIT: (members, 1), HALF: (members, max(1, views // 2)),
+                WHOLE: (members, views)}[level]
 
-    def fit_evaluations(self, source):
-        """Network evaluations a FIT score costs besides the first look."""
-        return self.fitting(source).n_models
+    def rungs(self, source):
+        """The levels of the ladder that differ for this source (one member: FIT is FIRST;
+        one view: FIT, HALF and WHOLE are one)."""
+        rungs = []
+        for level in LADDER:
+            if all(self.shape(source, level) != self.shape(source, r) for r in rungs):
+                rungs.append(level)
+        return rungs
 
     def same_as(self, source, level):
-        """The level whose values ``level`` has (FIT is WHOLE when the run scores one view,
-        FIRST for one network)."""
-        if level != FIT:
-            return level
-        if self.settings.views == 1:
-            return WHOLE
-        return FIRST if self[source].n_models == 1 else FIT
+        """The rung whose values ``level`` has."""
+        return next(r for r in self.rungs(source)
+                    if self.shape(source, r) == self.shape(source, level))
+
+    def is_whole(self, source, level):
+        return self.shape(source, level) == self.shape(source, WHOLE)
+
+    def added(self, source, rung):
+        """Network evaluations a look at ``rung`` adds to the one below it."""
+        rungs = self.rungs(source)
+        members, views = self.shape(source, rung)
+        below = self.shape(source, rungs[rungs.index(rung) - 1]) if rungs.index(rung) else (0, 0)
+        return members * views - below[0] * below[1]
 
     def key(self, source):
         return self.run.model_key(self.run.source_model(source))
@@ -124,8 +139,7 @@ class Models:
 
 class Looks:
     """Every look taken at one micrograph's candidates, cached in the run folder (work/
-    cascade*/<stem>.npz): a first look, a whole score and the evidence's score per source,
-    NaN where not taken."""
+    cascade*/<stem>.npz): each rung of the ladder per source, NaN where not taken."""
 
     def __init__(self, run, stem, models):
         self.run, self.stem, self.models = run, stem, models
@@ -138,7 +152,7 @@ class Looks:
         for source in models.sources():
             key = f"{self.run.candidate_key(stem)}/{models.key(source)}"
             self.keys[source] = key
-            for level in (FIRST, WHOLE, FIT):
+            for level in LADDER:
                 name = f"{source}_{level}"
                 ok = (str(stored.get(name + "_key", "")) == key
                       and len(stored.get(name, ())) == self.n)
@@ -148,7 +162,8 @@ class Looks:
         self.changed = False
 
     def get(self, source, level, index):
-        """The look ``level`` of ``source`` at candidates ``index``, taking those missing."""
+        """The look ``level`` of ``source`` at candidates ``index``, taking those missing: each
+        made from the rung below by the evaluations it lacks, whatever was taken before."""
         level = self.models.same_as(source, level)
         values = self.values[f"{source}_{level}"]
         index = np.asarray(index, dtype=int)
@@ -158,37 +173,44 @@ class Looks:
             from ..io.images import read_micrograph
             if self._image is None:
                 self._image = read_micrograph(self.run.preprocessed(self.stem))
-            ensemble = self.models.fitting(source) if level == FIT else self.models[source]
-            first = self.values[f"{source}_{FIRST}"]
+            rungs = self.models.rungs(source)
             factor = float(self.table["factor"])
             for start in range(0, len(missing), 512):
                 part = missing[start:start + 512]
                 boxes = extract_boxes(self._image, self.table["xy"][part] / factor,
                                       DEEP_PARTICLE_SIZE)
-                if level == FIT:     # the first look and the other members' first views
-                    unseen = np.isnan(first[part])     # first looks taken from these boxes
-                    if unseen.any():
-                        first[part[unseen]] = self.models[source].first_look(boxes[unseen])
-                    rest = ensemble.score(boxes).astype(np.float64) * ensemble.n_models
-                    values[part] = ((first[part].astype(np.float64) + rest)
-                                    / (ensemble.n_models + 1)).astype(np.float32)
-                else:
-                    values[part] = (ensemble.first_look(boxes) if level == FIRST
-                                    and not ensemble.first_look_is_whole
-                                    else ensemble.score(boxes))
+                below = None
+                for rung in rungs[:rungs.index(level) + 1]:
+                    here = self.values[f"{source}_{rung}"]
+                    lacking = np.isnan(here[part])
+                    if lacking.any():
+                        here[part[lacking]] = self._climb(source, below, rung,
+                                                          boxes[lacking], part[lacking])
+                    below = rung
             self.changed = True
         return values[index]
 
+    def _climb(self, source, below, rung, boxes, index):
+        """The look ``rung`` at these candidates: the look ``below`` (None for the first) with
+        the evaluations it lacks added, as a mean."""
+        ensemble = self.models[source]
+        members, views = self.models.shape(source, rung)
+        if below is None:
+            return ensemble.partial_sum(boxes, (0, 1), (0, 1)).astype(np.float32)
+        had_members, had_views = self.models.shape(source, below)
+        total = self.values[f"{source}_{below}"][index].astype(np.float64) \
+            * had_members * had_views
+        if views > had_views:       # the members it had, in the views it lacked
+            total += ensemble.partial_sum(boxes, (0, had_members), (had_views, views))
+        if members > had_members:   # the members it lacked, in every view
+            total += ensemble.partial_sum(boxes, (had_members, members), (0, views))
+        return (total / (members * views)).astype(np.float32)
+
     def evaluations(self, source):
         """Network evaluations spent on each candidate so far (mean), by this cache."""
-        ensemble = self.models[source]
-        whole = ensemble.n_models * ensemble.views
-        first = ~np.isnan(self.values[f"{source}_{FIRST}"])
-        full = ~np.isnan(self.values[f"{source}_{WHOLE}"])
-        fit = ~np.isnan(self.values[f"{source}_{FIT}"])
-        return (first.sum() * (whole if ensemble.first_look_is_whole else 1)
-                + full.sum() * whole
-                + fit.sum() * self.models.fit_evaluations(source)) / max(1, self.n)
+        return sum(np.count_nonzero(~np.isnan(self.values[f"{source}_{rung}"]))
+                   * self.models.added(source, rung)
+                   for rung in self.models.rungs(source)) / max(1, self.n)
 
     def save(self):
         if self.changed:
@@ -241,31 +263,39 @@ def margins_file(run, views):
 
 
 def margins(run, settings, stems, models):
-    """How far (in logit) a first look may be from the whole score, per source: measured once
-    per model on the sampled candidates of ``stems``, kept in the model folder so that a
-    PreviousRun uses the same."""
+    """How far (in logit) each look may be from the whole score, {source: {level: margin}}:
+    measured once per model on the sampled candidates of ``stems``, kept in the model folder
+    so that a PreviousRun uses the same."""
     path = margins_file(run, settings.views)
     keys = {s: models.key(s) for s in models.sources()}
     stored = read_json(path)
-    if stored and all(stored.get(s, {}).get("model_key") == k for s, k in keys.items()):
-        return {s: stored[s]["margin"] for s in keys}
-    found = sampled_looks(run, stems, settings, models, (FIRST, WHOLE), MARGIN_SAMPLE, 1)[1]
+    if stored and all(stored.get(s, {}).get("model_key") == k and "margins" in stored[s]
+                      for s, k in keys.items()):
+        return {s: {int(level): m for level, m in stored[s]["margins"].items()} for s in keys}
+    found = sampled_looks(run, stems, settings, models, LADDER, MARGIN_SAMPLE, 1)[1]
     result = dict(stored or {})
     for source in keys:
-        first, whole = (np.concatenate([np.zeros(0)] + found[source][level])
-                        for level in (FIRST, WHOLE))
-        if models[source].first_look_is_whole or not len(first):
-            margin = 0.0 if len(first) else 2 * LOGIT_CLIP
-        else:
-            gap = np.abs(clipped_logit(first) - clipped_logit(whole))
-            margin = float(MARGIN_SAFETY * np.quantile(gap, MARGIN_QUANTILE))
-        result[source] = {"model_key": keys[source], "margin": margin,
-                          "candidates": int(len(first))}
+        looks = {level: np.concatenate([np.zeros(0)] + found[source][level])
+                 for level in models.rungs(source)}
+        whole = looks[models.same_as(source, WHOLE)]
+        measured = {}
+        for level, look in looks.items():
+            if models.is_whole(source, level):
+                measured[level] = 0.0
+            elif not len(look):
+                measured[level] = 2 * LOGIT_CLIP
+            else:
+                gap = np.abs(clipped_logit(look) - clipped_logit(whole))
+                measured[level] = float(MARGIN_SAFETY * np.quantile(gap, MARGIN_QUANTILE))
+        result[source] = {"model_key": keys[source], "candidates": int(len(whole)),
+                          "margins": {str(level): m for level, m in measured.items()}}
+        within = ", ".join(f"{LOOK_NAMES[level]} within {m:.2f}"
+                           for level, m in measured.items() if level in LOOK_NAMES)
         log.info(f"scoring cascade, {'shipped network' if source == REFERENCE else 'ensemble'}:"
-                 f" first look within {margin:.2f} (logit) of the whole score, measured on "
-                 f"{len(first)} candidates")
+                 f" {within or 'one look, the whole score'} (logit) of the whole score, measured "
+                 f"on {len(whole)} candidates")
     write_json(path, result)
-    return {s: result[s]["margin"] for s in keys}
+    return {s: {int(level): m for level, m in result[s]["margins"].items()} for s in keys}
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -287,14 +317,16 @@ def decide(looks, settings, evidence, margin):
     low = {s: np.zeros(n) for s in sources}
     high = {s: np.ones(n) for s in sources}
     point = {s: np.full(n, 0.5) for s in sources}
-    known = {s: np.zeros(n, int) for s in sources}
-    # The shipped network's whole score before the ensemble's: it costs about 8 of the run's
-    # network evaluations (one large network in 4 views) against 11 (3 members in 4 views),
-    # and settles more of what stays open (its reading weighs in two of the evidence's three):
-    # 17-25 % less scoring on EMPIAR-10017 and its weak pickers, the same decisions
-    # (docs/measurements.md, "The scoring cascade").
-    shipped = [(REFERENCE, FIRST), (REFERENCE, WHOLE)] if REFERENCE in sources else []
-    stages = [(NETWORK, FIRST)] + shipped + [(NETWORK, WHOLE)]
+    known = {s: np.zeros(n, int) for s in sources}      # how many rungs up (0: none)
+    models = looks.models
+    # The run's first look, then the shipped network's ladder, then the ensemble's: the shipped
+    # network's reading weighs in two of the evidence's three and its whole score costs about 8
+    # of the run's evaluations against 11, so asked first it settles more for less; each look
+    # adds only what the one below lacks (docs/measurements.md, "The scoring cascade").
+    stages = [(NETWORK, FIRST)] \
+        + [(REFERENCE, rung) for rung in (models.rungs(REFERENCE) if REFERENCE in sources
+                                          else [])] \
+        + [(NETWORK, rung) for rung in models.rungs(NETWORK)[1:]]
     open_ = np.ones(n, bool)
 
     def bounds(triples):
@@ -302,16 +334,17 @@ def decide(looks, settings, evidence, margin):
                                   triples.get(REFERENCE))
 
     for source, level in stages:
-        index = np.flatnonzero(open_ & (known[source] < level))
+        step = models.rungs(source).index(level) + 1
+        index = np.flatnonzero(open_ & (known[source] < step))
         if len(index):
             values = looks.get(source, level, index).astype(np.float64)
-            exact = level == WHOLE or looks.models[source].first_look_is_whole
-            if exact:
+            if models.is_whole(source, level):
                 low[source][index] = high[source][index] = values
             else:
-                low[source][index], high[source][index] = score_range(values, margin[source])
+                low[source][index], high[source][index] = score_range(
+                    values, margin[source][level])
             point[source][index] = values
-            known[source][index] = WHOLE if exact else FIRST
+            known[source][index] = step
         lowest, highest = bounds({s: (low[s], point[s], high[s]) for s in sources})[:2]
         open_ = (lowest <= threshold) & (highest > threshold)
         if not open_.any():
