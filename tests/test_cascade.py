@@ -121,6 +121,29 @@ def test_a_previous_run_without_training_keeps_exactly_what_the_run_kept(dataset
         np.testing.assert_array_equal(again[stem]["reference"], found["reference"])
 
 
+@pytest.mark.slow
+def test_a_run_whose_margins_predate_the_ladder_continues_to_the_same_particles(
+        dataset, cascaded_run, tmp_path):
+    """A run folder from before each look had its own margin (one first-look margin per source)
+    measures them once when continued, and keeps the same particles."""
+    import shutil
+    source, first = cascaded_run
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    run = RunFolder(out)
+    path = cascade.margins_file(run, run.settings().views)
+    stored = cascade.read_json(path)
+    old = {name: {"model_key": entry["model_key"], "candidates": entry["candidates"],
+                  "margin": entry["margins"][str(cascade.FIRST)]}
+           for name, entry in stored.items()}
+    cascade.write_json(path, old)
+    again = screen(dataset, out, "--model", SMALL)
+    assert cascade.read_json(path) == stored
+    for stem, found in first.items():
+        np.testing.assert_array_equal(again[stem]["kept"], found["kept"])
+        np.testing.assert_array_equal(again[stem]["network"], found["network"])
+
+
 def test_bounds_come_from_the_output_rule_itself():
     settings = RunSettings(box_size=128, n_pickers=2, picker_evidence="patterns")
     table = {"members": np.array([[0, 0], [0, -1], [-1, 0]]), "votes": np.array([2, 1, 1])}
