@@ -126,8 +126,9 @@ class Models:
     def added(self, source, rung):
         """Network evaluations a look at ``rung`` adds to the one below it."""
         rungs = self.rungs(source)
+        at = rungs.index(rung)
         members, views = self.shape(source, rung)
-        below = self.shape(source, rungs[rungs.index(rung) - 1]) if rungs.index(rung) else (0, 0)
+        below = self.shape(source, rungs[at - 1]) if at else (0, 0)
         return members * views - below[0] * below[1]
 
     def key(self, source):
@@ -268,12 +269,19 @@ def margins(run, settings, stems, models):
     so that a PreviousRun uses the same."""
     path = margins_file(run, settings.views)
     keys = {s: models.key(s) for s in models.sources()}
-    stored = read_json(path)
-    if stored and all(stored.get(s, {}).get("model_key") == k and "margins" in stored[s]
-                      for s, k in keys.items()):
-        return {s: {int(level): m for level, m in stored[s]["margins"].items()} for s in keys}
+    stored = read_json(path) or {}
+    if not all(stored.get(s, {}).get("model_key") == k and "margins" in stored[s]
+               for s, k in keys.items()):
+        stored.update(_measured_margins(run, settings, stems, models, keys))
+        write_json(path, stored)
+    return {s: {int(level): m for level, m in stored[s]["margins"].items()} for s in keys}
+
+
+def _measured_margins(run, settings, stems, models, keys):
+    """{source: its entry in the margins file}: each look's margin, measured on MARGIN_SAMPLE
+    candidates taken up every rung."""
     found = sampled_looks(run, stems, settings, models, LADDER, MARGIN_SAMPLE, 1)[1]
-    result = dict(stored or {})
+    result = {}
     for source in keys:
         looks = {level: np.concatenate([np.zeros(0)] + found[source][level])
                  for level in models.rungs(source)}
@@ -294,8 +302,7 @@ def margins(run, settings, stems, models):
         log.info(f"scoring cascade, {'shipped network' if source == REFERENCE else 'ensemble'}:"
                  f" {within or 'one look, the whole score'} (logit) of the whole score, measured "
                  f"on {len(whole)} candidates")
-    write_json(path, result)
-    return {s: {int(level): m for level, m in result[s]["margins"].items()} for s in keys}
+    return result
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -318,15 +325,13 @@ def decide(looks, settings, evidence, margin):
     high = {s: np.ones(n) for s in sources}
     point = {s: np.full(n, 0.5) for s in sources}
     known = {s: np.zeros(n, int) for s in sources}      # how many rungs up (0: none)
-    models = looks.models
+    ladder = {s: looks.models.rungs(s) for s in sources}
     # The run's first look, then the shipped network's ladder, then the ensemble's: the shipped
     # network's reading weighs in two of the evidence's three and its whole score costs about 8
     # of the run's evaluations against 11, so asked first it settles more for less; each look
     # adds only what the one below lacks (docs/measurements.md, "The scoring cascade").
-    stages = [(NETWORK, FIRST)] \
-        + [(REFERENCE, rung) for rung in (models.rungs(REFERENCE) if REFERENCE in sources
-                                          else [])] \
-        + [(NETWORK, rung) for rung in models.rungs(NETWORK)[1:]]
+    stages = [(NETWORK, FIRST)] + [(REFERENCE, rung) for rung in ladder.get(REFERENCE, [])] \
+        + [(NETWORK, rung) for rung in ladder[NETWORK][1:]]
     open_ = np.ones(n, bool)
 
     def bounds(triples):
@@ -334,11 +339,11 @@ def decide(looks, settings, evidence, margin):
                                   triples.get(REFERENCE))
 
     for source, level in stages:
-        step = models.rungs(source).index(level) + 1
+        step = ladder[source].index(level) + 1
         index = np.flatnonzero(open_ & (known[source] < step))
         if len(index):
             values = looks.get(source, level, index).astype(np.float64)
-            if models.is_whole(source, level):
+            if looks.models.is_whole(source, level):
                 low[source][index] = high[source][index] = values
             else:
                 low[source][index], high[source][index] = score_range(
