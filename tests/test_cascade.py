@@ -89,6 +89,20 @@ def test_the_cascade_decides_as_whole_scores_with_fewer_evaluations(dataset, cas
             distance = np.sqrt(((one[:, None, :] - other[None, :, :]) ** 2).sum(-1))
             unmatched += int((distance.min(axis=1) > radius).sum()) if len(other) else len(one)
     assert 0 < kept and unmatched <= 0.01 * kept, (unmatched, kept)
+    # where the run's network was sure, the shipped network never looked: its score is the
+    # run's first look standing in, within the margin measured for that, which is finite
+    stand_in = cascade.read_json(cascade.margins_file(run, settings.views))[REFERENCE][
+        "margins"][str(cascade.STAND_IN)]
+    assert 0 < stand_in < 2 * cascade.LOGIT_CLIP
+    unseen = 0
+    for stem in stems:
+        looks = cascade.Looks(run, stem, models)
+        never = np.isnan(looks.values[f"{REFERENCE}_{cascade.FIRST}"])
+        unseen += int(never.sum())
+        first_look = looks.values[f"{cascade.NETWORK}_{cascade.FIRST}"]
+        np.testing.assert_array_equal(cascaded[stem]["reference"][never], first_look[never])
+        np.testing.assert_array_equal(cascaded[stem]["network"][never], first_look[never])
+    assert unseen > 0
     # each stored score is a look the cascade took: a rung of the network's ladder (one member
     # here: the first look, half the views, every view), and a whole score is the very number
     # whole scoring gives, though the cascade made it from the looks below it
@@ -121,11 +135,30 @@ def test_a_previous_run_without_training_keeps_exactly_what_the_run_kept(dataset
         np.testing.assert_array_equal(again[stem]["reference"], found["reference"])
 
 
+def before_the_ladder(stored):
+    """A margins file as written before each look had its own margin: one first-look margin
+    per source, keyed by its model alone."""
+    return {name: {"model_key": entry["model_key"].split("|")[0],
+                   "candidates": entry["candidates"],
+                   "margin": entry["margins"][str(cascade.FIRST)]}
+            for name, entry in stored.items()}
+
+
+def before_the_stand_in(stored):
+    """A margins file as written before the run's first look stood in for the shipped
+    network's: no margin for it, keyed by its model alone."""
+    return {name: {**entry, "model_key": entry["model_key"].split("|")[0],
+                   "margins": {level: m for level, m in entry["margins"].items()
+                               if level != str(cascade.STAND_IN)}}
+            for name, entry in stored.items()}
+
+
 @pytest.mark.slow
-def test_a_run_whose_margins_predate_the_ladder_continues_to_the_same_particles(
-        dataset, cascaded_run, tmp_path):
-    """A run folder from before each look had its own margin (one first-look margin per source)
-    measures them once when continued, and keeps the same particles."""
+@pytest.mark.parametrize("older", [before_the_ladder, before_the_stand_in])
+def test_a_run_whose_margins_are_older_continues_to_the_same_particles(
+        dataset, cascaded_run, tmp_path, older):
+    """A run folder whose margins file an earlier version wrote measures them once when
+    continued, and keeps the same particles."""
     import shutil
     source, first = cascaded_run
     out = tmp_path / "run"
@@ -133,10 +166,7 @@ def test_a_run_whose_margins_predate_the_ladder_continues_to_the_same_particles(
     run = RunFolder(out)
     path = cascade.margins_file(run, run.settings().views)
     stored = cascade.read_json(path)
-    old = {name: {"model_key": entry["model_key"], "candidates": entry["candidates"],
-                  "margin": entry["margins"][str(cascade.FIRST)]}
-           for name, entry in stored.items()}
-    cascade.write_json(path, old)
+    cascade.write_json(path, older(stored))
     again = screen(dataset, out, "--model", SMALL)
     assert cascade.read_json(path) == stored
     for stem, found in first.items():

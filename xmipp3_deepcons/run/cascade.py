@@ -8,8 +8,10 @@ output rule itself, whatever it is). Where that range lies on one side of the th
 decision is made; only the others go on to the next stage. The stages climb each network's
 ladder (LADDER: the first look, every member in the first view, half the views, every view),
 the shipped network's (``anchored``) before the ensemble's, each look made from the one below
-by adding the evaluations it lacks, each with its own margin. After the last stage every open
-candidate has its exact scores.
+by adding the evaluations it lacks, each with its own margin. Until the shipped network looks,
+the run's first look stands in for its whole score, within a margin of its own (STAND_IN):
+where the run's network is sure, the shipped one is never asked. After the last stage every
+open candidate has its exact scores.
 
 What is stored is a function of the looks, the margins, the evidence and the threshold alone,
 never of what happened to be computed already, so that a PreviousRun scoring the same
@@ -20,7 +22,7 @@ network in the first view (the first look and the others: 3 evaluations, not the
 score), and the margins are measured on another MARGIN_SAMPLE of them scored whole: on
 EMPIAR-10017, its weak pickers and the demo, as good outputs as the evidence fitted on whole
 scores, for 2-3 times fewer evaluations (docs/measurements.md, "The evidence fit for less"). A
-candidate decided early carries its looks as its scores (the run's network's look standing in
+candidate decided early carries its looks as its scores (the run's first look standing in
 for the shipped network's where that was not asked): estimates, on the side of the threshold
 decided.
 
@@ -49,8 +51,12 @@ NETWORK = "final"
 # for the looks taken on the way.
 FIRST, WHOLE, FIT, HALF = 1, 2, 3, 4
 LADDER = (FIRST, FIT, HALF, WHOLE)
-LOOK_NAMES = {FIRST: "first look", FIT: "every member in the first view",
-              HALF: "half the views"}
+# The run's first look standing in for the shipped network's whole score: its margin is wide
+# (4.5-6 logit: the networks differ) but finite, which settles a candidate the run's network
+# is sure of (docs/measurements.md, "The run's first look stands in").
+STAND_IN = 0
+LOOK_NAMES = {STAND_IN: "the run's first look", FIRST: "first look",
+              FIT: "every member in the first view", HALF: "half the views"}
 MARGIN_QUANTILE = 0.99              # of |logit(a look) - logit(whole)| on the sample
 MARGIN_SAFETY = 1.0                 # the margin used is this times that quantile
 SAMPLE = 2000                       # candidates (in all) of the evidence micrographs the
@@ -133,6 +139,13 @@ class Models:
 
     def key(self, source):
         return self.run.model_key(self.run.source_model(source))
+
+    def margin_key(self, source):
+        """What a source's margins depend on: its model, and for the shipped network the run's
+        too (the run's first look stands in for it)."""
+        if source == NETWORK:
+            return self.key(NETWORK)
+        return f"{self.key(source)}|{self.key(NETWORK)}"
 
     def sources(self):
         return [NETWORK] + ([REFERENCE] if self.settings.uses_reference else [])
@@ -268,7 +281,7 @@ def margins(run, settings, stems, models):
     measured once per model on the sampled candidates of ``stems``, kept in the model folder
     so that a PreviousRun uses the same."""
     path = margins_file(run, settings.views)
-    keys = {s: models.key(s) for s in models.sources()}
+    keys = {s: models.margin_key(s) for s in models.sources()}
     stored = read_json(path) or {}
     if not all(stored.get(s, {}).get("model_key") == k and "margins" in stored[s]
                for s, k in keys.items()):
@@ -286,9 +299,11 @@ def _measured_margins(run, settings, stems, models, keys):
         looks = {level: np.concatenate([np.zeros(0)] + found[source][level])
                  for level in models.rungs(source)}
         whole = looks[models.same_as(source, WHOLE)]
+        if source != NETWORK:
+            looks = {STAND_IN: np.concatenate([np.zeros(0)] + found[NETWORK][FIRST]), **looks}
         measured = {}
         for level, look in looks.items():
-            if models.is_whole(source, level):
+            if level != STAND_IN and models.is_whole(source, level):
                 measured[level] = 0.0
             elif not len(look):
                 measured[level] = 2 * LOGIT_CLIP
@@ -350,22 +365,20 @@ def decide(looks, settings, evidence, margin):
                     values, margin[source][level])
             point[source][index] = values
             known[source][index] = step
+            if REFERENCE in sources and (source, level) == (NETWORK, FIRST):
+                # the run's first look stands in for the shipped network's until it looks
+                low[REFERENCE][index], high[REFERENCE][index] = score_range(
+                    values, margin[REFERENCE][STAND_IN])
+                point[REFERENCE][index] = values
         lowest, highest = bounds({s: (low[s], point[s], high[s]) for s in sources})[:2]
         open_ = (lowest <= threshold) & (highest > threshold)
         if not open_.any():
             break
-    network = point[NETWORK].astype(np.float32)
-    reference = None
-    if REFERENCE in sources:
-        reference = point[REFERENCE].copy()
-        unseen = known[REFERENCE] == 0
-        # Decided without the shipped network (over its whole range, so any value keeps the
-        # decision): the run's network's look stands in for its reading. The value nearest the
-        # threshold, tried first, tied every early rejection just below it and cost the union's
-        # ranking 0.05 ROC-AUC on a weak two-picker set (docs/measurements.md).
-        reference[unseen] = point[NETWORK][unseen]
-        reference = reference.astype(np.float32)
-    return network, reference
+    # Decided without the shipped network, a candidate keeps the run's first look as its
+    # reading (the value nearest the threshold, tried first, tied every early rejection just
+    # below it and cost the union's ranking 0.05 ROC-AUC on a weak two-picker set).
+    reference = point[REFERENCE].astype(np.float32) if REFERENCE in sources else None
+    return point[NETWORK].astype(np.float32), reference
 
 
 def score(run, stems, settings, evidence=None, log_each=True):
