@@ -21,7 +21,6 @@ class Ensemble:
         self.models = list(models)
         self.manifest = manifest
         self.views = views
-        self._scorers = None
         self._partial = {}
 
     @classmethod
@@ -63,7 +62,8 @@ class Ensemble:
     def partial_sum(self, boxes, members, views):
         """Sum of P(particle) over the members ``members`` (start, stop) in the views ``views``
         (start, stop) of each box, float64: the evaluations a scoring cascade adds to a look it
-        has (``run/cascade.py``)."""
+        has (``run/cascade.py``), and, over all of them, the whole score. Each scorer is built
+        once and traces its graph on first use."""
         boxes = self._checked(boxes)
         from .scoring import Scorer
         total = np.zeros(len(boxes), np.float64)
@@ -77,14 +77,8 @@ class Ensemble:
     def score(self, boxes):
         """Mean P(particle) of the members over the mirror views (``scoring.Scorer``), float32
         in [0, 1], one per (128, 128) box."""
-        boxes = self._checked(boxes)
-        if self._scorers is None:   # built once: each traces its graph on first use
-            from .scoring import Scorer
-            self._scorers = [Scorer(model, self.views) for model in self.models]
-        total = np.zeros(len(boxes), np.float64)
-        for scorer in self._scorers:
-            total += scorer(boxes)
-        return (total / max(1, self.n_models)).astype(np.float32)
+        total = self.partial_sum(boxes, (0, self.n_models), (0, self.views))
+        return (total / max(1, self.n_models * self.views)).astype(np.float32)
 
     @staticmethod
     def _checked(boxes):

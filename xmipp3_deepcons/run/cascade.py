@@ -294,13 +294,16 @@ def _measured_margins(run, settings, stems, models, keys):
     """{source: its entry in the margins file}: each look's margin, measured on MARGIN_SAMPLE
     candidates taken up every rung."""
     found = sampled_looks(run, stems, settings, models, LADDER, MARGIN_SAMPLE, 1)[1]
+
+    def joined(source, level):      # one array over the sampled micrographs
+        return np.concatenate([np.zeros(0)] + found[source][level])
+
     result = {}
     for source in keys:
-        looks = {level: np.concatenate([np.zeros(0)] + found[source][level])
-                 for level in models.rungs(source)}
+        looks = {level: joined(source, level) for level in models.rungs(source)}
         whole = looks[models.same_as(source, WHOLE)]
         if source != NETWORK:
-            looks = {STAND_IN: np.concatenate([np.zeros(0)] + found[NETWORK][FIRST]), **looks}
+            looks = {STAND_IN: joined(NETWORK, FIRST), **looks}
         measured = {}
         for level, look in looks.items():
             if level != STAND_IN and models.is_whole(source, level):
